@@ -1,0 +1,178 @@
+"""Log output of the controller, runner and server: one event per line, text or JSON, no secrets.
+
+Owns the stdlib `logging` set-up. `setup_logging` is called once by each `dagloop` command at
+start-up (stderr, so journald gets it); `run_log_handler` gives a runner its per-run log file in
+the same format. Context travels as `extra={"dag": ..., "run_id": ...}`; any other extra field is
+printed too. Values registered with `add_secret` are replaced by `*****` in every line, after
+formatting, so neither a message, an argument, an extra field nor a traceback can leak them.
+
+Shapes (the seed's):
+    text: 2024-03-15T12:00:00Z INFO DAG execution started dag=data-pipeline run_id=20240315_1
+    json: {"time": "2024-03-15T12:00:00Z", "level": "INFO", "msg": "DAG execution started",
+           "dag": "data-pipeline", "run_id": "20240315_1"}
+Debug mode lowers the level to DEBUG and adds `source` ("file.py:123").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = [
+    "SECRET_MASK",
+    "LineFormatter",
+    "RedactingFilter",
+    "add_secret",
+    "clear_secrets",
+    "redact",
+    "run_log_handler",
+    "setup_logging",
+]
+
+SECRET_MASK = "*****"
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_FIRST = ("dag", "run_id")  # context fields printed first, in this order
+
+_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()  # longest first, each with its JSON-escaped form
+_current: tuple[str, bool] = ("text", False)  # (log_format, debug) of the last setup_logging
+
+
+def add_secret(value: str) -> None:
+    """Register a value that must never appear in a log line; it is printed as `*****`."""
+    global _secrets
+    if not value:
+        return
+    forms = {value, json.dumps(value)[1:-1]}
+    with _lock:
+        _secrets = tuple(sorted(set(_secrets) | forms, key=len, reverse=True))
+
+
+def clear_secrets() -> None:
+    """Forget all registered secrets (for tests)."""
+    global _secrets
+    with _lock:
+        _secrets = ()
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret replaced by `*****`."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, SECRET_MASK)
+    return text
+
+
+def _utc_time(created: float) -> str:
+    return datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _logfmt_value(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if text == "" or any(c in text for c in ' "=\n\r\t\\'):
+        return json.dumps(text)
+    return text
+
+
+class LineFormatter(logging.Formatter):
+    """Formats a record as one text or JSON line, with secrets redacted."""
+
+    def __init__(self, *, log_format: str = "text", debug: bool = False) -> None:
+        if log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be 'text' or 'json', got {log_format!r}")
+        super().__init__()
+        self.log_format = log_format
+        self.debug = debug
+
+    def _fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        extras = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
+        fields: dict[str, Any] = {k: extras.pop(k) for k in _FIRST if k in extras}
+        fields.update(extras)
+        if self.debug:
+            fields["source"] = f"{record.filename}:{record.lineno}"
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            fields["error"] = record.exc_text
+        if record.stack_info:
+            fields["stack"] = self.formatStack(record.stack_info)
+        return fields
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One line, no trailing newline."""
+        msg = record.getMessage()
+        time = _utc_time(record.created)
+        fields = self._fields(record)
+        if self.log_format == "json":
+            line = json.dumps(
+                {"time": time, "level": record.levelname, "msg": msg, **fields},
+                default=str,
+                ensure_ascii=False,
+            )
+        else:
+            parts = [time, record.levelname, msg.replace("\n", "\\n")]
+            parts += [f"{k}={_logfmt_value(v)}" for k, v in fields.items()]
+            line = " ".join(parts)
+        return redact(line)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts a record's message and string extras in place, for handlers with other formatters.
+
+    Our own `LineFormatter` already redacts the finished line; this filter is for foreign handlers
+    (a library's, a test's) that should not see secrets either.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always keeps the record; rewrites it so formatting cannot reintroduce a secret."""
+        record.msg = redact(record.getMessage())
+        record.args = None
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_ATTRS and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
+
+
+class _DagloopHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler `setup_logging` installed, so a second call replaces it."""
+
+
+def setup_logging(*, log_format: str, debug: bool, stream: TextIO | None = None) -> None:
+    """Send the root logger to `stream` (default stderr) as text or JSON lines.
+
+    Idempotent: calling again replaces the handler installed before. `debug` lowers the level to
+    DEBUG and adds the source location to every line.
+    """
+    global _current
+    formatter = LineFormatter(log_format=log_format, debug=debug)
+    handler = _DagloopHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _DagloopHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    _current = (log_format, debug)
+
+
+def run_log_handler(path: Path) -> logging.Handler:
+    """A handler writing one run's log file at `path`, formatted as `setup_logging` chose.
+
+    The caller attaches it (typically to the root logger) and closes it when the run ends.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    log_format, debug = _current
+    handler.setFormatter(LineFormatter(log_format=log_format, debug=debug))
+    return handler
