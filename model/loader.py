@@ -1,0 +1,611 @@
+"""DAG file → validated `Dag`: YAML parsing, base.yaml merge, chain wiring and every check.
+
+Errors never escape as tracebacks: every problem of a file becomes a `LoadError` with the
+file, the line (from PyYAML's node marks), the field path and what is wrong, and all of a
+file's problems are reported together in one `DagLoadError`.
+
+Called by the CLI (`validate`, `dry`, `start`), the controller's desired-state builder and
+the API's DAG cache. Nothing here runs commands: env and params are evaluated at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from model.spec import (
+    DagSpec,
+    StepSpec,
+    parse_env_entries,
+    parse_params,
+    validate_name,
+)
+
+try:  # the C loader is ~10x faster; fall back when libyaml is missing
+    from yaml import CSafeLoader as _YamlLoader
+except ImportError:  # pragma: no cover - depends on the PyYAML build
+    from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
+
+DEFAULT_MAX_FILE_BYTES = 1024 * 1024
+# Expanded node count above which a document is refused (YAML alias bombs).
+MAX_EXPANDED_NODES = 200_000
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """One problem in a DAG file."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form for `validate --json` and the API."""
+        return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
+
+
+class DagLoadError(Exception):
+    """A DAG file could not be loaded; `errors` lists every problem found."""
+
+    def __init__(self, errors: Sequence[LoadError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+@dataclass(frozen=True)
+class Dag:
+    """A loaded DAG: its canonical spec plus where it came from.
+
+    `spec.steps` have final names and explicit `depends` (chain wiring applied).
+    `local_dags` are the later documents of the same file, callable with `call:`.
+    """
+
+    spec: DagSpec
+    name: str
+    location: Path | None
+    source: str = ""
+    local_dags: Mapping[str, Dag] = field(default_factory=dict)
+
+    @property
+    def file_name(self) -> str:
+        """The DAG's file name without extension (Dagu's `fileName`)."""
+        return self.location.stem if self.location is not None else self.name
+
+    @property
+    def queue(self) -> str:
+        """The queue this DAG's runs wait in."""
+        return self.spec.queue or self.name
+
+    def working_dir(self, default: Path | None = None) -> Path:
+        """The DAG's working directory: `workingDir`, else `default`, else the file's dir."""
+        base = self.location.parent if self.location is not None else Path.cwd()
+        if self.spec.working_dir:
+            wd = Path(self.spec.working_dir).expanduser()
+            return wd if wd.is_absolute() else (base / wd)
+        return default if default is not None else base
+
+    def step(self, name: str) -> StepSpec:
+        """The step called `name` (or with id `name`); KeyError if none."""
+        for step in self.spec.steps:
+            if step.name == name or step.id == name:
+                return step
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Document:
+    """One parsed YAML document: data plus a lazily built path → line index."""
+
+    def __init__(self, node: yaml.Node, data: Any) -> None:
+        self.node = node
+        self.data = data
+        self._lines: dict[Path_, int] | None = None
+
+    def line_of(self, path: Path_) -> int:
+        if self._lines is None:
+            self._lines = {}
+            _index_lines(self.node, (), self._lines)
+        for n in range(len(path), -1, -1):
+            line = self._lines.get(path[:n])
+            if line is not None:
+                return line
+        return self.node.start_mark.line + 1
+
+
+def _index_lines(node: yaml.Node, path: Path_, out: dict[Path_, int], line: int = 0) -> None:
+    if path in out:
+        return  # aliases: the first occurrence is enough
+    out[path] = line or node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+            # A key's line is where the user looks, not where its value starts.
+            _index_lines(value, (*path, k), out, key.start_mark.line + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, (*path, i), out)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Number of nodes after alias expansion, computed without expanding."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # guards against recursive aliases
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, memo) + _expanded_size(v, memo)
+            if total > MAX_EXPANDED_NODES:
+                break
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            total += _expanded_size(item, memo)
+            if total > MAX_EXPANDED_NODES:
+                break
+    memo[key] = total
+    return total
+
+
+def _parse_documents(text: str, file: str) -> list[_Document]:
+    loader = _YamlLoader(text)
+    docs: list[_Document] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+                raise DagLoadError(
+                    [
+                        LoadError(
+                            file,
+                            node.start_mark.line + 1,
+                            "",
+                            f"document too large after alias expansion "
+                            f"(more than {MAX_EXPANDED_NODES} nodes)",
+                        )
+                    ]
+                )
+            docs.append(_Document(node, loader.construct_document(node)))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise DagLoadError([LoadError(file, line, "", f"invalid YAML: {problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise DagLoadError([LoadError(file, None, "", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise DagLoadError([LoadError(file, None, "", "invalid YAML: nested too deeply")]) from None
+    finally:
+        loader.dispose()
+    return docs
+
+
+# --------------------------------------------------------------------------- base.yaml
+
+
+_APPENDED_LISTS = ("tags", "dotenv")
+_MERGED_MAPS = ("handlerOn", "smtp", "errorMail", "infoMail", "waitMail", "workerSelector")
+
+
+def merge_base(base: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge a DAG document over base.yaml as Dagu does (reference §1.3).
+
+    Scalars and maps in the document override base (maps field by field); `env`, `tags`
+    and `dotenv` are appended (base first); `mailOn` is replaced as a whole.
+    """
+    out: dict[str, Any] = dict(base)
+    for key, value in doc.items():
+        if key not in out or value is None:
+            out[key] = value if key not in out or value is not None else out[key]
+            continue
+        old = out[key]
+        if key == "env":
+            out[key] = [
+                {k: v}
+                for k, v in (*parse_env_entries(old), *parse_env_entries(value))
+            ]
+        elif key in _APPENDED_LISTS:
+            out[key] = _as_list(old) + _as_list(value)
+        elif key in _MERGED_MAPS and isinstance(old, dict) and isinstance(value, dict):
+            out[key] = {**old, **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _flatten_steps(raw: Any) -> tuple[list[Any], list[Path_], list[int]]:
+    """Flatten nested parallel groups: (steps, their YAML paths, their group numbers)."""
+    steps: list[Any] = []
+    paths: list[Path_] = []
+    groups: list[int] = []
+    if isinstance(raw, dict):
+        for key, step in raw.items():
+            s = {"command": step} if isinstance(step, str) else step
+            if isinstance(s, dict):
+                s = {**s}
+                s.setdefault("name", str(key))
+            steps.append(s)
+            paths.append(("steps", str(key)))
+            groups.append(len(groups))
+        return steps, paths, groups
+    if not isinstance(raw, list):
+        return [], [], []
+    for i, item in enumerate(raw):
+        if isinstance(item, list):
+            for j, sub in enumerate(item):
+                steps.append(sub)
+                paths.append(("steps", i, j))
+                groups.append(i)
+        else:
+            steps.append(item)
+            paths.append(("steps", i))
+            groups.append(i)
+    return steps, paths, groups
+
+
+def _auto_name(step: StepSpec, index: int, taken: set[str]) -> str:
+    if step.executor_type:
+        prefix = step.executor_type
+    elif step.parallel is not None:
+        prefix = "parallel"
+    elif step.call is not None:
+        prefix = "dag"
+    elif step.script:
+        prefix = "script"
+    elif step.command:
+        prefix = "cmd"
+    else:
+        prefix = "step"
+    counter = index + 1
+    while f"{prefix}_{counter}" in taken:
+        counter += 1
+    return f"{prefix}_{counter}"
+
+
+def _wire_steps(spec: DagSpec, groups: list[int]) -> list[StepSpec]:
+    """Give every step a name and, in chain mode, the implicit `depends`."""
+    taken = {s.name for s in spec.steps if s.name}
+    named: list[StepSpec] = []
+    for i, step in enumerate(spec.steps):
+        if not step.name:
+            name = _auto_name(step, i, taken)
+            taken.add(name)
+            step = step.model_copy(update={"name": name})
+        named.append(step)
+    if spec.type != "chain":
+        return [s if s.depends is not None else s.model_copy(update={"depends": []}) for s in named]
+    wired: list[StepSpec] = []
+    previous_group: list[str] = []
+    current_group: list[str] = []
+    current = None
+    for step, group in zip(named, groups, strict=True):
+        if group != current:
+            previous_group, current_group, current = current_group or previous_group, [], group
+        if step.depends is None:
+            step = step.model_copy(update={"depends": list(previous_group)})
+        current_group.append(step.name)
+        wired.append(step)
+    return wired
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _find_cycle(steps: Sequence[StepSpec], resolve: Mapping[str, str]) -> list[str] | None:
+    graph = {s.name: [resolve[d] for d in s.depends or [] if d in resolve] for s in steps}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for name in graph:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def _semantic_errors(spec: DagSpec, steps: Sequence[StepSpec]) -> list[tuple[Path_, str]]:
+    errs: list[tuple[Path_, str]] = []
+    seen: dict[str, int] = {}
+    ids: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        if step.name in seen:
+            errs.append((("steps", i, "name"), f"duplicate step name {step.name!r}"))
+        seen.setdefault(step.name, i)
+        if step.id is not None:
+            if step.id in ids:
+                errs.append((("steps", i, "id"), f"duplicate step id {step.id!r}"))
+            elif step.id in seen and seen[step.id] != i:
+                errs.append((("steps", i, "id"), f"id {step.id!r} clashes with a step name"))
+            ids.setdefault(step.id, i)
+        if not step.command and not step.script and step.executor is None and step.call is None:
+            errs.append((("steps", i), "step has no command, script, call or executor"))
+        if step.parallel is not None and step.call is None:
+            errs.append((("steps", i, "parallel"), "'parallel' needs 'call'"))
+    resolve = {s.name: s.name for s in steps}
+    resolve.update({s.id: s.name for s in steps if s.id})
+    for i, step in enumerate(steps):
+        for dep in step.depends or []:
+            if dep not in resolve:
+                errs.append((("steps", i, "depends"), f"unknown step {dep!r}"))
+            elif resolve[dep] == step.name:
+                errs.append((("steps", i, "depends"), "a step cannot depend on itself"))
+    if not any(m.endswith("cannot depend on itself") for _, m in errs):
+        cycle = _find_cycle(steps, resolve)
+        if cycle:
+            first = next(i for i, s in enumerate(steps) if s.name == cycle[0])
+            errs.append(
+                (("steps", first, "depends"), "dependency cycle: " + " -> ".join(cycle))
+            )
+    return errs
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _user_path(data: Any, loc: Sequence[str | int]) -> Path_:
+    """Keep only the parts of a pydantic error location that exist in the user's data."""
+    out: list[str | int] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+            out.append(part)
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            out.append(part)
+    return tuple(out)
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required field is missing"
+    msg = str(err.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg[:1].lower() + msg[1:]
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _build(
+    data: Any,
+    doc: _Document,
+    *,
+    file: str,
+    default_name: str | None,
+    location: Path | None,
+    source: str,
+    base: Mapping[str, Any] | None,
+) -> tuple[Dag | None, list[LoadError]]:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return None, [LoadError(file, doc.line_of(()), "", "a DAG document must be a map")]
+    merged = merge_base(base, data) if base else dict(data)
+    raw_steps, step_paths, groups = _flatten_steps(merged.get("steps"))
+    if "steps" in merged:
+        merged["steps"] = raw_steps
+    errors: list[LoadError] = []
+    try:
+        spec = DagSpec.model_validate(merged)
+    except ValidationError as exc:
+        seen: set[tuple[Path_, str]] = set()
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if loc[:1] == ("steps",) and len(loc) > 1 and isinstance(loc[1], int):
+                if loc[1] < len(step_paths):
+                    path = step_paths[loc[1]] + _user_path(raw_steps[loc[1]], loc[2:])
+                else:
+                    path = ("steps",)
+            else:
+                path = _user_path(data, loc)
+                if loc and loc[0] not in data:  # a field inherited from base.yaml
+                    path = (str(loc[0]),)
+            message = _message(err)
+            if (path, message) in seen:
+                continue
+            seen.add((path, message))
+            if err.get("type") == "extra_forbidden":
+                message = f"unknown key {str(loc[-1])!r}"
+            errors.append(LoadError(file, doc.line_of(path), _dotted(path), message))
+        return None, errors
+    name = spec.name or default_name or ""
+    problem = validate_name(name) if name else "a name is required"
+    if problem:
+        errors.append(LoadError(file, doc.line_of(("name",)), "name", problem))
+    steps = _wire_steps(spec, groups)
+    for path, message in _semantic_errors(spec, steps):
+        if path[:1] == ("steps",) and len(path) > 1 and isinstance(path[1], int):
+            path = step_paths[path[1]] + path[2:]
+        errors.append(LoadError(file, doc.line_of(path), _dotted(path), message))
+    if errors:
+        return None, errors
+    spec = spec.model_copy(update={"steps": steps, "name": name})
+    return Dag(spec=spec, name=name, location=location, source=source), []
+
+
+def load_base(path: Path | None) -> dict[str, Any] | None:
+    """Read base.yaml as a raw map (validated as part of each DAG); None when absent."""
+    if path is None or not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    docs = _parse_documents(text, str(path))
+    if not docs or docs[0].data is None:
+        return None
+    data = docs[0].data
+    if not isinstance(data, dict):
+        raise DagLoadError([LoadError(str(path), 1, "", "base config must be a map")])
+    try:
+        DagSpec.model_validate({k: v for k, v in data.items() if k != "steps"})
+    except ValidationError as exc:
+        doc = docs[0]
+        raise DagLoadError(
+            [
+                LoadError(
+                    str(path),
+                    doc.line_of(_user_path(data, tuple(e["loc"]))),
+                    _dotted(_user_path(data, tuple(e["loc"]))),
+                    _message(e),
+                )
+                for e in exc.errors()
+            ]
+        ) from None
+    return data
+
+
+def load_dag_text(
+    text: str,
+    *,
+    file: str = "<string>",
+    location: Path | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> Dag:
+    """Load a DAG from YAML text; raises `DagLoadError` with every problem found."""
+    docs = _parse_documents(text, file)
+    default_name = location.stem if location is not None else None
+    if not docs:
+        docs = [_Document(yaml.MappingNode("tag:yaml.org,2002:map", []), {})]
+    main, errors = _build(
+        docs[0].data,
+        docs[0],
+        file=file,
+        default_name=default_name,
+        location=location,
+        source=text,
+        base=base,
+    )
+    local: dict[str, Dag] = {}
+    for doc in docs[1:]:
+        sub, sub_errors = _build(
+            doc.data, doc, file=file, default_name=None, location=location, source="", base=base
+        )
+        errors.extend(sub_errors)
+        if sub is not None:
+            if sub.name in local or (main is not None and sub.name == main.name):
+                errors.append(
+                    LoadError(file, doc.line_of(("name",)), "name", f"duplicate DAG name {sub.name!r}")
+                )
+            local[sub.name] = sub
+    if errors or main is None:
+        raise DagLoadError(errors)
+    if local:
+        main = Dag(spec=main.spec, name=main.name, location=location, source=text, local_dags=local)
+    return main
+
+
+def load_dag(
+    path: Path,
+    *,
+    base: Mapping[str, Any] | None = None,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> Dag:
+    """Load a DAG file; raises `DagLoadError` (never another exception) on any problem."""
+    file = str(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise DagLoadError(
+                [LoadError(file, None, "", f"file is {size} bytes, larger than the {max_bytes} limit")]
+            )
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DagLoadError([LoadError(file, None, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DagLoadError([LoadError(file, None, "", "file is not valid UTF-8")]) from None
+    return load_dag_text(text, file=file, location=path.resolve(), base=base)
+
+
+# --------------------------------------------------------------------------- params
+
+
+def parse_param_overrides(tokens: Sequence[str]) -> list[tuple[str | None, str]]:
+    """CLI params (`-- K=V a b`, or `-p 'K=V a'`) as (name or None, value) pairs."""
+    out: list[tuple[str | None, str]] = []
+    for token in tokens:
+        out.extend(parse_params(token) if " " in token.strip() else _one_param(token))
+    return out
+
+
+def _one_param(token: str) -> list[tuple[str | None, str]]:
+    key, sep, val = token.partition("=")
+    if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        return [(key, val)]
+    return [(None, token)]
+
+
+def resolve_params(
+    defaults: Sequence[tuple[str | None, str]], overrides: Sequence[tuple[str | None, str]]
+) -> list[tuple[str, str]]:
+    """Apply overrides by name or by position; positional params are named "1", "2", …"""
+    params: list[list[str | None]] = [[k, v] for k, v in defaults]
+    position = 0
+    for key, value in overrides:
+        if key is not None:
+            for item in params:
+                if item[0] == key:
+                    item[1] = value
+                    break
+            else:
+                params.append([key, value])
+        else:
+            if position < len(params):
+                params[position][1] = value
+            else:
+                params.append([None, value])
+            position += 1
+    out: list[tuple[str, str]] = []
+    for i, (key, value) in enumerate(params, start=1):
+        out.append((key if key is not None else str(i), value or ""))
+    return out

@@ -1,0 +1,730 @@
+"""Pydantic models of a Dagu 1.30 DAG file, accepting every YAML form Dagu accepts.
+
+Each field takes the user's shape (string, list or map) and normalises it to one canonical
+form, so the runner and the controller never look at YAML shapes again. Field names are
+Dagu's camelCase keys (aliases); attribute names are snake_case. Unknown keys are rejected.
+
+Fields of executors this engine does not run (docker, ssh, llm, otel, ...) are accepted and
+kept; `unsupported_features` names them so a run that needs one fails with a clear reason.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]+$")
+NAME_MAX_LENGTH = 40
+RUN_ID_PATTERN = re.compile(r"^[-a-zA-Z0-9_]+$")
+RUN_ID_MAX_LENGTH = 64
+DEFAULT_MAX_OUTPUT_SIZE = 1024 * 1024
+DEFAULT_MAX_CLEANUP_SECONDS = 5
+DEFAULT_HIST_RETENTION_DAYS = 30
+
+# Executor types this engine runs itself; everything else is "not supported by this engine".
+SUPPORTED_EXECUTORS = frozenset({"", "command", "shell", "http", "mail", "dag", "subworkflow"})
+
+SIGNALS = frozenset(
+    "SIGHUP SIGINT SIGQUIT SIGILL SIGTRAP SIGABRT SIGBUS SIGFPE SIGKILL SIGUSR1 SIGSEGV "
+    "SIGUSR2 SIGPIPE SIGALRM SIGTERM SIGSTKFLT SIGCHLD SIGCONT SIGSTOP SIGTSTP SIGTTIN "
+    "SIGTTOU SIGURG SIGXCPU SIGXFSZ SIGVTALRM SIGPROF SIGWINCH SIGIO SIGPWR SIGSYS".split()
+)
+
+
+def validate_name(name: str) -> str | None:
+    """What is wrong with a DAG name, or None."""
+    if not NAME_PATTERN.match(name):
+        return f"invalid name {name!r}: only letters, digits, '_', '.' and '-' are allowed"
+    if len(name) > NAME_MAX_LENGTH:
+        return f"invalid name {name!r}: longer than {NAME_MAX_LENGTH} characters"
+    return None
+
+
+_CRON_TZ = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
+
+
+def split_cron(expression: str) -> tuple[str | None, str]:
+    """Split ``CRON_TZ=Zone expr`` into (zone or None, expr)."""
+    expr = expression.strip()
+    m = _CRON_TZ.match(expr)
+    if m:
+        return m.group(1), m.group(2).strip()
+    return None, expr
+
+
+def check_cron(expression: str) -> str | None:
+    """What is wrong with a cron expression (5 fields, optional CRON_TZ=), or None."""
+    zone, expr = split_cron(expression)
+    if zone is not None:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(zone)
+        except (ValueError, KeyError, OSError):
+            return f"unknown time zone {zone!r} in {expression!r}"
+    if expr.startswith("@"):
+        return f"invalid cron expression {expression!r}: descriptors such as @daily are not accepted"
+    fields = expr.split()
+    if len(fields) != 5:
+        return f"invalid cron expression {expression!r}: expected 5 fields, got {len(fields)}"
+    from croniter import croniter
+
+    if not croniter.is_valid(expr):
+        return f"invalid cron expression {expression!r}"
+    return None
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+
+def _scalar_text(value: Any) -> str:
+    """YAML scalars as Dagu sees them: booleans lower-case, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError(f"expected a string, got {type(value).__name__}")
+
+
+def _str_list(value: Any, *, what: str = "a string or a list of strings") -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            if isinstance(item, list | dict):
+                raise ValueError(f"expected {what}")
+            out.append(_scalar_text(item))
+        return out
+    raise ValueError(f"expected {what}")
+
+
+def _int_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise ValueError("expected an exit code (integer)")
+        try:
+            out.append(int(item))
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an exit code (integer), got {item!r}") from None
+    return out
+
+
+def parse_env_entries(value: Any) -> list[tuple[str, str]]:
+    """`env` in any of Dagu's forms (map, list of maps, list of ``K=V``) as ordered pairs."""
+    if value is None:
+        return []
+    pairs: list[tuple[str, str]] = []
+    items = [value] if isinstance(value, dict) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a map, a list of maps or a list of 'KEY=value' strings")
+    for item in items:
+        if isinstance(item, dict):
+            for key, val in item.items():
+                if isinstance(val, dict | list):
+                    raise ValueError(f"value of {key!r} must be a scalar")
+                pairs.append((str(key), _scalar_text(val)))
+        elif isinstance(item, str):
+            key, sep, val = item.partition("=")
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"expected 'KEY=value', got {item!r}")
+            pairs.append((key, val))
+        else:
+            raise ValueError("expected a map, a list of maps or a list of 'KEY=value' strings")
+    return pairs
+
+
+def _tokenize_params(text: str) -> list[tuple[str | None, str]]:
+    """Split a params string: ``a "b c" K=v`` → positional a, b c and named K."""
+    out: list[tuple[str | None, str]] = []
+    try:
+        tokens = shlex.split(text, posix=True)
+    except ValueError as exc:
+        raise ValueError(f"cannot split params {text!r}: {exc}") from None
+    for token in tokens:
+        key, sep, val = token.partition("=")
+        if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            out.append((key, val))
+        else:
+            out.append((None, token))
+    return out
+
+
+def parse_params(value: Any) -> list[tuple[str | None, str]]:
+    """`params` in any form as ordered (name or None for positional, default value) pairs."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return _tokenize_params(value)
+    if isinstance(value, dict):
+        if "schema" in value and set(value) <= {"schema", "values"}:
+            values = value.get("values") or {}
+            if not isinstance(values, dict):
+                raise ValueError("'values' must be a map")
+            return [(str(k), _scalar_text(v)) for k, v in values.items()]
+        return [(str(k), _json_scalar(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        out: list[tuple[str | None, str]] = []
+        for item in value:
+            if isinstance(item, dict):
+                out.extend((str(k), _json_scalar(v)) for k, v in item.items())
+            elif isinstance(item, str):
+                out.extend(_tokenize_params(item) if "=" in item else [(None, item)])
+            else:
+                out.append((None, _scalar_text(item)))
+        return out
+    return [(None, _scalar_text(value))]
+
+
+def _json_scalar(value: Any) -> str:
+    if isinstance(value, dict | list):
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return _scalar_text(value)
+
+
+class ConditionSpec(_Spec):
+    """A precondition: a command (met on exit 0) or a string compared with `expected`."""
+
+    condition: str
+    expected: str | None = None
+    negate: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"condition": value}
+        if isinstance(value, dict) and "command" in value and "condition" not in value:
+            value = dict(value)
+            value["condition"] = value.pop("command")  # deprecated alias
+        if isinstance(value, dict) and "expected" in value:
+            value = dict(value)
+            value["expected"] = _scalar_text(value["expected"])
+        return value
+
+
+def parse_conditions(value: Any) -> list[Any]:
+    """`precondition(s)`: a string, one condition map, or a list of either."""
+    if value is None:
+        return []
+    if isinstance(value, str | dict):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise ValueError("expected a string, a condition map or a list of them")
+
+
+class ContinueOnSpec(_Spec):
+    """When downstream steps may proceed after this step failed or was skipped."""
+
+    failure: bool = False
+    skipped: bool = False
+    exit_code: list[int] = Field(default_factory=list)
+    output: list[str] = Field(default_factory=list)
+    mark_success: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value == "failed" or value == "failure":
+                return {"failure": True}
+            if value == "skipped":
+                return {"skipped": True}
+            raise ValueError(f"expected 'failed' or 'skipped', got {value!r}")
+        if isinstance(value, dict):
+            value = dict(value)
+            if "exitCode" in value:
+                value["exitCode"] = _int_list(value["exitCode"])
+            if "output" in value:
+                value["output"] = _str_list(value["output"])
+        return value
+
+
+class RetryPolicySpec(_Spec):
+    """Step retries. `limit` and `intervalSec` may be strings evaluated at run time."""
+
+    limit: int | str
+    interval_sec: int | str = 0
+    backoff: float | None = None
+    max_interval_sec: int | None = None
+    exit_code: list[int] = Field(default_factory=list)
+
+    @field_validator("backoff", mode="before")
+    @classmethod
+    def _backoff(cls, value: Any) -> Any:
+        if value is True:
+            return 2.0
+        if value is False or value is None:
+            return None
+        if isinstance(value, int | float) and value <= 1:
+            raise ValueError("backoff must be greater than 1 (or true for 2.0)")
+        return value
+
+    @field_validator("exit_code", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> list[int]:
+        return _int_list(value)
+
+    @field_validator("limit", "interval_sec")
+    @classmethod
+    def _non_negative(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must not be negative")
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class RepeatPolicySpec(_Spec):
+    """Repeat a step while/until a condition, exit code or success holds."""
+
+    repeat: Literal["while", "until"] | None = None
+    condition: str | None = None
+    expected: str | None = None
+    exit_code: list[int] = Field(default_factory=list)
+    interval_sec: int = 0
+    limit: int = 0
+    backoff: float | None = None
+    max_interval_sec: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        if "exitCode" in value:
+            value["exitCode"] = _int_list(value["exitCode"])
+        if "expected" in value:
+            value["expected"] = _scalar_text(value["expected"])
+        repeat = value.get("repeat")
+        if repeat is True:
+            # Legacy form: infer the mode as Dagu does.
+            has_cond = "condition" in value and "expected" not in value
+            value["repeat"] = "until" if ("expected" in value or has_cond) else "while"
+            if "condition" not in value and not value.get("exitCode"):
+                value["repeat"] = "while"
+        elif repeat is False:
+            value["repeat"] = None
+        elif repeat is None and ("condition" in value or "exitCode" in value):
+            value["repeat"] = "until" if "expected" in value else "while"
+        b = value.get("backoff")
+        if b is True:
+            value["backoff"] = 2.0
+        elif b is False:
+            value["backoff"] = None
+        elif isinstance(b, int | float) and b <= 1:
+            raise ValueError("backoff must be greater than 1 (or true for 2.0)")
+        return value
+
+
+class OutputSpec(_Spec):
+    """`output:` — capture stdout into variable `name`; `key` renames it in outputs.json."""
+
+    name: str
+    key: str | None = None
+    omit: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _valid(cls, value: str) -> str:
+        name = value[1:] if value.startswith("$") else value
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"output name {value!r} is not a valid variable name")
+        return name
+
+
+class ExecutorSpec(_Spec):
+    """Executor type and its free-form configuration."""
+
+    type: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"type": value}
+        return value
+
+
+class ParallelSpec(_Spec):
+    """`parallel:` fan-out of a `call:` step over items."""
+
+    items: list[Any] | str = Field(default_factory=list)
+    max_concurrent: int = Field(default=10, ge=1, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if isinstance(value, str | list):
+            return {"items": value}
+        return value
+
+
+class StepSpec(_Spec):
+    """One step. `depends is None` means "not given" (chain mode then injects the previous)."""
+
+    name: str = ""
+    id: str | None = None
+    description: str = ""
+    command: list[str] = Field(default_factory=list)
+    script: str | None = None
+    shell: list[str] | None = None
+    shell_packages: list[str] = Field(default_factory=list)
+    working_dir: str | None = None
+    depends: list[str] | None = None
+    output: OutputSpec | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    log_output: Literal["separate", "merged"] | None = None
+    env: list[tuple[str, str]] = Field(default_factory=list)
+    params: Any = None
+    preconditions: list[ConditionSpec] = Field(default_factory=list)
+    continue_on: ContinueOnSpec = Field(default_factory=ContinueOnSpec)
+    retry_policy: RetryPolicySpec | None = None
+    repeat_policy: RepeatPolicySpec | None = None
+    timeout_sec: int = Field(default=0, ge=0)
+    signal_on_stop: str | None = None
+    mail_on_error: bool = False
+    call: str | None = None
+    parallel: ParallelSpec | None = None
+    executor: ExecutorSpec | None = None
+    container: Any = None
+    worker_selector: dict[str, str] = Field(default_factory=dict)
+    llm: Any = None
+    messages: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"command": [value]}
+        if not isinstance(value, dict):
+            raise ValueError("a step must be a map or a command string")
+        value = dict(value)
+        if "dir" in value:
+            if "workingDir" in value:
+                raise ValueError("use 'workingDir' or its deprecated alias 'dir', not both")
+            value["workingDir"] = value.pop("dir")
+        if "run" in value:
+            if "call" in value:
+                raise ValueError("use 'call' or its deprecated alias 'run', not both")
+            value["call"] = value.pop("run")
+        if "precondition" in value:
+            if "preconditions" in value:
+                raise ValueError("use 'preconditions' or 'precondition', not both")
+            value["preconditions"] = value.pop("precondition")
+        if "preconditions" in value:
+            value["preconditions"] = parse_conditions(value["preconditions"])
+        if "type" in value or "config" in value:
+            if "executor" in value:
+                raise ValueError("use 'type'/'config' or 'executor', not both")
+            value["executor"] = {"type": value.pop("type", ""), "config": value.pop("config", {})}
+        if "env" in value:
+            value["env"] = parse_env_entries(value["env"])
+        if "command" in value:
+            cmd = value["command"]
+            value["command"] = [] if cmd is None else _str_list(cmd)
+        if "depends" in value:
+            dep = value["depends"]
+            value["depends"] = [] if dep is None else _str_list(dep)
+        for key in ("shell", "shellPackages"):
+            if key in value and isinstance(value[key], str):
+                value[key] = shlex.split(value[key]) if key == "shell" else [value[key]]
+        if "name" in value:
+            value["name"] = _scalar_text(value["name"])
+        if "script" in value:
+            value["script"] = _scalar_text(value["script"])
+        return value
+
+    @field_validator("signal_on_stop")
+    @classmethod
+    def _signal(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        if name not in SIGNALS:
+            raise ValueError(f"unknown signal {value!r}")
+        return name
+
+    @property
+    def executor_type(self) -> str:
+        """The executor type, "" for the default shell command executor."""
+        if self.executor is not None and self.executor.type:
+            return self.executor.type
+        if self.call is not None:
+            return "dag"
+        return ""
+
+    def unsupported_features(self) -> list[str]:
+        """Names of features this step needs that this engine does not run."""
+        out = []
+        if self.executor_type not in SUPPORTED_EXECUTORS:
+            out.append(f"executor type {self.executor_type!r}")
+        if self.container is not None:
+            out.append("container")
+        if self.llm is not None or self.messages is not None:
+            out.append("llm")
+        if self.shell and self.shell[0].endswith("nix-shell"):
+            out.append("nix-shell")
+        return out
+
+
+class HandlerOnSpec(_Spec):
+    """Lifecycle handlers; `cancel` is Dagu's deprecated alias of `abort`."""
+
+    init: StepSpec | None = None
+    success: StepSpec | None = None
+    failure: StepSpec | None = None
+    abort: StepSpec | None = None
+    exit: StepSpec | None = None
+    wait: StepSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "cancel" in value:
+            value = dict(value)
+            if "abort" in value:
+                raise ValueError("use 'abort' or its deprecated alias 'cancel', not both")
+            value["abort"] = value.pop("cancel")
+        return value
+
+    def items(self) -> list[tuple[str, StepSpec]]:
+        """(event, step) for every handler that is set."""
+        return [
+            (event, step)
+            for event in ("init", "success", "failure", "abort", "exit", "wait")
+            if (step := getattr(self, event)) is not None
+        ]
+
+
+class ScheduleSpec(_Spec):
+    """Cron expressions to start, stop and restart the DAG."""
+
+    start: list[str] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list)
+    restart: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, str | list):
+            return {"start": _str_list(value)}
+        if isinstance(value, dict):
+            unknown = set(value) - {"start", "stop", "restart"}
+            if unknown:
+                raise ValueError(f"unknown schedule kind {sorted(unknown)[0]!r}")
+            return {k: _str_list(v) for k, v in value.items()}
+        raise ValueError("expected a cron string, a list of them, or {start, stop, restart}")
+
+    @field_validator("start", "stop", "restart")
+    @classmethod
+    def _cron(cls, value: list[str]) -> list[str]:
+        problems = [p for expr in value if (p := check_cron(expr))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+
+class MailOnSpec(_Spec):
+    """On which final statuses to send mail."""
+
+    failure: bool = False
+    success: bool = False
+    wait: bool = False
+
+
+class MailSpec(_Spec):
+    """`errorMail` / `infoMail` / `waitMail`."""
+
+    model_config = ConfigDict(populate_by_name=True, alias_generator=to_camel, frozen=True)
+
+    from_: str = Field(default="", alias="from")
+    to: list[str] = Field(default_factory=list)
+    prefix: str = ""
+    attach_logs: bool = False
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, value: Any) -> list[str]:
+        return _str_list(value)
+
+
+class SmtpSpec(_Spec):
+    """SMTP server; `port` may be a string or an integer."""
+
+    host: str = ""
+    port: str = ""
+    username: str = ""
+    password: str = ""
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> str:
+        return _scalar_text(value)
+
+
+class DagSpec(_Spec):
+    """One YAML document of a DAG file, with every field in canonical form."""
+
+    name: str | None = None
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    group: str = ""
+    type: Literal["chain", "graph"] = "chain"
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    skip_if_successful: bool = False
+    restart_wait_sec: int = Field(default=0, ge=0)
+    delay_sec: int = Field(default=0, ge=0)
+    params: list[tuple[str | None, str]] = Field(default_factory=list)
+    env: list[tuple[str, str]] = Field(default_factory=list)
+    dotenv: list[str] | None = None
+    secrets: list[dict[str, Any]] = Field(default_factory=list)
+    working_dir: str | None = None
+    shell: list[str] | None = None
+    steps: list[StepSpec] = Field(default_factory=list)
+    timeout_sec: int = Field(default=0, ge=0)
+    max_active_runs: int = 1
+    max_active_steps: int = Field(default=0, ge=0)
+    queue: str | None = None
+    preconditions: list[ConditionSpec] = Field(default_factory=list)
+    max_clean_up_time_sec: int = Field(default=DEFAULT_MAX_CLEANUP_SECONDS, ge=0)
+    max_output_size: int = Field(default=DEFAULT_MAX_OUTPUT_SIZE, ge=1)
+    run_config: dict[str, Any] = Field(default_factory=dict)
+    worker_selector: dict[str, str] = Field(default_factory=dict)
+    handler_on: HandlerOnSpec = Field(default_factory=HandlerOnSpec)
+    mail_on: MailOnSpec | None = None
+    error_mail: MailSpec | None = None
+    info_mail: MailSpec | None = None
+    wait_mail: MailSpec | None = None
+    smtp: SmtpSpec | None = None
+    log_dir: str | None = None
+    log_output: Literal["separate", "merged"] = "separate"
+    hist_retention_days: int = DEFAULT_HIST_RETENTION_DAYS
+    container: Any = None
+    registry_auths: Any = None
+    ssh: Any = None
+    llm: Any = None
+    otel: Any = None
+    # dagloop extensions (Dagu HEAD has catch-up too): missed ticks within the window run.
+    catchup_window_sec: int = Field(default=0, ge=0)
+    overlap_policy: Literal["skip", "all", "latest"] = "skip"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("a DAG document must be a map")
+        value = dict(value)
+        if "precondition" in value:
+            if "preconditions" in value:
+                raise ValueError("use 'preconditions' or 'precondition', not both")
+            value["preconditions"] = value.pop("precondition")
+        if "preconditions" in value:
+            value["preconditions"] = parse_conditions(value["preconditions"])
+        if "type" in value and value["type"] == "agent":
+            raise ValueError("type 'agent' is reserved and not supported")
+        if "name" in value and value["name"] is not None:
+            value["name"] = _scalar_text(value["name"])
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (problem := validate_name(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> list[str]:
+        raw = [value] if isinstance(value, str) else _str_list(value)
+        return [t.strip().lower() for item in raw for t in item.split(",") if t.strip()]
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params(cls, value: Any) -> list[tuple[str | None, str]]:
+        return parse_params(value)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> list[tuple[str, str]]:
+        return parse_env_entries(value)
+
+    @field_validator("dotenv", mode="before")
+    @classmethod
+    def _dotenv(cls, value: Any) -> list[str] | None:
+        return None if value is None else _str_list(value)
+
+    @field_validator("shell", mode="before")
+    @classmethod
+    def _shell(cls, value: Any) -> list[str] | None:
+        if value is None:
+            return None
+        return shlex.split(value) if isinstance(value, str) else _str_list(value)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, value: Any) -> list[Any]:
+        """Map-form steps become a list; nested lists stay marked as parallel groups."""
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            out = []
+            for key, step in value.items():
+                step = {"command": step} if isinstance(step, str) else dict(step or {})
+                step.setdefault("name", str(key))
+                out.append(step)
+            return out
+        if not isinstance(value, list):
+            raise ValueError("expected a list of steps or a map of name to step")
+        return value
+
+    def unsupported_features(self) -> list[str]:
+        """DAG-level features this engine does not run."""
+        out = []
+        if self.container is not None:
+            out.append("container")
+        if self.ssh is not None:
+            out.append("ssh")
+        if self.otel is not None:
+            out.append("otel")
+        if self.secrets:
+            providers = {str(s.get("provider", "")) for s in self.secrets}
+            if providers - {"env", "file"}:
+                out.append("secrets provider " + ", ".join(sorted(providers - {"env", "file"})))
+        return out
