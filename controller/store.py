@@ -1,0 +1,489 @@
+"""The store: the only code that talks SQL. Runs, steps and requests in one SQLite file (WAL).
+
+Every state change is one short transaction, so a process killed at any instant leaves a
+consistent record. Verbs follow one naming scheme: `get_*` (one row or `NotFound`), `list_*`,
+`record_*` (a transition), `claim_*`, `prune_*`.
+
+Why stdlib `sqlite3` and not SQLModel here: `dagloop start` must run a one-step DAG in under
+150 ms as a whole process, and importing SQLAlchemy alone costs ~190 ms on this machine. The
+schema lives in `SCHEMA` below, in one place.
+
+Callers: the runner (writes its run and steps), the controller loop (claims, marks lost,
+prunes), the CLI (requests) and the API (reads, opening the file read-only).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.status import RunStatus, StepStatus
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    dag_name TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    file TEXT NOT NULL DEFAULT '',          -- the DAG file the run was made from
+    spec_yaml TEXT NOT NULL DEFAULT '',     -- snapshot of the DAG file text used by the run
+    queue TEXT NOT NULL DEFAULT '',
+    status INTEGER NOT NULL,
+    trigger TEXT NOT NULL DEFAULT 'manual', -- manual | schedule | enqueue | retry | restart | sub
+    params TEXT NOT NULL DEFAULT '[]',      -- JSON list of "NAME=value"
+    scheduled_at REAL,                      -- the cron instant for scheduled runs (UTC epoch)
+    queued_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    attempt_id TEXT NOT NULL DEFAULT '',
+    pid INTEGER,
+    pid_started REAL,                       -- process start time, guards against PID reuse
+    host TEXT NOT NULL DEFAULT '',
+    heartbeat_at REAL,
+    stop_requested_at REAL,
+    error TEXT NOT NULL DEFAULT '',
+    log_file TEXT NOT NULL DEFAULT '',
+    parent_dag TEXT NOT NULL DEFAULT '',
+    parent_run_id TEXT NOT NULL DEFAULT '',
+    root_dag TEXT NOT NULL DEFAULT '',
+    root_run_id TEXT NOT NULL DEFAULT '',
+    notes TEXT NOT NULL DEFAULT '',         -- e.g. mail delivery failures; never the status
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (dag_name, run_id)
+);
+-- A scheduled instant of a DAG is launched at most once, whoever races for it.
+CREATE UNIQUE INDEX IF NOT EXISTS runs_schedule_once ON runs (dag_name, scheduled_at)
+    WHERE scheduled_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE INDEX IF NOT EXISTS runs_dag_created ON runs (dag_name, created_at);
+CREATE INDEX IF NOT EXISTS runs_queue ON runs (queue, status);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,              -- definition order; handlers come after steps
+    kind TEXT NOT NULL DEFAULT 'step',      -- step | onInit | onSuccess | onFailure | onCancel | onExit | onWait
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL DEFAULT '{}',        -- JSON of the step as run (Dagu's node.step)
+    status INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    done_count INTEGER NOT NULL DEFAULT 0,
+    started_at REAL,
+    finished_at REAL,
+    retried_at REAL,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    pgid INTEGER,                           -- process group of the running command
+    outputs TEXT NOT NULL DEFAULT '{}',     -- JSON {VAR: value}
+    children TEXT NOT NULL DEFAULT '[]',    -- JSON [{dagRunId, params}]
+    UNIQUE (run, kind, name)
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,                     -- stop | retry | restart | dequeue
+    dag_name TEXT NOT NULL,
+    run_id TEXT NOT NULL DEFAULT '',
+    args TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    done_at REAL,
+    result TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS requests_open ON requests (done_at);
+"""
+
+
+class NotFound(LookupError):
+    """The asked-for row does not exist."""
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (corrupt, wrong schema, read-only)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run row."""
+
+    id: int
+    dag_name: str
+    run_id: str
+    file: str
+    spec_yaml: str
+    queue: str
+    status: RunStatus
+    trigger: str
+    params: list[str]
+    scheduled_at: float | None
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    attempt: int
+    attempt_id: str
+    pid: int | None
+    pid_started: float | None
+    host: str
+    heartbeat_at: float | None
+    stop_requested_at: float | None
+    error: str
+    log_file: str
+    parent_dag: str
+    parent_run_id: str
+    root_dag: str
+    root_run_id: str
+    notes: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A step (or handler) row of a run."""
+
+    id: int
+    run: int
+    position: int
+    kind: str
+    name: str
+    spec: dict[str, Any]
+    status: StepStatus
+    exit_code: int | None
+    retry_count: int
+    done_count: int
+    started_at: float | None
+    finished_at: float | None
+    retried_at: float | None
+    stdout: str
+    stderr: str
+    error: str
+    pgid: int | None
+    outputs: dict[str, str]
+    children: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """A request written by the CLI for the controller."""
+
+    id: int
+    kind: str
+    dag_name: str
+    run_id: str
+    args: dict[str, Any]
+    created_at: float
+    done_at: float | None
+    result: str
+
+
+_RUN_COLUMNS = [f for f in RunRecord.__dataclass_fields__]
+_STEP_COLUMNS = [f for f in StepRecord.__dataclass_fields__]
+
+
+def _run(row: sqlite3.Row) -> RunRecord:
+    d = dict(row)
+    d["status"] = RunStatus(d["status"])
+    d["params"] = json.loads(d["params"])
+    return RunRecord(**d)
+
+
+def _step(row: sqlite3.Row) -> StepRecord:
+    d = dict(row)
+    d["status"] = StepStatus(d["status"])
+    d["spec"] = json.loads(d["spec"])
+    d["outputs"] = json.loads(d["outputs"])
+    d["children"] = json.loads(d["children"])
+    return StepRecord(**d)
+
+
+class Store:
+    """A connection to the state database. Not shared between threads."""
+
+    def __init__(self, path: Path, *, readonly: bool = False, timeout_seconds: float = 30.0):
+        self.path = path
+        self.readonly = readonly
+        try:
+            if readonly:
+                uri = f"file:{path}?mode=ro"
+                self._db = sqlite3.connect(
+                    uri, uri=True, timeout=timeout_seconds, isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(
+                    path, timeout=timeout_seconds, isolation_level=None, check_same_thread=False
+                )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode: a commit survives a process crash; only power loss
+                # can drop the last commits, never corrupt the file.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {row[0]} is newer than this dagloop "
+                    f"({SCHEMA_VERSION}); upgrade dagloop"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE … COMMIT (ROLLBACK on error)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def check_integrity(self) -> list[str]:
+        """`PRAGMA integrity_check` problems (empty when the file is sound)."""
+        rows = self._db.execute("PRAGMA integrity_check").fetchall()
+        return [r[0] for r in rows if r[0] != "ok"]
+
+    # ------------------------------------------------------------------ runs
+
+    def record_run(
+        self,
+        *,
+        dag_name: str,
+        run_id: str,
+        status: RunStatus,
+        file: str = "",
+        spec_yaml: str = "",
+        queue: str = "",
+        trigger: str = "manual",
+        params: Sequence[str] = (),
+        scheduled_at: float | None = None,
+        parent_dag: str = "",
+        parent_run_id: str = "",
+        root_dag: str = "",
+        root_run_id: str = "",
+        now: float | None = None,
+    ) -> RunRecord:
+        """Insert a new run. Raises `sqlite3.IntegrityError` if the run id or the scheduled
+        instant of this DAG is taken: a repeated create collides instead of duplicating."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            cur = db.execute(
+                """INSERT INTO runs (dag_name, run_id, file, spec_yaml, queue, status, trigger,
+                   params, scheduled_at, queued_at, parent_dag, parent_run_id, root_dag,
+                   root_run_id, created_at, updated_at)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (
+                    dag_name, run_id, file, spec_yaml, queue or dag_name, int(status), trigger,
+                    json.dumps(list(params)), scheduled_at,
+                    now if status == RunStatus.QUEUED else None,
+                    parent_dag, parent_run_id, root_dag or dag_name, root_run_id or run_id,
+                    now, now,
+                ),
+            )
+            row_id = cur.lastrowid
+        assert row_id is not None
+        return self.get_run_by_id(row_id)
+
+    def update_run(self, run: int, **fields: Any) -> None:
+        """Set columns of a run in one commit (`status` may be a RunStatus)."""
+        if not fields:
+            return
+        fields.setdefault("updated_at", time.time())
+        cols = []
+        values: list[Any] = []
+        for key, value in fields.items():
+            if key not in _RUN_COLUMNS:
+                raise ValueError(f"unknown run column {key!r}")
+            if key == "params":
+                value = json.dumps(list(value))
+            cols.append(f"{key}=?")
+            values.append(int(value) if isinstance(value, RunStatus) else value)
+        values.append(run)
+        with self.transaction() as db:
+            db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=?", values)
+
+    def get_run_by_id(self, run: int) -> RunRecord:
+        """The run with row id `run`."""
+        row = self._db.execute("SELECT * FROM runs WHERE id=?", (run,)).fetchone()
+        if row is None:
+            raise NotFound(f"run #{run}")
+        return _run(row)
+
+    def get_run(self, dag_name: str, run_id: str) -> RunRecord:
+        """The run `run_id` of `dag_name`; `latest` means the most recently created one."""
+        if run_id == "latest":
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE dag_name=? ORDER BY created_at DESC, id DESC LIMIT 1",
+                (dag_name,),
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE dag_name=? AND run_id=?", (dag_name, run_id)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no run {run_id!r} of DAG {dag_name!r}")
+        return _run(row)
+
+    def list_runs(
+        self,
+        *,
+        dag_name: str | None = None,
+        statuses: Sequence[RunStatus] = (),
+        since: float | None = None,
+        until: float | None = None,
+        run_id: str | None = None,
+        name_contains: str | None = None,
+        limit: int = 1000,
+    ) -> list[RunRecord]:
+        """Runs, newest first, filtered."""
+        where: list[str] = []
+        args: list[Any] = []
+        if dag_name is not None:
+            where.append("dag_name=?")
+            args.append(dag_name)
+        if name_contains:
+            where.append("instr(dag_name, ?) > 0")
+            args.append(name_contains)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(int(s) for s in statuses)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("created_at <= ?")
+            args.append(until)
+        if run_id:
+            where.append("run_id=?")
+            args.append(run_id)
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit)
+        return [_run(r) for r in self._db.execute(sql, args)]
+
+    def list_active_runs(self) -> list[RunRecord]:
+        """Running, queued and waiting runs, oldest first (FIFO for queues)."""
+        rows = self._db.execute(
+            "SELECT * FROM runs WHERE status IN (?,?,?) ORDER BY created_at, id",
+            (int(RunStatus.RUNNING), int(RunStatus.QUEUED), int(RunStatus.WAITING)),
+        )
+        return [_run(r) for r in rows]
+
+    def delete_run(self, run: int) -> None:
+        """Delete a run and its steps (the caller removes its log files)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM steps WHERE run=?", (run,))
+            db.execute("DELETE FROM runs WHERE id=?", (run,))
+
+    # ------------------------------------------------------------------ steps
+
+    def record_steps(self, run: int, steps: Sequence[dict[str, Any]]) -> None:
+        """Insert (or replace) the step rows of a run in one commit.
+
+        Each dict has `position`, `kind`, `name` and optionally any other step column.
+        """
+        with self.transaction() as db:
+            for s in steps:
+                cols = ["run", *s.keys()]
+                values = [run, *(_step_value(k, v) for k, v in s.items())]
+                db.execute(
+                    f"INSERT OR REPLACE INTO steps ({', '.join(cols)}) "
+                    f"VALUES ({', '.join('?' * len(cols))})",
+                    values,
+                )
+
+    def update_step(self, step: int, **fields: Any) -> None:
+        """Set columns of a step in one commit."""
+        if not fields:
+            return
+        cols = []
+        values: list[Any] = []
+        for key, value in fields.items():
+            if key not in _STEP_COLUMNS:
+                raise ValueError(f"unknown step column {key!r}")
+            cols.append(f"{key}=?")
+            values.append(_step_value(key, value))
+        values.append(step)
+        with self.transaction() as db:
+            db.execute(f"UPDATE steps SET {', '.join(cols)} WHERE id=?", values)
+
+    def list_steps(self, run: int) -> list[StepRecord]:
+        """Steps and handlers of a run, in position order."""
+        rows = self._db.execute("SELECT * FROM steps WHERE run=? ORDER BY position", (run,))
+        return [_step(r) for r in rows]
+
+    # ------------------------------------------------------------------ requests
+
+    def record_request(
+        self, *, kind: str, dag_name: str, run_id: str = "", args: dict[str, Any] | None = None
+    ) -> int:
+        """Write a request for the controller; returns its id."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO requests (kind, dag_name, run_id, args, created_at) "
+                "VALUES (?,?,?,?,?)",
+                (kind, dag_name, run_id, json.dumps(args or {}), time.time()),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def list_open_requests(self) -> list[RequestRecord]:
+        """Requests not yet done, oldest first."""
+        rows = self._db.execute("SELECT * FROM requests WHERE done_at IS NULL ORDER BY id")
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["args"] = json.loads(d["args"])
+            out.append(RequestRecord(**d))
+        return out
+
+    def record_request_done(self, request: int, result: str = "") -> None:
+        """Mark a request as carried out."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE requests SET done_at=?, result=? WHERE id=?",
+                (time.time(), result, request),
+            )
+
+
+def _step_value(key: str, value: Any) -> Any:
+    if key in ("spec", "outputs", "children"):
+        return json.dumps(value)
+    if isinstance(value, StepStatus):
+        return int(value)
+    return value
