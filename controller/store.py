@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS runs (
     parent_run_id TEXT NOT NULL DEFAULT '',
     root_dag TEXT NOT NULL DEFAULT '',
     root_run_id TEXT NOT NULL DEFAULT '',
-    notes TEXT NOT NULL DEFAULT '',         -- e.g. mail delivery failures; never the status
+    notes TEXT NOT NULL DEFAULT '',         -- e.g. mail delivery failures, never the status
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     UNIQUE (dag_name, run_id)
@@ -245,10 +245,9 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
+        # executescript commits on its own; every statement is idempotent (IF NOT EXISTS).
+        self._db.executescript(SCHEMA)
         with self.transaction():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._db.execute(
