@@ -1,0 +1,141 @@
+"""The DAG catalog: every DAG file of the DAGs directory, loaded once and reloaded on change.
+
+`Catalog.refresh()` rescans the directory and reloads only files whose (mtime, size) changed,
+or all of them when base.yaml changed; an invalid file is kept as an entry with its errors so
+it can be reported (CLI, `plan`, API) while the valid ones keep running.
+
+Callers: the control loop's desired-state builder (on watchdog events and on every resync),
+and the API (which serves from this cache instead of re-parsing files per request).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.loader import Dag, DagLoadError, LoadError, load_base, load_dag
+
+DAG_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One DAG file: its loaded DAG, or the errors that kept it from loading."""
+
+    file_name: str  # file stem, Dagu's `fileName`
+    path: Path
+    dag: Dag | None
+    errors: tuple[LoadError, ...] = ()
+    stamp: tuple[int, int] = (0, 0)  # (mtime_ns, size) when loaded
+
+    @property
+    def name(self) -> str:
+        """The DAG name (the file stem when the file did not load)."""
+        return self.dag.name if self.dag is not None else self.file_name
+
+
+@dataclass
+class Catalog:
+    """The DAGs of one directory; `refresh()` is cheap when nothing changed."""
+
+    dags_dir: Path
+    base_config: Path | None = None
+    max_file_bytes: int = 1024 * 1024
+    _entries: dict[str, CatalogEntry] = field(default_factory=dict)
+    _base_stamp: tuple[int, int] | None = None
+    _base_data: dict[str, object] | None = None
+    _base_errors: tuple[LoadError, ...] = ()
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    generation: int = 0  # bumped whenever anything changed
+
+    def refresh(self) -> bool:
+        """Rescan the directory; returns True when any entry changed."""
+        with self._lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
+        base_stamp = _stamp(self.base_config) if self.base_config is not None else None
+        base_changed = base_stamp != self._base_stamp
+        if base_changed:
+            self._base_data, self._base_errors = self._load_base()
+        base = self._base_data
+        files = {p.stem: p for p in self._scan()}
+        changed = base_changed
+        for stem in list(self._entries):
+            if stem not in files:
+                del self._entries[stem]
+                changed = True
+        for stem, path in files.items():
+            stamp = _stamp(path)
+            old = self._entries.get(stem)
+            if old is not None and old.stamp == stamp and old.path == path and not base_changed:
+                continue
+            if stamp is None:
+                continue  # vanished between scan and stat
+            self._entries[stem] = self._load(stem, path, stamp, base)
+            changed = True
+        self._base_stamp = base_stamp
+        if changed:
+            self.generation += 1
+        return changed
+
+    def _load_base(self) -> tuple[dict[str, object] | None, tuple[LoadError, ...]]:
+        try:
+            return load_base(self.base_config), ()
+        except DagLoadError as exc:
+            return None, tuple(exc.errors)
+
+    def _load(
+        self, stem: str, path: Path, stamp: tuple[int, int], base: dict[str, object] | None
+    ) -> CatalogEntry:
+        if self._base_errors:
+            return CatalogEntry(stem, path, None, self._base_errors, stamp)
+        try:
+            dag = load_dag(path, base=base, max_bytes=self.max_file_bytes)
+        except DagLoadError as exc:
+            return CatalogEntry(stem, path, None, tuple(exc.errors), stamp)
+        return CatalogEntry(stem, path, dag, (), stamp)
+
+    def _scan(self) -> Iterable[Path]:
+        try:
+            children = list(self.dags_dir.iterdir())
+        except OSError:
+            return []
+        return sorted(
+            p
+            for p in children
+            if p.suffix in DAG_SUFFIXES
+            and p.name not in ("base.yaml", "base.yml")
+            and not p.name.startswith(".")
+            and p.is_file()
+        )
+
+    def entries(self) -> list[CatalogEntry]:
+        """All entries, sorted by file name."""
+        with self._lock:
+            return sorted(self._entries.values(), key=lambda e: e.file_name)
+
+    def get(self, file_name: str) -> CatalogEntry | None:
+        """The entry of `file_name` (file stem), or None."""
+        with self._lock:
+            return self._entries.get(file_name)
+
+    def find_dag(self, name: str) -> CatalogEntry | None:
+        """The entry whose DAG is named `name` (falls back to the file name)."""
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.dag is not None and entry.dag.name == name:
+                    return entry
+            return self._entries.get(name)
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
