@@ -414,6 +414,8 @@ def _as_float(value: object, where: str) -> float:
 def _as_str(value: object, where: str) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)  # type: ignore[no-any-return]
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(f"{where}: {value!r} is not a string")

@@ -502,3 +502,11 @@ def test_config_command_reports_errors_on_stderr(
     assert main(["config"]) == 1
     err = capsys.readouterr().err
     assert "config.yaml: unknown key 'paths.dagDir'" in err
+
+
+def test_cli_overrides_accept_path_objects(home: Path, tmp_path: Path) -> None:
+    settings = load(home, overrides={"home": tmp_path / "h2", "paths.logDir": tmp_path / "l"})
+    assert settings.home == tmp_path / "h2"
+    assert settings.log_dir == tmp_path / "l"
+    assert settings.dags_dir == tmp_path / "h2" / "dags"
+    assert (settings.sources["home"], settings.sources["paths.logDir"]) == ("cli", "cli")
