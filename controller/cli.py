@@ -83,3 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command.run(namespace)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `dagloop … | head`: the reader left; not an error worth a traceback.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
