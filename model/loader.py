@@ -20,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from model.spec import (
+    NAME_PATTERN,
     DagSpec,
     StepSpec,
     parse_env_entries,
@@ -50,7 +51,9 @@ class LoadError:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form for `validate --json` and the API."""
@@ -124,13 +127,14 @@ class _Document:
             line = self._lines.get(path[:n])
             if line is not None:
                 return line
-        return self.node.start_mark.line + 1
+        mark = self.node.start_mark
+        return mark.line + 1 if mark is not None else 1
 
 
 def _index_lines(node: yaml.Node, path: Path_, out: dict[Path_, int], line: int = 0) -> None:
     if path in out:
         return  # aliases: the first occurrence is enough
-    out[path] = line or node.start_mark.line + 1
+    out[path] = line or (node.start_mark.line + 1 if node.start_mark is not None else 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
@@ -217,10 +221,7 @@ def merge_base(base: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, Any
             continue
         old = out[key]
         if key == "env":
-            out[key] = [
-                {k: v}
-                for k, v in (*parse_env_entries(old), *parse_env_entries(value))
-            ]
+            out[key] = [{k: v} for k, v in (*parse_env_entries(old), *parse_env_entries(value))]
         elif key in _APPENDED_LISTS:
             out[key] = _as_list(old) + _as_list(value)
         elif key in _MERGED_MAPS and isinstance(old, dict) and isinstance(value, dict):
@@ -247,9 +248,8 @@ def _flatten_steps(raw: Any) -> tuple[list[Any], list[Path_], list[int]]:
     if isinstance(raw, dict):
         for key, step in raw.items():
             s = {"command": step} if isinstance(step, str) else step
-            if isinstance(s, dict):
-                s = {**s}
-                s.setdefault("name", str(key))
+            if isinstance(s, dict) and "name" not in s:
+                s = {**s, "name": str(key)}
             steps.append(s)
             paths.append(("steps", str(key)))
             groups.append(len(groups))
@@ -267,6 +267,25 @@ def _flatten_steps(raw: Any) -> tuple[list[Any], list[Path_], list[int]]:
             paths.append(("steps", i))
             groups.append(i)
     return steps, paths, groups
+
+
+def _placeholder_step(raw: Any) -> StepSpec:
+    """Stand-in for a step that failed validation, so the other checks still run.
+
+    It keeps the user's name and depends when they are plain strings: a reference to an
+    invalid step is then not reported a second time as "unknown step".
+    """
+    name = ""
+    depends: list[str] | None = None
+    if isinstance(raw, dict):
+        if isinstance(raw.get("name"), str):
+            name = raw["name"]
+        dep = raw.get("depends")
+        if isinstance(dep, str):
+            depends = [dep]
+        elif isinstance(dep, list) and all(isinstance(d, str) for d in dep):
+            depends = list(dep)
+    return StepSpec.model_construct(name=name, depends=depends, command=["<invalid>"])
 
 
 def _auto_name(step: StepSpec, index: int, taken: set[str]) -> str:
@@ -288,17 +307,17 @@ def _auto_name(step: StepSpec, index: int, taken: set[str]) -> str:
     return f"{prefix}_{counter}"
 
 
-def _wire_steps(spec: DagSpec, groups: list[int]) -> list[StepSpec]:
+def _wire_steps(steps: Sequence[StepSpec], groups: list[int], *, chain: bool) -> list[StepSpec]:
     """Give every step a name and, in chain mode, the implicit `depends`."""
-    taken = {s.name for s in spec.steps if s.name}
+    taken = {s.name for s in steps if s.name}
     named: list[StepSpec] = []
-    for i, step in enumerate(spec.steps):
+    for i, step in enumerate(steps):
         if not step.name:
             name = _auto_name(step, i, taken)
             taken.add(name)
             step = step.model_copy(update={"name": name})
         named.append(step)
-    if spec.type != "chain":
+    if not chain:
         return [s if s.depends is not None else s.model_copy(update={"depends": []}) for s in named]
     wired: list[StepSpec] = []
     previous_group: list[str] = []
@@ -344,7 +363,30 @@ def _find_cycle(steps: Sequence[StepSpec], resolve: Mapping[str, str]) -> list[s
     return None
 
 
-def _semantic_errors(spec: DagSpec, steps: Sequence[StepSpec]) -> list[tuple[Path_, str]]:
+_LOCAL_OR_PATH = re.compile(r"\$|/|\.ya?ml$")
+
+
+def _call_problem(target: str) -> str | None:
+    """What is wrong with a `call:` target, or None when it could name a DAG.
+
+    A target that is not a local document may still be a file in the DAGs directory,
+    which the loader cannot see: only a target that could never be a file is refused.
+    """
+    if not target.strip():
+        return "must name a DAG"
+    if _LOCAL_OR_PATH.search(target) or NAME_PATTERN.match(target):
+        return None
+    return f"{target!r} is neither a DAG name nor a file path"
+
+
+def _semantic_errors(
+    steps: Sequence[StepSpec], explicit: Sequence[bool], invalid: Sequence[bool]
+) -> list[tuple[Path_, str]]:
+    """Cross-step checks: names, ids, something to run, `depends` and cycles.
+
+    `explicit[i]` says step i's `depends` came from the user (not chain wiring);
+    `invalid[i]` marks a placeholder for a step whose own errors are already reported.
+    """
     errs: list[tuple[Path_, str]] = []
     seen: dict[str, int] = {}
     ids: dict[str, int] = {}
@@ -352,6 +394,8 @@ def _semantic_errors(spec: DagSpec, steps: Sequence[StepSpec]) -> list[tuple[Pat
         if step.name in seen:
             errs.append((("steps", i, "name"), f"duplicate step name {step.name!r}"))
         seen.setdefault(step.name, i)
+        if invalid[i]:
+            continue
         if step.id is not None:
             if step.id in ids:
                 errs.append((("steps", i, "id"), f"duplicate step id {step.id!r}"))
@@ -359,24 +403,31 @@ def _semantic_errors(spec: DagSpec, steps: Sequence[StepSpec]) -> list[tuple[Pat
                 errs.append((("steps", i, "id"), f"id {step.id!r} clashes with a step name"))
             ids.setdefault(step.id, i)
         if not step.command and not step.script and step.executor is None and step.call is None:
-            errs.append((("steps", i), "step has no command, script, call or executor"))
+            errs.append(
+                (("steps", i), "step has nothing to run: no command, script, call or executor")
+            )
         if step.parallel is not None and step.call is None:
             errs.append((("steps", i, "parallel"), "'parallel' needs 'call'"))
+        if step.call is not None and (problem := _call_problem(step.call)):
+            errs.append((("steps", i, "call"), problem))
     resolve = {s.name: s.name for s in steps}
     resolve.update({s.id: s.name for s in steps if s.id})
+    self_dependent = False
     for i, step in enumerate(steps):
+        if not explicit[i]:
+            continue  # chain wiring only names real steps
         for dep in step.depends or []:
             if dep not in resolve:
                 errs.append((("steps", i, "depends"), f"unknown step {dep!r}"))
             elif resolve[dep] == step.name:
                 errs.append((("steps", i, "depends"), "a step cannot depend on itself"))
-    if not any(m.endswith("cannot depend on itself") for _, m in errs):
+                self_dependent = True
+    # With duplicate names the graph is ambiguous: the duplicate is the error to fix first.
+    if not self_dependent and len(seen) == len(steps):
         cycle = _find_cycle(steps, resolve)
         if cycle:
             first = next(i for i, s in enumerate(steps) if s.name == cycle[0])
-            errs.append(
-                (("steps", first, "depends"), "dependency cycle: " + " -> ".join(cycle))
-            )
+            errs.append((("steps", first, "depends"), "dependency cycle: " + " -> ".join(cycle)))
     return errs
 
 
@@ -417,6 +468,37 @@ def _dotted(path: Path_) -> str:
     return out
 
 
+def _pydantic_errors(
+    exc: ValidationError, data: Any, doc: _Document, *, file: str, prefix: Path_ = ()
+) -> list[LoadError]:
+    """One `LoadError` per pydantic error, located in the user's YAML.
+
+    `data` is what was validated and `prefix` its path in the document. A location that
+    is not in `data` (a field inherited from base.yaml, a missing key) is cut back to the
+    nearest part the user wrote for the line, while the field path still names it.
+    """
+    out: list[LoadError] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        kind = err.get("type", "")
+        path = _user_path(data, loc)
+        if not prefix and loc and isinstance(data, dict) and loc[0] not in data:
+            path = (str(loc[0]),)  # inherited from base.yaml
+        field_path = path
+        if kind == "missing" and loc:
+            field_path = (*path, loc[-1])
+        message = _message(err)
+        if kind == "extra_forbidden" and loc:
+            message = f"unknown key {str(loc[-1])!r}"
+        dotted = _dotted(prefix + field_path)
+        if (dotted, message) in seen:
+            continue
+        seen.add((dotted, message))
+        out.append(LoadError(file, doc.line_of(prefix + path), dotted, message))
+    return out
+
+
 def _build(
     data: Any,
     doc: _Document,
@@ -426,49 +508,80 @@ def _build(
     location: Path | None,
     source: str,
     base: Mapping[str, Any] | None,
+    local: bool = False,
 ) -> tuple[Dag | None, list[LoadError]]:
+    """Validate one document; (the Dag, []) or (None, every problem found)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         return None, [LoadError(file, doc.line_of(()), "", "a DAG document must be a map")]
     merged = merge_base(base, data) if base else dict(data)
-    raw_steps, step_paths, groups = _flatten_steps(merged.get("steps"))
-    if "steps" in merged:
-        merged["steps"] = raw_steps
+    raw_steps_value = merged.pop("steps", None)
     errors: list[LoadError] = []
+
+    # Top level and steps are validated apart, so a bad step does not hide other problems.
+    spec: DagSpec | None = None
     try:
         spec = DagSpec.model_validate(merged)
     except ValidationError as exc:
-        seen: set[tuple[Path_, str]] = set()
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            if loc[:1] == ("steps",) and len(loc) > 1 and isinstance(loc[1], int):
-                if loc[1] < len(step_paths):
-                    path = step_paths[loc[1]] + _user_path(raw_steps[loc[1]], loc[2:])
-                else:
-                    path = ("steps",)
-            else:
-                path = _user_path(data, loc)
-                if loc and loc[0] not in data:  # a field inherited from base.yaml
-                    path = (str(loc[0]),)
-            message = _message(err)
-            if (path, message) in seen:
-                continue
-            seen.add((path, message))
-            if err.get("type") == "extra_forbidden":
-                message = f"unknown key {str(loc[-1])!r}"
-            errors.append(LoadError(file, doc.line_of(path), _dotted(path), message))
-        return None, errors
-    name = spec.name or default_name or ""
-    problem = validate_name(name) if name else "a name is required"
-    if problem:
-        errors.append(LoadError(file, doc.line_of(("name",)), "name", problem))
-    steps = _wire_steps(spec, groups)
-    for path, message in _semantic_errors(spec, steps):
+        errors.extend(_pydantic_errors(exc, data, doc, file=file))
+
+    raw_steps, step_paths, groups = _flatten_steps(raw_steps_value)
+    if raw_steps_value is not None and not isinstance(raw_steps_value, list | dict):
+        errors.append(
+            LoadError(
+                file,
+                doc.line_of(("steps",)),
+                "steps",
+                "expected a list of steps or a map of name to step",
+            )
+        )
+    elif not raw_steps:
+        errors.append(
+            LoadError(file, doc.line_of(("steps",)), "steps", "at least one step is required")
+        )
+    parsed: list[StepSpec] = []
+    invalid: list[bool] = []
+    for raw, path in zip(raw_steps, step_paths, strict=True):
+        try:
+            parsed.append(StepSpec.model_validate(raw))
+            invalid.append(False)
+        except ValidationError as exc:
+            errors.extend(_pydantic_errors(exc, raw, doc, file=file, prefix=path))
+            parsed.append(_placeholder_step(raw))
+            invalid.append(True)
+
+    name = spec.name if spec is not None and spec.name else (default_name or "")
+    if spec is not None or "name" not in data:
+        problem: str | None
+        if not name:
+            problem = "a local sub-DAG document needs a name" if local else "a name is required"
+        else:
+            problem = validate_name(name)
+        if problem:
+            errors.append(LoadError(file, doc.line_of(("name",)), "name", problem))
+
+    if spec is not None:
+        for event, handler in spec.handler_on.items():
+            if not (handler.command or handler.script or handler.executor or handler.call):
+                path = ("handlerOn", event)
+                errors.append(
+                    LoadError(
+                        file,
+                        doc.line_of(path),
+                        _dotted(path),
+                        "handler has nothing to run: no command, script, call or executor",
+                    )
+                )
+    chain = (spec.type if spec is not None else merged.get("type", "chain")) != "graph"
+    explicit = [s.depends is not None for s in parsed]
+    steps = _wire_steps(parsed, groups, chain=chain)
+    for path, message in _semantic_errors(steps, explicit, invalid):
         if path[:1] == ("steps",) and len(path) > 1 and isinstance(path[1], int):
             path = step_paths[path[1]] + path[2:]
         errors.append(LoadError(file, doc.line_of(path), _dotted(path), message))
-    if errors:
+    if errors or spec is None:
+        errors.sort(key=lambda e: e.line or 0)
         return None, errors
     spec = spec.model_copy(update={"steps": steps, "name": name})
     return Dag(spec=spec, name=name, location=location, source=source), []
@@ -527,13 +640,22 @@ def load_dag_text(
     local: dict[str, Dag] = {}
     for doc in docs[1:]:
         sub, sub_errors = _build(
-            doc.data, doc, file=file, default_name=None, location=location, source="", base=base
+            doc.data,
+            doc,
+            file=file,
+            default_name=None,
+            location=location,
+            source="",
+            base=base,
+            local=True,
         )
         errors.extend(sub_errors)
         if sub is not None:
             if sub.name in local or (main is not None and sub.name == main.name):
                 errors.append(
-                    LoadError(file, doc.line_of(("name",)), "name", f"duplicate DAG name {sub.name!r}")
+                    LoadError(
+                        file, doc.line_of(("name",)), "name", f"duplicate DAG name {sub.name!r}"
+                    )
                 )
             local[sub.name] = sub
     if errors or main is None:
@@ -555,7 +677,11 @@ def load_dag(
         size = path.stat().st_size
         if size > max_bytes:
             raise DagLoadError(
-                [LoadError(file, None, "", f"file is {size} bytes, larger than the {max_bytes} limit")]
+                [
+                    LoadError(
+                        file, None, "", f"file is {size} bytes, larger than the {max_bytes} limit"
+                    )
+                ]
             )
         raw = path.read_bytes()
     except OSError as exc:
@@ -606,6 +732,6 @@ def resolve_params(
                 params.append([None, value])
             position += 1
     out: list[tuple[str, str]] = []
-    for i, (key, value) in enumerate(params, start=1):
-        out.append((key if key is not None else str(i), value or ""))
+    for i, (param_key, param_value) in enumerate(params, start=1):
+        out.append((param_key if param_key is not None else str(i), param_value or ""))
     return out

@@ -10,11 +10,19 @@ kept; `unsupported_features` names them so a run that needs one fails with a cle
 
 from __future__ import annotations
 
+import datetime
 import re
 import shlex
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]+$")
@@ -67,7 +75,9 @@ def check_cron(expression: str) -> str | None:
         except (ValueError, KeyError, OSError):
             return f"unknown time zone {zone!r} in {expression!r}"
     if expr.startswith("@"):
-        return f"invalid cron expression {expression!r}: descriptors such as @daily are not accepted"
+        return (
+            f"invalid cron expression {expression!r}: descriptors such as @daily are not accepted"
+        )
     fields = expr.split()
     if len(fields) != 5:
         return f"invalid cron expression {expression!r}: expected 5 fields, got {len(fields)}"
@@ -95,7 +105,18 @@ def _scalar_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float | str):
         return str(value)
-    raise ValueError(f"expected a string, got {type(value).__name__}")
+    if isinstance(value, datetime.date):  # YAML reads 2024-01-01 as a date; Dagu keeps the text
+        return value.isoformat()
+    raise ValueError(f"expected a string, got {_yaml_kind(value)}")
+
+
+def _yaml_kind(value: Any) -> str:
+    """The YAML word for a Python value's type, for error messages."""
+    if isinstance(value, dict):
+        return "a map"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
 
 
 def _str_list(value: Any, *, what: str = "a string or a list of strings") -> list[str]:
@@ -443,28 +464,54 @@ class StepSpec(_Spec):
             if "preconditions" in value:
                 raise ValueError("use 'preconditions' or 'precondition', not both")
             value["preconditions"] = value.pop("precondition")
-        if "preconditions" in value:
-            value["preconditions"] = parse_conditions(value["preconditions"])
         if "type" in value or "config" in value:
             if "executor" in value:
                 raise ValueError("use 'type'/'config' or 'executor', not both")
             value["executor"] = {"type": value.pop("type", ""), "config": value.pop("config", {})}
-        if "env" in value:
-            value["env"] = parse_env_entries(value["env"])
-        if "command" in value:
-            cmd = value["command"]
-            value["command"] = [] if cmd is None else _str_list(cmd)
-        if "depends" in value:
-            dep = value["depends"]
-            value["depends"] = [] if dep is None else _str_list(dep)
-        for key in ("shell", "shellPackages"):
-            if key in value and isinstance(value[key], str):
-                value[key] = shlex.split(value[key]) if key == "shell" else [value[key]]
-        if "name" in value:
-            value["name"] = _scalar_text(value["name"])
-        if "script" in value:
-            value["script"] = _scalar_text(value["script"])
         return value
+
+    # Shape conversions live in field validators so an error names the field it is about.
+    @field_validator("preconditions", mode="before")
+    @classmethod
+    def _preconditions(cls, value: Any) -> list[Any]:
+        return parse_conditions(value)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> list[tuple[str, str]]:
+        return parse_env_entries(value)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any) -> list[str]:
+        return _str_list(value)
+
+    @field_validator("depends", mode="before")
+    @classmethod
+    def _depends(cls, value: Any) -> list[str]:
+        return _str_list(value, what="a step name or a list of step names")
+
+    @field_validator("shell", mode="before")
+    @classmethod
+    def _shell(cls, value: Any) -> list[str] | None:
+        if value is None:
+            return None
+        return shlex.split(value) if isinstance(value, str) else _str_list(value)
+
+    @field_validator("shell_packages", mode="before")
+    @classmethod
+    def _shell_packages(cls, value: Any) -> list[str]:
+        return _str_list(value)
+
+    @field_validator("name", "description", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        return _scalar_text(value)
+
+    @field_validator("script", "call", "id", mode="before")
+    @classmethod
+    def _optional_text(cls, value: Any) -> str | None:
+        return None if value is None else _scalar_text(value)
 
     @field_validator("signal_on_stop")
     @classmethod
@@ -530,12 +577,22 @@ class HandlerOnSpec(_Spec):
         ]
 
 
+def _checked_cron(expression: str) -> str:
+    if problem := check_cron(expression):
+        raise ValueError(problem)
+    return expression
+
+
+# One validated expression per list item, so an error points at the item that is wrong.
+CronExpression = Annotated[str, AfterValidator(_checked_cron)]
+
+
 class ScheduleSpec(_Spec):
     """Cron expressions to start, stop and restart the DAG."""
 
-    start: list[str] = Field(default_factory=list)
-    stop: list[str] = Field(default_factory=list)
-    restart: list[str] = Field(default_factory=list)
+    start: list[CronExpression] = Field(default_factory=list)
+    stop: list[CronExpression] = Field(default_factory=list)
+    restart: list[CronExpression] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -543,21 +600,13 @@ class ScheduleSpec(_Spec):
         if value is None:
             return {}
         if isinstance(value, str | list):
-            return {"start": _str_list(value)}
+            return {"start": [value] if isinstance(value, str) else value}
         if isinstance(value, dict):
-            unknown = set(value) - {"start", "stop", "restart"}
-            if unknown:
-                raise ValueError(f"unknown schedule kind {sorted(unknown)[0]!r}")
-            return {k: _str_list(v) for k, v in value.items()}
+            # Unknown kinds are left to extra="forbid", which names the key.
+            return {
+                k: [v] if isinstance(v, str) else ([] if v is None else v) for k, v in value.items()
+            }
         raise ValueError("expected a cron string, a list of them, or {start, stop, restart}")
-
-    @field_validator("start", "stop", "restart")
-    @classmethod
-    def _cron(cls, value: list[str]) -> list[str]:
-        problems = [p for expr in value if (p := check_cron(expr))]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
 
 
 class MailOnSpec(_Spec):
@@ -668,6 +717,11 @@ class DagSpec(_Spec):
         if value is not None and (problem := validate_name(value)):
             raise ValueError(problem)
         return value
+
+    @field_validator("description", "group", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        return _scalar_text(value)
 
     @field_validator("tags", mode="before")
     @classmethod
