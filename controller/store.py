@@ -100,7 +100,52 @@ CREATE TABLE IF NOT EXISTS requests (
     result TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_open ON requests (done_at);
+-- Monotonic totals of finished runs for /metrics, kept by triggers so that they survive history
+-- pruning (histRetentionDays 0 deletes a run right after it ends) and need no writer's help.
+-- One row per (DAG, final status); le_* are cumulative duration-bucket counts (Dagu's buckets).
+CREATE TABLE IF NOT EXISTS run_totals (
+    dag_name TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    duration_count INTEGER NOT NULL DEFAULT 0,
+    duration_sum REAL NOT NULL DEFAULT 0,
+    le_1 INTEGER NOT NULL DEFAULT 0, le_5 INTEGER NOT NULL DEFAULT 0,
+    le_15 INTEGER NOT NULL DEFAULT 0, le_30 INTEGER NOT NULL DEFAULT 0,
+    le_60 INTEGER NOT NULL DEFAULT 0, le_120 INTEGER NOT NULL DEFAULT 0,
+    le_300 INTEGER NOT NULL DEFAULT 0, le_600 INTEGER NOT NULL DEFAULT 0,
+    le_1800 INTEGER NOT NULL DEFAULT 0, le_3600 INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (dag_name, status)
+);
+CREATE TRIGGER IF NOT EXISTS runs_finished_update AFTER UPDATE OF status ON runs
+WHEN NEW.status IN (2, 3, 4, 6, 8) AND OLD.status NOT IN (2, 3, 4, 6, 8)
+BEGIN
+    INSERT INTO run_totals (dag_name, status) VALUES (NEW.dag_name, NEW.status)
+        ON CONFLICT (dag_name, status) DO NOTHING;
+    UPDATE run_totals SET count = count + 1,
+        duration_count = duration_count + (NEW.finished_at - NEW.started_at IS NOT NULL),
+        duration_sum = duration_sum + IFNULL(NEW.finished_at - NEW.started_at, 0),
+        le_1 = le_1 + IFNULL(NEW.finished_at - NEW.started_at <= 1, 0),
+        le_5 = le_5 + IFNULL(NEW.finished_at - NEW.started_at <= 5, 0),
+        le_15 = le_15 + IFNULL(NEW.finished_at - NEW.started_at <= 15, 0),
+        le_30 = le_30 + IFNULL(NEW.finished_at - NEW.started_at <= 30, 0),
+        le_60 = le_60 + IFNULL(NEW.finished_at - NEW.started_at <= 60, 0),
+        le_120 = le_120 + IFNULL(NEW.finished_at - NEW.started_at <= 120, 0),
+        le_300 = le_300 + IFNULL(NEW.finished_at - NEW.started_at <= 300, 0),
+        le_600 = le_600 + IFNULL(NEW.finished_at - NEW.started_at <= 600, 0),
+        le_1800 = le_1800 + IFNULL(NEW.finished_at - NEW.started_at <= 1800, 0),
+        le_3600 = le_3600 + IFNULL(NEW.finished_at - NEW.started_at <= 3600, 0)
+    WHERE dag_name = NEW.dag_name AND status = NEW.status;
+END;
+CREATE TRIGGER IF NOT EXISTS runs_finished_insert AFTER INSERT ON runs
+WHEN NEW.status IN (2, 3, 4, 6, 8)
+BEGIN
+    INSERT INTO run_totals (dag_name, status, count) VALUES (NEW.dag_name, NEW.status, 1)
+        ON CONFLICT (dag_name, status) DO UPDATE SET count = count + 1;
+END;
 """
+
+# Upper bounds (seconds) of the run-duration buckets kept in `run_totals` (columns le_*).
+DURATION_BUCKETS_SECONDS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class NotFound(LookupError):
@@ -408,6 +453,59 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM steps WHERE run=?", (run,))
             db.execute("DELETE FROM runs WHERE id=?", (run,))
+
+    def count_runs_by_status(self, statuses: Sequence[RunStatus] = ()) -> dict[RunStatus, int]:
+        """Number of runs now in each status (only `statuses` when given); absent ones are 0."""
+        sql = "SELECT status, COUNT(*) FROM runs"
+        args: list[int] = [int(s) for s in statuses]
+        if args:
+            sql += f" WHERE status IN ({','.join('?' * len(args))})"
+        counts = dict.fromkeys(statuses, 0)
+        for status, n in self._db.execute(sql + " GROUP BY status", args):
+            counts[RunStatus(status)] = n
+        return counts
+
+    def list_run_totals(self) -> list[dict[str, Any]]:
+        """Finished-run totals per (DAG, final status), monotonic: they survive pruning.
+
+        Each dict: `dag_name`, `status` (RunStatus), `count`, `duration_count`,
+        `duration_sum` and `buckets` (cumulative counts per `DURATION_BUCKETS_SECONDS`).
+        """
+        rows = self._db.execute("SELECT * FROM run_totals ORDER BY dag_name, status")
+        out = []
+        for r in rows:
+            d = dict(r)
+            out.append(
+                {
+                    "dag_name": d["dag_name"],
+                    "status": RunStatus(d["status"]),
+                    "count": d["count"],
+                    "duration_count": d["duration_count"],
+                    "duration_sum": d["duration_sum"],
+                    "buckets": [d[f"le_{b}"] for b in DURATION_BUCKETS_SECONDS],
+                }
+            )
+        return out
+
+    def list_sub_runs(self, parent_dag: str, parent_run_id: str) -> list[RunRecord]:
+        """Runs started by steps of the run `parent_run_id` of `parent_dag`, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM runs WHERE parent_dag=? AND parent_run_id=? ORDER BY created_at, id",
+            (parent_dag, parent_run_id),
+        )
+        return [_run(r) for r in rows]
+
+    def latest_runs(self, dag_names: Sequence[str]) -> dict[str, RunRecord]:
+        """The most recently created run of each of `dag_names` that has one."""
+        out: dict[str, RunRecord] = {}
+        for name in dag_names:
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE dag_name=? ORDER BY created_at DESC, id DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+            if row is not None:
+                out[name] = _run(row)
+        return out
 
     # ------------------------------------------------------------------ steps
 
