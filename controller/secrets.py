@@ -1,0 +1,101 @@
+"""Secret values of one run and their masking as `*****`.
+
+Owns the rule "which values are secrets" (issue 6): every value read from a dotenv file, the
+SMTP password, and every `env` value whose *name* matches one of the configurable secret
+patterns (`Settings.secret_patterns`, default `*PASSWORD*`, `*SECRET*`, `*TOKEN*`, `*KEY*`).
+The runner builds one `SecretMasker` per run with `collect_secrets` and passes every log line,
+mail body, stored output and API-visible text through `SecretMasker.mask`.
+
+Pure: no I/O. Called by the runner and by `controller.notify`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+SECRET_MASK = "*****"
+
+# Values shorter than this are not masked. Masking "1", "on" or "dev" would shred every log
+# line (all dotenv values count as secrets, and `DEBUG=1` is common) while hiding nothing:
+# a secret that short can be guessed anyway. Documented in docs/alerting.md.
+MIN_SECRET_LENGTH = 4
+
+
+class SecretMasker:
+    """Replaces every registered secret value by `*****` in a text.
+
+    Each value is registered in two forms, as is and JSON-escaped, so a secret that contains
+    quotes or newlines is also caught inside a JSON document (outputs.json, API bodies).
+    Longer values are replaced first, so a secret containing another one is masked whole.
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        for value in values:
+            self.add(value)
+
+    def add(self, value: str) -> None:
+        """Register `value`; values shorter than `MIN_SECRET_LENGTH` characters are ignored."""
+        if len(value) < MIN_SECRET_LENGTH:
+            return
+        forms = {value, json.dumps(value)[1:-1]}
+        if not forms <= self._values:
+            self._values |= forms
+            self._pattern = None
+
+    @property
+    def values(self) -> frozenset[str]:
+        """The registered values (both forms); for handing on to `controller.logs.add_secret`."""
+        return frozenset(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def _compiled(self) -> re.Pattern[str] | None:
+        if self._pattern is None and self._values:
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        return self._pattern
+
+    def mask(self, text: str) -> str:
+        """`text` with every registered value replaced by `*****`."""
+        pattern = self._compiled()
+        if pattern is None or not text:
+            return text
+        return pattern.sub(SECRET_MASK, text)
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        """`mask` for raw output; bytes that are not UTF-8 are kept as they are."""
+        if self._compiled() is None or not data:
+            return data
+        return self.mask(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
+def secret_env_names(names: Iterable[str], patterns: Sequence[str]) -> set[str]:
+    """The names matching any fnmatch-style pattern (`*TOKEN*`), compared case-insensitively."""
+    upper = [p.upper() for p in patterns]
+    return {name for name in names if any(fnmatch.fnmatchcase(name.upper(), p) for p in upper)}
+
+
+def collect_secrets(
+    *,
+    env_pairs: Iterable[tuple[str, str]],
+    dotenv_values: Mapping[str, str],
+    smtp_password: str | None,
+    patterns: Sequence[str],
+) -> SecretMasker:
+    """The masker of one run: all dotenv values, env values with secret-looking names, and
+    the (already expanded) SMTP password."""
+    masker = SecretMasker(dotenv_values.values())
+    pairs = list(env_pairs)
+    secret_names = secret_env_names((name for name, _ in pairs), patterns)
+    for name, value in pairs:
+        if name in secret_names:
+            masker.add(value)
+    if smtp_password:
+        masker.add(smtp_password)
+    return masker
