@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - depends on the PyYAML build
     from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
+STEP_NAME_MAX_LENGTH = 40  # Dagu's core.ValidateSteps (ErrStepNameTooLong)
 # Expanded node count above which a document is refused (YAML alias bombs).
 MAX_EXPANDED_NODES = 200_000
 
@@ -118,6 +119,8 @@ class _Document:
         self.node = node
         self.data = data
         self._lines: dict[Path_, int] | None = None
+        # Problems found while parsing (duplicate keys), reported with the others.
+        self.problems: list[tuple[Path_, str]] = []
 
     def line_of(self, path: Path_) -> int:
         if self._lines is None:
@@ -145,25 +148,55 @@ def _index_lines(node: yaml.Node, path: Path_, out: dict[Path_, int], line: int 
             _index_lines(item, (*path, i), out)
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    """Number of nodes after alias expansion, computed without expanding."""
+def _expanded_size(
+    node: yaml.Node, memo: dict[int, int], duplicates: list[tuple[yaml.Node, yaml.Node]]
+) -> int:
+    """Number of nodes after alias expansion, computed without expanding.
+
+    On the way it collects duplicate mapping keys as (first key node, repeated key node):
+    PyYAML silently keeps the last value, which hides a mistake (two `command:` keys).
+    """
     key = id(node)
     if key in memo:
         return memo[key]
     memo[key] = 1  # guards against recursive aliases
     total = 1
     if isinstance(node, yaml.MappingNode):
+        keys: dict[str, yaml.Node] = {}
         for k, v in node.value:
-            total += _expanded_size(k, memo) + _expanded_size(v, memo)
+            if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+                if k.value in keys:
+                    duplicates.append((keys[k.value], k))
+                else:
+                    keys[k.value] = k
+            total += _expanded_size(k, memo, duplicates) + _expanded_size(v, memo, duplicates)
             if total > MAX_EXPANDED_NODES:
                 break
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            total += _expanded_size(item, memo)
+            total += _expanded_size(item, memo, duplicates)
             if total > MAX_EXPANDED_NODES:
                 break
     memo[key] = total
     return total
+
+
+def _key_path(node: yaml.Node, target: yaml.Node, path: Path_ = ()) -> Path_ | None:
+    """The path of mapping key node `target` under `node` (only called for errors)."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            name = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+            if k is target:
+                return (*path, name)
+            found = _key_path(v, target, (*path, name))
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _key_path(item, target, (*path, i))
+            if found is not None:
+                return found
+    return None
 
 
 def _parse_documents(text: str, file: str) -> list[_Document]:
@@ -174,7 +207,8 @@ def _parse_documents(text: str, file: str) -> list[_Document]:
             node = loader.get_node()
             if node is None:
                 continue
-            if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            duplicates: list[tuple[yaml.Node, yaml.Node]] = []
+            if _expanded_size(node, {}, duplicates) > MAX_EXPANDED_NODES:
                 raise DagLoadError(
                     [
                         LoadError(
@@ -186,7 +220,13 @@ def _parse_documents(text: str, file: str) -> list[_Document]:
                         )
                     ]
                 )
-            docs.append(_Document(node, loader.construct_document(node)))
+            doc = _Document(node, loader.construct_document(node))
+            for first, again in duplicates:
+                path = _key_path(node, again) or ()
+                doc.problems.append(
+                    (path, f"duplicate key (first defined on line {first.start_mark.line + 1})")
+                )
+            docs.append(doc)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -337,29 +377,26 @@ def _wire_steps(steps: Sequence[StepSpec], groups: list[int], *, chain: bool) ->
 
 
 def _find_cycle(steps: Sequence[StepSpec], resolve: Mapping[str, str]) -> list[str] | None:
+    """A dependency cycle as [a, b, …, a], or None. Iterative: deep graphs must not recurse."""
     graph = {s.name: [resolve[d] for d in s.depends or [] if d in resolve] for s in steps}
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph[node]:
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for name in graph:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for root in graph:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        todo = [iter(graph[root])]
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                todo.pop()
+                state[path.pop()] = 2
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(graph[nxt]))
     return None
 
 
@@ -394,6 +431,9 @@ def _semantic_errors(
         if step.name in seen:
             errs.append((("steps", i, "name"), f"duplicate step name {step.name!r}"))
         seen.setdefault(step.name, i)
+        if len(step.name) > STEP_NAME_MAX_LENGTH:
+            message = f"step name longer than {STEP_NAME_MAX_LENGTH} characters"
+            errs.append((("steps", i, "name"), message))
         if invalid[i]:
             continue
         if step.id is not None:
@@ -466,6 +506,24 @@ def _dotted(path: Path_) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _key_line(doc: _Document, path: Path_) -> int:
+    """Line of the last occurrence of a duplicated key: the index keeps the first."""
+    node = doc.node
+    line = doc.line_of(path)
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            matches = [(k, v) for k, v in node.value if getattr(k, "value", None) == part]
+            if not matches:
+                break
+            line = matches[-1][0].start_mark.line + 1
+            node = matches[-1][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part]
+        else:
+            break
+    return line
 
 
 def _pydantic_errors(
@@ -561,6 +619,8 @@ def _build(
         if problem:
             errors.append(LoadError(file, doc.line_of(("name",)), "name", problem))
 
+    for path, message in doc.problems:
+        errors.append(LoadError(file, _key_line(doc, path), _dotted(path), message))
     if spec is not None:
         for event, handler in spec.handler_on.items():
             if not (handler.command or handler.script or handler.executor or handler.call):
@@ -587,33 +647,46 @@ def _build(
     return Dag(spec=spec, name=name, location=location, source=source), []
 
 
-def load_base(path: Path | None) -> dict[str, Any] | None:
-    """Read base.yaml as a raw map (validated as part of each DAG); None when absent."""
+def load_base(
+    path: Path | None, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> dict[str, Any] | None:
+    """Read base.yaml as a raw map (validated as part of each DAG); None when absent.
+
+    Raises `DagLoadError` when the file cannot be read or a field is invalid.
+    """
     if path is None or not path.is_file():
         return None
-    text = path.read_text(encoding="utf-8")
-    docs = _parse_documents(text, str(path))
+    file = str(path)
+    docs = _parse_documents(_read_text(path, max_bytes), file)
     if not docs or docs[0].data is None:
         return None
-    data = docs[0].data
+    doc = docs[0]
+    data = doc.data
     if not isinstance(data, dict):
-        raise DagLoadError([LoadError(str(path), 1, "", "base config must be a map")])
+        raise DagLoadError([LoadError(file, doc.line_of(()), "", "base config must be a map")])
     try:
         DagSpec.model_validate({k: v for k, v in data.items() if k != "steps"})
     except ValidationError as exc:
-        doc = docs[0]
-        raise DagLoadError(
-            [
-                LoadError(
-                    str(path),
-                    doc.line_of(_user_path(data, tuple(e["loc"]))),
-                    _dotted(_user_path(data, tuple(e["loc"]))),
-                    _message(e),
-                )
-                for e in exc.errors()
-            ]
-        ) from None
+        raise DagLoadError(_pydantic_errors(exc, data, doc, file=file)) from None
     return data
+
+
+def _read_text(path: Path, max_bytes: int) -> str:
+    """The file's text, refusing files over `max_bytes` without reading them whole."""
+    file = str(path)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise DagLoadError([LoadError(file, None, "", f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > max_bytes:
+        message = f"file is larger than the {max_bytes} byte limit"
+        raise DagLoadError([LoadError(file, None, "", message)])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DagLoadError([LoadError(file, line, "", "file is not valid UTF-8")]) from None
 
 
 def load_dag_text(
@@ -672,25 +745,8 @@ def load_dag(
     max_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Dag:
     """Load a DAG file; raises `DagLoadError` (never another exception) on any problem."""
-    file = str(path)
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise DagLoadError(
-                [
-                    LoadError(
-                        file, None, "", f"file is {size} bytes, larger than the {max_bytes} limit"
-                    )
-                ]
-            )
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DagLoadError([LoadError(file, None, "", f"cannot read: {exc.strerror}")]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DagLoadError([LoadError(file, None, "", "file is not valid UTF-8")]) from None
-    return load_dag_text(text, file=file, location=path.resolve(), base=base)
+    text = _read_text(path, max_bytes)
+    return load_dag_text(text, file=str(path), location=path.resolve(), base=base)
 
 
 # --------------------------------------------------------------------------- params
