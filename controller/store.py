@@ -379,6 +379,26 @@ class Store:
         with self.transaction() as db:
             db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=?", values)
 
+    def claim_queued_run(self, run: int, **fields: Any) -> bool:
+        """QUEUED → RUNNING (plus `fields`) in one commit, only if the run is still queued.
+
+        False when someone else claimed it first or it left the queue (runner contract).
+        """
+        fields.setdefault("updated_at", time.time())
+        cols = ["status=?"]
+        values: list[Any] = [int(RunStatus.RUNNING)]
+        for key, value in fields.items():
+            if key not in _RUN_COLUMNS:
+                raise ValueError(f"unknown run column {key!r}")
+            cols.append(f"{key}=?")
+            values.append(json.dumps(list(value)) if key == "params" else value)
+        values += [run, int(RunStatus.QUEUED)]
+        with self.transaction() as db:
+            cur = db.execute(
+                f"UPDATE runs SET {', '.join(cols)} WHERE id=? AND status=?", values
+            )
+        return cur.rowcount == 1
+
     def get_run_by_id(self, run: int) -> RunRecord:
         """The run with row id `run`."""
         row = self._db.execute("SELECT * FROM runs WHERE id=?", (run,)).fetchone()

@@ -1,0 +1,134 @@
+"""`dagloop start [--run-id ID] [-p PARAMS] [--json] [-q] NAME|FILE [-- params...]`.
+
+Runs a DAG in the foreground in this process (as `dagu start`). With `--run-id` of a QUEUED
+row (the control loop's contract) the row is claimed atomically and its snapshot and params
+are used. Exit 0 for succeeded (and a DAG-precondition abort), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+
+from controller import launch
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Options of `start`."""
+    launch.add_common(parser)
+    parser.add_argument("dag", help="DAG name (in the dags dir) or file")
+    parser.add_argument("-r", "--run-id", help="run id (letters, digits, '-', '_'; ≤ 64)")
+    parser.add_argument("-p", "--params", action="append", default=[], help="params 'K=V a b'")
+    parser.add_argument("--json", action="store_true", help="print the run details as JSON")
+    parser.add_argument("--parent", help=argparse.SUPPRESS)  # NAME:ID of the parent run
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--local", help=argparse.SUPPRESS)  # sub-DAG document of the file
+    parser.add_argument("extra", nargs="*", help="params after --")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the run; returns the exit code."""
+    from model.config import ConfigError
+    from model.spec import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN
+
+    from controller.store import NotFound, Store
+    from model.loader import DagLoadError, parse_param_overrides, resolve_params
+    from model.status import RunStatus
+
+    try:
+        settings = launch.settings_from(args)
+    except ConfigError as exc:
+        print(f"dagloop start: {exc}", file=sys.stderr)
+        return 1
+    if args.run_id is not None and (
+        not RUN_ID_PATTERN.match(args.run_id) or len(args.run_id) > RUN_ID_MAX_LENGTH
+    ):
+        print(f"dagloop start: invalid run id {args.run_id!r}", file=sys.stderr)
+        return 1
+    try:
+        path = launch.find_dag_file(args.dag, settings.dags_dir)
+    except FileNotFoundError as exc:
+        print(f"dagloop start: {exc}", file=sys.stderr)
+        return 1
+    store = Store(settings.db_path)
+    try:
+        queued = None
+        dag_name_guess = args.local or path.stem
+        if args.run_id is not None:
+            try:
+                queued = store.get_run(dag_name_guess, args.run_id)
+            except NotFound:
+                queued = None
+            if queued is not None and queued.status != RunStatus.QUEUED:
+                print(
+                    f"dagloop start: run {args.run_id!r} of {dag_name_guess!r} already exists "
+                    f"({queued.status.label})",
+                    file=sys.stderr,
+                )
+                return 1
+        try:
+            if queued is not None and queued.spec_yaml:
+                dag = launch.load(path, settings, text=queued.spec_yaml, local=args.local)
+            else:
+                dag = launch.load(path, settings, local=args.local)
+        except DagLoadError as exc:
+            print(f"dagloop start: {exc}", file=sys.stderr)
+            if queued is not None:
+                store.update_run(queued.id, status=RunStatus.FAILED, error=str(exc))
+            return 1
+        if dag.name != dag_name_guess and args.run_id is not None and queued is None:
+            try:
+                queued = store.get_run(dag.name, args.run_id)
+            except NotFound:
+                queued = None
+            if queued is not None and queued.status != RunStatus.QUEUED:
+                print(f"dagloop start: run {args.run_id!r} already exists", file=sys.stderr)
+                return 1
+        if queued is not None:
+            attempt_id = launch.new_run_id()[-6:]
+            if not store.claim_queued_run(queued.id, attempt_id=attempt_id):
+                print(
+                    f"dagloop start: run {args.run_id!r} is no longer queued "
+                    "(claimed by another runner or dequeued)",
+                    file=sys.stderr,
+                )
+                return 1
+            run_row = store.get_run_by_id(queued.id)
+            params = launch.params_to_pairs(run_row.params)
+        else:
+            overrides = parse_param_overrides([*args.params, *args.extra])
+            params = resolve_params(dag.spec.params, overrides)
+            parent_dag, _, parent_id = (args.parent or "").partition(":")
+            root_dag, _, root_id = (args.root or "").partition(":")
+            try:
+                run_row = store.record_run(
+                    dag_name=dag.name,
+                    run_id=args.run_id or launch.new_run_id(),
+                    status=RunStatus.RUNNING,
+                    file=str(path),
+                    spec_yaml=dag.source or (path.read_text(encoding="utf-8")),
+                    queue=dag.queue,
+                    trigger="sub" if args.parent else "manual",
+                    params=[f"{k}={v}" for k, v in params],
+                    parent_dag=parent_dag,
+                    parent_run_id=parent_id,
+                    root_dag=root_dag,
+                    root_run_id=root_id,
+                )
+            except sqlite3.IntegrityError:
+                print(f"dagloop start: run id {args.run_id!r} is taken", file=sys.stderr)
+                return 1
+            store.update_run(run_row.id, attempt_id=launch.new_run_id()[-6:])
+            run_row = store.get_run_by_id(run_row.id)
+        return launch.execute_run(
+            store=store,
+            settings=settings,
+            dag=dag,
+            run=run_row,
+            params=params,
+            quiet=args.quiet,
+            as_json=args.json,
+        )
+    finally:
+        store.close()

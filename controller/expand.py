@@ -1,0 +1,184 @@
+"""Variable expansion and step environment composition, as Dagu 1.30 does it (reference §8 #4, #5).
+
+Owns: `${VAR}` / `$VAR` / `${VAR.json.path}` / `${id.stdout|stderr|exitCode}` references,
+backtick command substitution, the filtered OS environment (seed whitelist minus the
+controller's own secrets) and `camel_key` for outputs.json keys.
+
+Called by the runner (env, commands, conditions), `dry` (no backticks) and the views.
+Pure except `eval_backticks`, which runs commands, and `filtered_os_env`, which reads nothing
+itself (the caller passes the environment in).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import subprocess
+from collections.abc import Callable, Mapping
+
+__all__ = [
+    "ENV_PREFIXES",
+    "ENV_WHITELIST",
+    "camel_key",
+    "eval_backticks",
+    "expand",
+    "filtered_os_env",
+    "json_path",
+]
+
+ENV_WHITELIST = ("PATH", "HOME", "LANG", "TZ", "SHELL")
+ENV_PREFIXES = ("DAGU_", "LC_", "DAG_")
+# Controller credentials that match DAGU_ but must never reach a step (Dagu leaks them).
+_ALWAYS_SECRET = ("DAGU_AUTH_*", "DAGU_BASICAUTH_*", "DAGU_AUTHTOKEN", "DAGU_DATABASE_URL")
+
+# ${NAME}, ${NAME.path.to[0]}, ${id.stdout}, $NAME
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+_QUOTED_REF = re.compile(r'"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}"')
+_BACKTICK = re.compile(r"`([^`]*)`")
+_PATH_PART = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]")
+
+
+def filtered_os_env(
+    environ: Mapping[str, str], *, secret_patterns: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The OS variables a step may see: the seed's whitelist and prefixes, minus secrets.
+
+    Among `DAGU_*` variables, the controller's credentials (`DAGU_AUTH_*`, `DAGU_DATABASE_URL`)
+    and anything matching one of `secret_patterns` (fnmatch, e.g. ``*PASSWORD*``) are dropped.
+    """
+    out: dict[str, str] = {}
+    for key, value in environ.items():
+        if key in ENV_WHITELIST:
+            out[key] = value
+        elif key.startswith(ENV_PREFIXES):
+            if key.startswith("DAGU_") and _is_secret(key, secret_patterns):
+                continue
+            out[key] = value
+    return out
+
+
+def _is_secret(key: str, patterns: tuple[str, ...]) -> bool:
+    upper = key.upper()
+    return any(fnmatch.fnmatchcase(upper, p.upper()) for p in (*_ALWAYS_SECRET, *patterns))
+
+
+def json_path(value: str, path: str) -> str | None:
+    """`.a.b[0]` applied to the JSON text `value`; None when it does not resolve."""
+    try:
+        data: object = json.loads(value)
+    except ValueError:
+        return None
+    for m in _PATH_PART.finditer(path):
+        key, index = m.group(1), m.group(2)
+        if key is not None and isinstance(data, dict) and key in data:
+            data = data[key]
+        elif index is not None and isinstance(data, list) and int(index) < len(data):
+            data = data[int(index)]
+        elif key is not None and key.isdigit() and isinstance(data, list) and int(key) < len(data):
+            data = data[int(key)]
+        else:
+            return None
+    if isinstance(data, str):
+        return data
+    if data is None:
+        return "null"
+    return json.dumps(data, separators=(",", ":"))
+
+
+StepRefs = Mapping[str, Mapping[str, str]]
+
+
+def expand(
+    text: str,
+    variables: Mapping[str, str],
+    *,
+    step_refs: StepRefs | None = None,
+    fallback: Mapping[str, str] | None = None,
+    keep_unknown: bool = True,
+    quote_json: bool = False,
+) -> str:
+    """Replace variable references in `text`.
+
+    `variables` are looked up first, then `fallback` (e.g. the OS environment at load time).
+    `step_refs` maps a step id to ``{"stdout": path, "stderr": path, "exitCode": "0"}``.
+    Unknown references stay as written when `keep_unknown` (the shell expands them later),
+    else become "". `quote_json` replaces a whole ``"${VAR}"`` with the JSON-quoted value, as
+    Dagu's first expansion pass does.
+    """
+    if "$" not in text:
+        return text
+
+    def lookup(name: str, path: str) -> str | None:
+        if path and step_refs is not None and name in step_refs:
+            field = path[1:]
+            if field in step_refs[name]:
+                return step_refs[name][field]
+        value = variables.get(name)
+        if value is None and fallback is not None:
+            value = fallback.get(name)
+        if value is None:
+            return None
+        if path:
+            return json_path(value, path)
+        return value
+
+    if quote_json and '"${' in text:
+
+        def quoted(m: re.Match[str]) -> str:
+            value = lookup(m.group(1), m.group(2) or "")
+            return m.group(0) if value is None else json.dumps(value, ensure_ascii=False)
+
+        text = _QUOTED_REF.sub(quoted, text)
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(3) is not None:
+            value = lookup(m.group(3), "")
+        else:
+            value = lookup(m.group(1), m.group(2) or "")
+        if value is None:
+            return m.group(0) if keep_unknown else ""
+        return value
+
+    return _REF.sub(sub, text)
+
+
+def eval_backticks(
+    text: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    runner: Callable[[str], str] | None = None,
+) -> str:
+    """Replace each `` `cmd` `` by the command's trimmed stdout (run with ``sh -c``).
+
+    A failing command is replaced by its (possibly empty) output, as Dagu does not stop there.
+    """
+    if "`" not in text:
+        return text
+
+    def run(cmd: str) -> str:
+        if runner is not None:
+            return runner(cmd)
+        proc = subprocess.run(
+            ["sh", "-c", cmd],
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=60,
+        )
+        return proc.stdout.decode("utf-8", "replace").strip()
+
+    return _BACKTICK.sub(lambda m: run(m.group(1)), text)
+
+
+def camel_key(name: str) -> str:
+    """outputs.json key of an output variable: ``OUT1`` → ``out1``, ``MY_VAR`` → ``myVar``."""
+    parts = [p for p in name.split("_") if p]
+    if not parts:
+        return name
+    first = parts[0].lower()
+    return first + "".join(p[:1].upper() + p[1:].lower() for p in parts[1:])

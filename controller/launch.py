@@ -1,0 +1,228 @@
+"""Shared plumbing of the run commands (`start`, `retry`, `restart`, `dry`, `status`, `stop`).
+
+Owns: finding a DAG file by name, loading it with base.yaml, run ids (UUIDv7), creating or
+claiming the run row, log paths, the progress printer, and `execute_run`, which wires a
+`Runner` to a run row and returns the exit code. Called only by `controller.commands.*`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from controller.store import RunRecord, Store
+from model.status import RunStatus, StepStatus
+
+__all__ = [
+    "add_common",
+    "execute_run",
+    "find_dag_file",
+    "load",
+    "new_run_id",
+    "params_to_pairs",
+]
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every run command takes."""
+    parser.add_argument("-c", "--config", help="config file")
+    parser.add_argument("--dagu-home", help="DAGU_HOME for this command")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print less")
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """Settings for a command (config file and --dagu-home honoured)."""
+    from model.config import load_settings
+
+    overrides: dict[str, object] = {}
+    if getattr(args, "dagu_home", None):
+        overrides["home"] = args.dagu_home
+    config = Path(args.config) if getattr(args, "config", None) else None
+    return load_settings(config_file=config, overrides=overrides)
+
+
+def find_dag_file(name_or_file: str, dags_dir: Path) -> Path:
+    """A path as given if it exists (or looks like a file), else `<dags_dir>/NAME.yaml|.yml`."""
+    p = Path(name_or_file).expanduser()
+    if p.is_file():
+        return p.resolve()
+    for ext in (".yaml", ".yml"):
+        candidate = dags_dir / f"{name_or_file}{ext}"
+        if candidate.is_file():
+            return candidate.resolve()
+    if name_or_file.endswith((".yaml", ".yml")) and (dags_dir / name_or_file).is_file():
+        return (dags_dir / name_or_file).resolve()
+    raise FileNotFoundError(f"DAG {name_or_file!r} not found (looked in {dags_dir})")
+
+
+def load(path: Path, settings: Any, *, text: str | None = None, local: str | None = None) -> Any:
+    """Load a DAG file (or a snapshot `text` of it) merged over base.yaml; `local` selects a
+    sub-DAG document of the file."""
+    from model.loader import load_base, load_dag, load_dag_text
+
+    base = load_base(settings.base_config)
+    if text is not None:
+        dag = load_dag_text(text, file=str(path), location=path, base=base)
+    else:
+        dag = load_dag(path, base=base, max_bytes=settings.max_dag_file_bytes)
+    if local:
+        sub = dag.local_dags.get(local)
+        if sub is None:
+            raise FileNotFoundError(f"no sub-DAG {local!r} in {path}")
+        return sub
+    return dag
+
+
+def new_run_id() -> str:
+    """A UUIDv7 (time-ordered), as Dagu makes them."""
+    ms = int(time.time() * 1000)
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def params_to_pairs(params: list[str]) -> list[tuple[str, str]]:
+    """Stored ``NAME=value`` strings back to pairs."""
+    out = []
+    for item in params:
+        key, _, value = item.partition("=")
+        out.append((key, value))
+    return out
+
+
+def proc_self_start() -> float | None:
+    """This process's start time in clock ticks (guards the pid against reuse)."""
+    from controller.process import proc_start_ticks
+
+    return proc_start_ticks(os.getpid())
+
+
+class Progress:
+    """Prints one line per step transition: compact live view on a TTY, plain lines otherwise."""
+
+    def __init__(self, stream: TextIO, *, quiet: bool) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+
+    def __call__(self, node: Any) -> None:
+        if self.quiet:
+            return
+        status = node.status
+        if status == StepStatus.RUNNING and node.done_count == 0 and node.retry_count == 0:
+            if not self.tty:
+                return
+        dur = ""
+        if node.started_at and node.finished_at:
+            dur = f" {node.finished_at - node.started_at:.1f}s"
+        extra = f" retries={node.retry_count}" if node.retry_count else ""
+        code = f" exit={node.exit_code}" if node.exit_code not in (None, 0) else ""
+        label = status.label
+        if self.tty:
+            colour = {
+                StepStatus.SUCCEEDED: "32",
+                StepStatus.FAILED: "31",
+                StepStatus.ABORTED: "33",
+                StepStatus.SKIPPED: "90",
+                StepStatus.RUNNING: "36",
+            }.get(status, "0")
+            label = f"\x1b[{colour}m{label:<9}\x1b[0m"
+        else:
+            label = f"{label:<9}"
+        self.stream.write(f"{label} {node.name}{dur}{extra}{code}\n")
+        self.stream.flush()
+
+
+def execute_run(
+    *,
+    store: Store,
+    settings: Any,
+    dag: Any,
+    run: RunRecord,
+    params: list[tuple[str, str]],
+    quiet: bool,
+    as_json: bool,
+    previous: dict[str, Any] | None = None,
+    retry_step: str | None = None,
+) -> int:
+    """Run `dag` as the already-RUNNING row `run`; print the outcome; return the exit code."""
+    from controller.runner import Heartbeat, Runner, RunnerOptions
+
+    log_dir = settings.log_dir / safe_dir(dag.name) / run.run_id
+    if run.attempt > 1:
+        log_dir = log_dir / f"attempt-{run.attempt}"
+    log_file = log_dir / "run.log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    store.update_run(
+        run.id,
+        pid=os.getpid(),
+        pid_started=proc_self_start(),
+        host=os.uname().nodename,
+        log_file=str(log_file),
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=None,
+        stop_requested_at=None,
+        error="",
+    )
+    run = store.get_run_by_id(run.id)
+    with open(log_file, "a", encoding="utf-8") as log:
+        log.write(f"{_ts()} INFO run started dag={dag.name} run_id={run.run_id} "
+                  f"attempt={run.attempt} pid={os.getpid()}\n")
+    out = sys.stderr if as_json else sys.stdout
+    progress = Progress(out, quiet=quiet)
+    beat = Heartbeat(settings.db_path, run.id, settings.heartbeat_interval_seconds)
+    beat.start()
+    try:
+        runner = Runner(
+            RunnerOptions(
+                dag=dag,
+                settings=settings,
+                store=store,
+                run=run,
+                params=params,
+                log_dir=log_dir,
+                previous=previous,
+                retry_step=retry_step,
+                progress=progress,
+            )
+        )
+        status = runner.execute()
+    finally:
+        beat.stop()
+    run = store.get_run_by_id(run.id)
+    with open(log_file, "a", encoding="utf-8") as log:
+        log.write(f"{_ts()} INFO run finished dag={dag.name} run_id={run.run_id} "
+                  f"status={status.label}\n")
+    if as_json:
+        from controller.views import run_details
+
+        sys.stdout.write(json.dumps(run_details(store, run), ensure_ascii=False) + "\n")
+    elif not quiet:
+        print(f"{status.label} {dag.name} {run.run_id}")
+    if status == RunStatus.SUCCEEDED:
+        return 0
+    if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
+        return 0
+    return 1
+
+
+def safe_dir(name: str) -> str:
+    """A DAG name as a directory name."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "_"
+
+
+def _ts() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,187 @@
+"""Step processes: spawn in a new session, signal whole groups, escalate, find escapees.
+
+Owns every `os.kill`/`killpg` the engine does and the /proc reading that guards against PID
+reuse (`proc_start_ticks`) and finds step descendants that left their group
+(`find_escapees`: they still carry ``DAG_RUN_ID`` and ``DAG_NAME`` in their environment).
+
+Called by the runner (spawn, stop), `liveness` (reaping lost runs) and the stop command.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "find_escapees",
+    "kill_group",
+    "kill_run_processes",
+    "pid_alive",
+    "proc_start_ticks",
+    "signal_by_name",
+    "spawn",
+]
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str,
+    stdout: int | IO[Any],
+    stderr: int | IO[Any],
+) -> subprocess.Popen[bytes]:
+    """Start `argv` as the leader of a new session (so of a new process group).
+
+    No `preexec_fn`: it would force CPython off its fast vfork path on every step.
+    Raises OSError (e.g. ENOENT) when the program cannot be executed.
+    """
+    return subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def signal_by_name(name: str | None, default: int = signal.SIGTERM) -> int:
+    """``SIGINT`` / ``INT`` → the signal number; `default` when unset or unknown."""
+    if not name:
+        return default
+    key = name.upper()
+    if not key.startswith("SIG"):
+        key = "SIG" + key
+    try:
+        return int(signal.Signals[key])
+    except KeyError:
+        return default
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to process group `pgid`; False if the group no longer exists."""
+    if pgid <= 1:
+        return False
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` exists (zombies count as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    rest = data[data.rfind(b")") + 2 :]
+    return not rest.startswith(b"Z")
+
+
+def proc_start_ticks(pid: int) -> float | None:
+    """Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    # fields[0] is field 3 (state); field 22 is index 19.
+    try:
+        return float(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def find_escapees(dag_name: str, run_id: str, *, exclude: Iterable[int] = ()) -> list[int]:
+    """PIDs whose environment holds ``DAG_RUN_ID=run_id`` and ``DAG_NAME=dag_name``.
+
+    Catches step descendants that called setsid() and left their step's group.
+    """
+    want_id = f"DAG_RUN_ID={run_id}".encode()
+    want_name = f"DAG_NAME={dag_name}".encode()
+    skip = {os.getpid(), *exclude}
+    out: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in skip:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if want_id in env and want_name in env:
+            out.append(pid)
+    return out
+
+
+def kill_run_processes(
+    dag_name: str,
+    run_id: str,
+    pgids: Iterable[int],
+    *,
+    grace_seconds: float = 0.0,
+    first_signal: int = signal.SIGTERM,
+) -> None:
+    """Kill every process of a run: its step groups and escapees; SIGKILL after the grace.
+
+    Used when the runner is gone (nobody else will do it) and at the end of a stop.
+    """
+    groups = [g for g in pgids if g and g > 1]
+    if grace_seconds > 0:
+        for g in groups:
+            kill_group(g, first_signal)
+        for pid in find_escapees(dag_name, run_id):
+            _kill(pid, first_signal)
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            if not any(_group_alive(g) for g in groups) and not find_escapees(dag_name, run_id):
+                return
+            time.sleep(0.05)
+    for g in groups:
+        kill_group(g, signal.SIGKILL)
+    for pid in find_escapees(dag_name, run_id):
+        _kill(pid, signal.SIGKILL)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def read_tail(path: str | Path, limit: int = 1024) -> str:
+    """The last `limit` bytes of a file as text ("" if missing)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", "replace")

@@ -1,0 +1,136 @@
+"""Read models of runs in Dagu's JSON shapes: the one place that builds them.
+
+`run_details` is Dagu's `dagRunDetails` (GET /api/v2/dag-runs/{name}/{id}), `run_summary` its
+`DAGRunSummary`, `outputs_document` its `outputs.json`. Used by `dagloop start --json`,
+`dagloop status --json` and the API; pure apart from reading the store rows passed in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.expand import camel_key
+from controller.store import RunRecord, StepRecord, Store
+from model.status import RunStatus, StepStatus
+
+__all__ = ["outputs_document", "rfc3339", "run_details", "run_summary", "step_node"]
+
+_HANDLER_FIELDS = {
+    "onInit": "onInit",
+    "onSuccess": "onSuccess",
+    "onFailure": "onFailure",
+    "onCancel": "onCancel",
+    "onExit": "onExit",
+    "onWait": "onWait",
+}
+
+
+def rfc3339(ts: float | None) -> str:
+    """Epoch seconds → ``2026-11-25T07:27:48Z`` (UTC, second precision); "" when unset."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _params_text(run: RunRecord) -> str:
+    return " ".join(run.params)
+
+
+def run_summary(run: RunRecord) -> dict[str, Any]:
+    """Dagu's DAGRunSummary of a run row."""
+    d: dict[str, Any] = {
+        "rootDAGRunName": run.root_dag or run.dag_name,
+        "rootDAGRunId": run.root_run_id or run.run_id,
+        "dagRunId": run.run_id,
+        "name": run.dag_name,
+        "status": int(run.status),
+        "statusLabel": run.status.label,
+        "queuedAt": rfc3339(run.queued_at),
+        "startedAt": rfc3339(run.started_at),
+        "finishedAt": rfc3339(run.finished_at),
+        "log": run.log_file,
+        "params": _params_text(run),
+        "workerId": "local",
+        "attemptId": run.attempt_id,
+        "error": run.error,
+    }
+    if run.parent_run_id:
+        d["parentDAGRunName"] = run.parent_dag
+        d["parentDAGRunId"] = run.parent_run_id
+    return d
+
+
+def step_node(step: StepRecord) -> dict[str, Any]:
+    """Dagu's Node of a step row (plus our `exitCode`)."""
+    spec = dict(step.spec) if step.spec else {}
+    spec["name"] = step.name
+    status = step.status
+    return {
+        "step": spec,
+        "stdout": step.stdout,
+        "stderr": step.stderr,
+        "startedAt": rfc3339(step.started_at),
+        "finishedAt": rfc3339(step.finished_at),
+        "status": int(status),
+        "statusLabel": status.label,
+        "retryCount": step.retry_count,
+        "doneCount": step.done_count,
+        "retriedAt": rfc3339(step.retried_at),
+        "exitCode": step.exit_code,
+        "error": step.error,
+        "outputVariables": [f"{k}={v}" for k, v in step.outputs.items()],
+        "children": list(step.children),
+    }
+
+
+def run_details(store: Store, run: RunRecord) -> dict[str, Any]:
+    """Dagu's dagRunDetails: the summary plus `nodes` (definition order), handler nodes
+    (absent when not run) and `outputs` (outputs.json's `outputs`)."""
+    steps = store.list_steps(run.id)
+    d = run_summary(run)
+    d["nodes"] = [step_node(s) for s in steps if s.kind == "step"]
+    for s in steps:
+        if s.kind in _HANDLER_FIELDS and s.status != StepStatus.NOT_STARTED:
+            d[_HANDLER_FIELDS[s.kind]] = step_node(s)
+    d["preconditions"] = []
+    d["outputs"] = _outputs(steps)
+    return d
+
+
+def _outputs(steps: list[StepRecord]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for s in steps:
+        if s.kind != "step" or not s.outputs:
+            continue
+        spec_out = s.spec.get("outputSpec") or {}
+        for name, value in s.outputs.items():
+            if spec_out.get("omit"):
+                continue
+            key = spec_out.get("key") or camel_key(name)
+            out[key] = value
+    return out
+
+
+def outputs_document(store: Store, run: RunRecord) -> dict[str, Any]:
+    """Dagu's outputs.json: ``{metadata: {...}, outputs: {camelKey: value}}``."""
+    import json
+
+    steps = store.list_steps(run.id)
+    status = run.status
+    return {
+        "metadata": {
+            "dagName": run.dag_name,
+            "dagRunId": run.run_id,
+            "attemptId": run.attempt_id,
+            "status": status.label,
+            "completedAt": rfc3339(run.finished_at),
+            "params": json.dumps(list(run.params)),
+        },
+        "outputs": _outputs(steps),
+    }
+
+
+def is_final(status: RunStatus) -> bool:
+    """Whether a run status is final (for callers that only hold the int)."""
+    return status.is_final()
