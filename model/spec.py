@@ -273,13 +273,17 @@ class ContinueOnSpec(_Spec):
             if value == "skipped":
                 return {"skipped": True}
             raise ValueError(f"expected 'failed' or 'skipped', got {value!r}")
-        if isinstance(value, dict):
-            value = dict(value)
-            if "exitCode" in value:
-                value["exitCode"] = _int_list(value["exitCode"])
-            if "output" in value:
-                value["output"] = _str_list(value["output"])
         return value
+
+    @field_validator("exit_code", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> list[int]:
+        return _int_list(value)
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _output(cls, value: Any) -> list[str]:
+        return _str_list(value)
 
 
 class RetryPolicySpec(_Spec):
@@ -705,8 +709,6 @@ class DagSpec(_Spec):
             value["preconditions"] = value.pop("precondition")
         if "preconditions" in value:
             value["preconditions"] = parse_conditions(value["preconditions"])
-        if "type" in value and value["type"] == "agent":
-            raise ValueError("type 'agent' is reserved and not supported")
         if "name" in value and value["name"] is not None:
             value["name"] = _scalar_text(value["name"])
         return value
@@ -722,6 +724,13 @@ class DagSpec(_Spec):
     @classmethod
     def _text(cls, value: Any) -> str:
         return _scalar_text(value)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        if value == "agent":
+            raise ValueError("type 'agent' is reserved and not supported")
+        return value
 
     @field_validator("tags", mode="before")
     @classmethod
