@@ -91,18 +91,35 @@ class ExecRequest:
     stderr: IO[bytes]
     timeout_seconds: float | None
     dag: Any  # model.loader.Dag
+    expand: Callable[[str], str]
 
 
 def _http(req: ExecRequest) -> int:
-    from controller import httpexec  # type: ignore[attr-defined,unused-ignore]
+    from controller.httpexec import run_http_step
 
-    return int(httpexec.run_http_step(req))  # type: ignore[attr-defined,unused-ignore]
+    ex_spec = req.step.executor
+    return run_http_step(
+        command=list(req.step.command),
+        config=dict(ex_spec.config) if ex_spec is not None else {},
+        expand=req.expand,
+        stdout=req.stdout,  # type: ignore[arg-type]
+        stderr=req.stderr,  # type: ignore[arg-type]
+        timeout_seconds=req.timeout_seconds,
+    )
 
 
 def _mail(req: ExecRequest) -> int:
-    from controller import mailexec  # type: ignore[attr-defined,unused-ignore]
+    from controller.mailexec import run_mail_step
 
-    return int(mailexec.run_mail_step(req))  # type: ignore[attr-defined,unused-ignore]
+    ex_spec = req.step.executor
+    return run_mail_step(
+        config=dict(ex_spec.config) if ex_spec is not None else {},
+        smtp=req.dag.spec.smtp,
+        expand=req.expand,
+        stdout=req.stdout,  # type: ignore[arg-type]
+        stderr=req.stderr,  # type: ignore[arg-type]
+        working_dir=Path(req.cwd),
+    )
 
 
 # executor type -> callable(ExecRequest) -> exit code; run in a worker thread.
@@ -795,6 +812,9 @@ class Runner:
             stderr=node.err_file,
             timeout_seconds=float(node.step.timeout_sec) or None,
             dag=self.dag,
+            expand=lambda text: ex.expand(
+                text, {**self._scope(node), **node.env}, step_refs=self.step_refs
+            ),
         )
         node.thread_result = []
 

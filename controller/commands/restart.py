@@ -1,0 +1,56 @@
+"""`dagloop restart NAME`: stop the running run, wait `restartWaitSec`, start a new run
+(new run id) with the same params."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from controller import launch
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Options of `restart`."""
+    launch.add_common(parser)
+    parser.add_argument("dag", help="DAG name or file")
+    parser.add_argument("-r", "--run-id", help="the run to restart (default: latest)")
+    parser.add_argument("--json", action="store_true", help="print the run details as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Restart; returns the exit code of the new run."""
+    from controller.commands import start
+    from controller.liveness import reap_lost_run, runner_alive
+    from controller.store import NotFound, Store
+    from model.status import RunStatus
+
+    settings = launch.settings_from(args)
+    path = launch.find_dag_file(args.dag, settings.dags_dir)
+    dag = launch.load(path, settings)
+    with Store(settings.db_path) as store:
+        try:
+            row = store.get_run(dag.name, args.run_id or "latest")
+        except NotFound as exc:
+            print(f"dagloop restart: {exc}", file=sys.stderr)
+            return 1
+        if row.status == RunStatus.RUNNING:
+            store.update_run(row.id, stop_requested_at=time.time())
+            if row.pid and runner_alive(row):
+                os.kill(row.pid, signal.SIGTERM)
+                deadline = time.monotonic() + dag.spec.max_clean_up_time_sec + 30
+                while time.monotonic() < deadline:
+                    if not store.get_run_by_id(row.id).status.is_active():
+                        break
+                    time.sleep(0.05)
+            else:
+                reap_lost_run(store, row, "runner process is gone")
+        params = [p for p in row.params]
+    time.sleep(dag.spec.restart_wait_sec)
+    ns = argparse.Namespace(
+        dag=str(path), run_id=None, params=[], extra=params, json=args.json, quiet=args.quiet,
+        parent=None, root=None, local=None, config=args.config, dagu_home=args.dagu_home,
+    )
+    return start.run(ns)

@@ -1,0 +1,81 @@
+"""`dagloop retry NAME --run-id ID [--step S]`: a new attempt under the same run id.
+
+Re-runs the failed/aborted (and never started) steps and their downstream, keeping the
+succeeded ones with their outputs; `--step S` re-runs only S. Uses the run's snapshot and
+params. Refuses while the previous attempt's runner is alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from controller import launch
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Options of `retry`."""
+    launch.add_common(parser)
+    parser.add_argument("dag", help="DAG name or file")
+    parser.add_argument("-r", "--run-id", required=True, help="the run to retry")
+    parser.add_argument("--step", help="re-run only this step")
+    parser.add_argument("--json", action="store_true", help="print the run details as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Retry; returns the exit code of the new attempt."""
+    from controller.liveness import reap_lost_run, runner_alive
+    from controller.store import NotFound, Store
+    from model.loader import DagLoadError
+    from model.status import RunStatus
+
+    settings = launch.settings_from(args)
+    name = Path(args.dag).stem if args.dag.endswith((".yaml", ".yml")) else args.dag
+    with Store(settings.db_path) as store:
+        try:
+            row = store.get_run(name, args.run_id)
+        except NotFound as exc:
+            print(f"dagloop retry: {exc}", file=sys.stderr)
+            return 1
+        if row.status == RunStatus.RUNNING:
+            if runner_alive(row, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds):
+                print(f"dagloop retry: run {row.run_id} is still running", file=sys.stderr)
+                return 1
+            row = reap_lost_run(store, row, "runner process is gone")
+        path = Path(row.file) if row.file else launch.find_dag_file(args.dag, settings.dags_dir)
+        try:
+            dag = launch.load(path, settings, text=row.spec_yaml or None)
+            if row.parent_run_id and dag.name != row.dag_name and row.dag_name in dag.local_dags:
+                dag = dag.local_dags[row.dag_name]
+        except (DagLoadError, FileNotFoundError) as exc:
+            print(f"dagloop retry: {exc}", file=sys.stderr)
+            return 1
+        if args.step and all(s.name != args.step for s in dag.spec.steps):
+            print(f"dagloop retry: no step {args.step!r} in {dag.name}", file=sys.stderr)
+            return 1
+        previous = {s.name: s for s in store.list_steps(row.id) if s.kind == "step"}
+        if row.status == RunStatus.QUEUED:
+            if not store.claim_queued_run(row.id, attempt_id=launch.new_run_id()[-6:]):
+                print(f"dagloop retry: run {row.run_id} is no longer queued", file=sys.stderr)
+                return 1
+            previous = {}
+        else:
+            store.update_run(
+                row.id,
+                status=RunStatus.RUNNING,
+                attempt=row.attempt + 1,
+                attempt_id=launch.new_run_id()[-6:],
+            )
+        row = store.get_run_by_id(row.id)
+        return launch.execute_run(
+            store=store,
+            settings=settings,
+            dag=dag,
+            run=row,
+            params=launch.params_to_pairs(row.params),
+            quiet=args.quiet,
+            as_json=args.json,
+            previous=previous or None,
+            retry_step=args.step,
+        )

@@ -1,0 +1,72 @@
+"""Is a run's runner still alive, and reaping the runs whose runner is gone.
+
+`runner_alive` trusts the recorded pid only together with its start time (PIDs get reused)
+and, for runners on other hosts, the heartbeat. `reap_lost_run` kills what the dead runner
+left (its recorded step groups and any process still carrying the run's `DAG_RUN_ID`) and
+records the run failed with error ``lost: <reason>``.
+
+Called by `dagloop status/stop/retry/start`, and by the control loop's applier.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from controller.process import kill_run_processes, pid_alive, proc_start_ticks
+from controller.store import RunRecord, Store
+from model.status import RunStatus, StepStatus
+
+__all__ = ["heartbeat_age", "reap_lost_run", "runner_alive"]
+
+_DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+def heartbeat_age(run: RunRecord, *, now: float | None = None) -> float | None:
+    """Seconds since the last heartbeat (None if never)."""
+    if run.heartbeat_at is None:
+        return None
+    return (time.time() if now is None else now) - run.heartbeat_at
+
+
+def runner_alive(
+    run: RunRecord, *, heartbeat_timeout_seconds: float = _DEFAULT_TIMEOUT_SECONDS
+) -> bool:
+    """Whether the runner process of `run` is still there.
+
+    On this host: the pid exists and has the recorded start time. On another host (or with
+    no pid recorded): the heartbeat is fresher than `heartbeat_timeout_seconds`.
+    """
+    if run.pid is not None and (not run.host or run.host == os.uname().nodename):
+        if not pid_alive(run.pid):
+            return False
+        if run.pid_started is not None:
+            return proc_start_ticks(run.pid) == run.pid_started
+        return True
+    age = heartbeat_age(run)
+    return age is not None and age < heartbeat_timeout_seconds
+
+
+def reap_lost_run(store: Store, run: RunRecord, reason: str) -> RunRecord:
+    """Kill the leftovers of a run whose runner is gone and record it failed ("lost: …").
+
+    Running steps become failed. Safe to repeat: a run already final is returned unchanged.
+    """
+    current = store.get_run_by_id(run.id)
+    if current.status.is_final():
+        return current
+    steps = store.list_steps(run.id)
+    pgids = [s.pgid for s in steps if s.pgid]
+    kill_run_processes(run.dag_name, run.run_id, pgids, grace_seconds=0.0)
+    now = time.time()
+    for s in steps:
+        if s.status in (StepStatus.RUNNING, StepStatus.WAITING):
+            store.update_step(
+                s.id,
+                status=StepStatus.FAILED,
+                finished_at=now,
+                error=f"lost: {reason}",
+                pgid=None,
+            )
+    store.update_run(run.id, status=RunStatus.FAILED, finished_at=now, error=f"lost: {reason}")
+    return store.get_run_by_id(run.id)
