@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from model.spec import (
     NAME_PATTERN,
     DagSpec,
+    HandlerOnSpec,
     StepSpec,
     parse_env_entries,
     parse_params,
@@ -508,6 +509,27 @@ def _dotted(path: Path_) -> str:
     return out
 
 
+# Dagu's names of handler steps (the API's onSuccess/onFailure/onCancel/onExit fields).
+HANDLER_STEP_NAMES = {
+    "init": "onInit",
+    "success": "onSuccess",
+    "failure": "onFailure",
+    "abort": "onCancel",
+    "exit": "onExit",
+    "wait": "onWait",
+}
+
+
+def _named(spec: DagSpec) -> HandlerOnSpec:
+    """The handlers, each with a name: its own, else Dagu's `on<Event>` name."""
+    updates = {
+        event: step.model_copy(update={"name": HANDLER_STEP_NAMES[event]})
+        for event, step in spec.handler_on.items()
+        if not step.name
+    }
+    return spec.handler_on.model_copy(update=updates) if updates else spec.handler_on
+
+
 def _key_line(doc: _Document, path: Path_) -> int:
     """Line of the last occurrence of a duplicated key: the index keeps the first."""
     node = doc.node
@@ -643,7 +665,7 @@ def _build(
     if errors or spec is None:
         errors.sort(key=lambda e: e.line or 0)
         return None, errors
-    spec = spec.model_copy(update={"steps": steps, "name": name})
+    spec = spec.model_copy(update={"steps": steps, "name": name, "handler_on": _named(spec)})
     return Dag(spec=spec, name=name, location=location, source=source), []
 
 
