@@ -202,8 +202,10 @@ def run_http_step(
     import httpx
 
     try:
+        # Merged into the URL's own query (as resty does); httpx's `params=` would replace it.
+        target = httpx.URL(url).copy_merge_params(query) if query else httpx.URL(url)
         with httpx.Client(timeout=timeout, verify=verify, follow_redirects=True) as client:
-            response = client.request(method, url, headers=headers, params=query, content=body)
+            response = client.request(method, target, headers=headers, content=body)
     except httpx.TimeoutException:
         return fail(f"http: {method} {url}: timeout after {timeout:g} s")
     except httpx.InvalidURL as exc:

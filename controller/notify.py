@@ -193,10 +193,25 @@ def _deliver(
                     "refusing to send the SMTP password over an unencrypted connection "
                     "(the server offers no STARTTLS; use port 465 or enable STARTTLS)"
                 )
-            client.login(username, password)
+            _login(client, username, password)
         client.send_message(message, from_addr=sender, to_addrs=list(to))
     finally:
         _close(client)
+
+
+def _login(client: smtplib.SMTP, username: str, password: str) -> None:
+    """AUTH with one mechanism: PLAIN, else LOGIN, else whatever smtplib supports.
+
+    `smtplib.SMTP.login` retries every mechanism after a rejection, and some servers stall
+    on the second attempt; one clear 535 is better.
+    """
+    offered = (client.esmtp_features.get("auth") or "").upper().split()
+    for mechanism, method in (("PLAIN", client.auth_plain), ("LOGIN", client.auth_login)):
+        if mechanism in offered:
+            client.user, client.password = username, password
+            client.auth(mechanism, method)
+            return
+    client.login(username, password)
 
 
 def _close(client: smtplib.SMTP) -> None:
