@@ -100,6 +100,19 @@ CREATE TABLE IF NOT EXISTS requests (
     result TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_open ON requests (done_at);
+-- Controller (scheduler) instances, for /api/v2/services/scheduler; written by `dagloop scheduler`.
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL DEFAULT '',
+    pid INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'standby', -- standby | active | stopped
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
+-- The loop reads the scheduled instants of the last minutes on every pass.
+CREATE INDEX IF NOT EXISTS runs_scheduled ON runs (scheduled_at) WHERE scheduled_at IS NOT NULL;
+-- Retention scans finished runs by age.
+CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
 -- Monotonic totals of finished runs for /metrics, kept by triggers so that they survive history
 -- pruning (histRetentionDays 0 deletes a run right after it ends) and need no writer's help.
 -- One row per (DAG, final status); le_* are cumulative duration-bucket counts (Dagu's buckets).
@@ -228,6 +241,18 @@ class RequestRecord:
     created_at: float
     done_at: float | None
     result: str
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """A controller instance (`dagloop scheduler`), for /api/v2/services/scheduler."""
+
+    id: str
+    host: str
+    pid: int
+    status: str  # standby | active | stopped
+    started_at: float
+    heartbeat_at: float
 
 
 _RUN_COLUMNS = [f for f in RunRecord.__dataclass_fields__]
@@ -596,6 +621,100 @@ class Store:
                 "UPDATE requests SET done_at=?, result=? WHERE id=?",
                 (time.time(), result, request),
             )
+
+
+    # ------------------------------------------------------------------ controller
+
+    def list_scheduled_runs(self, *, since: float) -> list[tuple[str, float]]:
+        """(dag_name, scheduled_at) of every run of a cron instant after `since`."""
+        rows = self._db.execute(
+            "SELECT dag_name, scheduled_at FROM runs WHERE scheduled_at > ?", (since,)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def list_finished_runs(
+        self,
+        *,
+        before: float,
+        limit: int = 500,
+        dag_names: Sequence[str] | None = None,
+        exclude_dag_names: Sequence[str] | None = None,
+    ) -> list[RunRecord]:
+        """Finished top-level runs with `finished_at <= before`, oldest first (retention),
+        optionally only of `dag_names` or of every DAG but `exclude_dag_names`."""
+        sql = (
+            "SELECT * FROM runs WHERE finished_at IS NOT NULL AND finished_at <= ? "
+            "AND status NOT IN (?,?,?) AND parent_run_id = ''"
+        )
+        args: list[Any] = [
+            before,
+            int(RunStatus.RUNNING),
+            int(RunStatus.QUEUED),
+            int(RunStatus.WAITING),
+        ]
+        if dag_names is not None:
+            sql += f" AND dag_name IN ({','.join('?' * len(dag_names))})"
+            args.extend(dag_names)
+        if exclude_dag_names:
+            sql += f" AND dag_name NOT IN ({','.join('?' * len(exclude_dag_names))})"
+            args.extend(exclude_dag_names)
+        sql += " ORDER BY finished_at LIMIT ?"
+        args.append(limit)
+        return [_run(r) for r in self._db.execute(sql, args)]
+
+    def finish_queued_run(self, run: int, *, status: RunStatus, error: str, now: float) -> bool:
+        """QUEUED → `status` (e.g. aborted by a dequeue) in one commit, only if still queued;
+        False when a runner claimed it first."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE runs SET status=?, error=?, finished_at=?, updated_at=? "
+                "WHERE id=? AND status=?",
+                (int(status), error, now, now, run, int(RunStatus.QUEUED)),
+            )
+        return cur.rowcount == 1
+
+    def prune_run_tree(self, run: int) -> list[RunRecord]:
+        """Delete a finished run, its sub-runs and their steps; returns the deleted rows (the
+        caller removes their log files). Active rows are never deleted."""
+        top = self.get_run_by_id(run)
+        with self.transaction() as db:
+            rows = [
+                _run(r)
+                for r in db.execute(
+                    "SELECT * FROM runs WHERE (id=? OR (root_dag=? AND root_run_id=? AND id<>?)) "
+                    "AND status NOT IN (?,?,?)",
+                    (
+                        run,
+                        top.dag_name,
+                        top.run_id,
+                        run,
+                        int(RunStatus.RUNNING),
+                        int(RunStatus.QUEUED),
+                        int(RunStatus.WAITING),
+                    ),
+                )
+            ]
+            for r in rows:
+                db.execute("DELETE FROM steps WHERE run=?", (r.id,))
+                db.execute("DELETE FROM runs WHERE id=?", (r.id,))
+        return rows
+
+    def record_instance(
+        self, *, id: str, host: str, pid: int, status: str, started_at: float, now: float
+    ) -> None:
+        """Insert or update a controller instance row (its heartbeat is `now`)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO instances (id, host, pid, status, started_at, heartbeat_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status=excluded.status, "
+                "heartbeat_at=excluded.heartbeat_at",
+                (id, host, pid, status, started_at, now),
+            )
+
+    def list_instances(self) -> list[InstanceRecord]:
+        """Controller instances, newest first."""
+        rows = self._db.execute("SELECT * FROM instances ORDER BY started_at DESC")
+        return [InstanceRecord(**dict(r)) for r in rows]
 
 
 def _step_value(key: str, value: Any) -> Any:

@@ -1,0 +1,259 @@
+"""The applier: carries out the reconciler's actions. The only part of the loop that spawns
+runners, signals them, and writes run state.
+
+Each action is idempotent: inserting a scheduled run that exists already collides on the unique
+index (`IntegrityError` = already done), a queued run is started only while still QUEUED (the
+runner's claim is atomic, so a second runner for the same row exits 1), aborting a queued run is a
+conditional update, reaping a lost run re-reads it, pruning skips active runs.
+
+Runners are spawned detached (`start_new_session=True`, stdin from /dev/null, output to a file in
+the run's log directory) so that killing the controller — even with SIGKILL — leaves them
+running; they record their own final status.
+
+Callers: `controller.loop` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.catalog import Catalog
+from controller.liveness import reap_lost_run, runner_alive
+from controller.reconcile import (
+    Action,
+    CompleteRequest,
+    Launch,
+    MarkLost,
+    Prune,
+    RecordInvalid,
+    SkipTick,
+    StartQueued,
+    Stop,
+)
+from controller.store import NotFound, RunRecord, Store
+from model.config import Settings
+from model.status import RunStatus
+
+log = logging.getLogger("dagloop.controller")
+
+
+def safe_dir(name: str) -> str:
+    """A DAG name as a directory name (the runner's log layout)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "_"
+
+
+def runner_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a spawned runner: ours, with the paths this controller uses pinned."""
+    env = dict(os.environ if base is None else base)
+    env["DAGU_HOME"] = str(settings.home)
+    env["DAGU_DAGS_DIR"] = str(settings.dags_dir)
+    env["DAGU_DATA_DIR"] = str(settings.data_dir)
+    env["DAGU_LOG_DIR"] = str(settings.log_dir)
+    env["DAGU_BASE_CONFIG"] = str(settings.base_config)
+    return env
+
+
+@dataclass
+class Applier:
+    """Carries out actions against one store; remembers the runners it spawned."""
+
+    store: Store
+    settings: Settings
+    catalog: Catalog
+    clock: Callable[[], float]
+    spawn_runners: bool = True  # False in tests of the applier without runners
+    dispatched: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    reported_invalid: set[str] = field(default_factory=set)
+    missed_runs: Counter[str] = field(default_factory=Counter)  # dagloop_missed_runs_total
+    _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ children
+
+    def reap_children(self) -> None:
+        """Collect exited runners (no zombies) and forget dispatches that are settled."""
+        self._children = [p for p in self._children if p.poll() is None]
+        for row, p in list(self.dispatched.items()):
+            if p.poll() is not None:
+                try:
+                    status = self.store.get_run_by_id(row).status
+                except NotFound:
+                    status = RunStatus.ABORTED
+                if status != RunStatus.QUEUED:
+                    del self.dispatched[row]
+
+    def probes(self) -> dict[int, Callable[[], bool]]:
+        """Liveness probes of the runners this controller spawned, by run row."""
+        return {row: (lambda p=p: p.poll() is None) for row, p in self.dispatched.items()}
+
+    def running_children(self) -> list[subprocess.Popen[bytes]]:
+        """Spawned runners still running."""
+        return [p for p in self._children if p.poll() is None]
+
+    # ------------------------------------------------------------------ actions
+
+    def apply(self, actions: Iterable[Action]) -> None:
+        """Carry out every action; a failing action is logged and retried by a later pass."""
+        for action in actions:
+            try:
+                self._one(action)
+            except Exception as exc:  # transient by default: the next pass repeats the plan
+                log.error(
+                    "action failed: %s: %s",
+                    type(action).__name__,
+                    exc,
+                    extra={"dag": getattr(action, "dag_name", "")},
+                )
+
+    def _one(self, action: Action) -> None:
+        if isinstance(action, Launch):
+            self._launch(action)
+        elif isinstance(action, StartQueued):
+            self._start(self.store.get_run_by_id(action.row), action.reason)
+        elif isinstance(action, Stop):
+            self._stop(action)
+        elif isinstance(action, MarkLost):
+            run = self.store.get_run_by_id(action.row)
+            reason = action.reason.removeprefix("lost: ")
+            reap_lost_run(self.store, run, reason)
+            self.dispatched.pop(action.row, None)
+            log.warning(
+                "run lost: %s", reason, extra={"dag": action.dag_name, "run_id": action.run_id}
+            )
+        elif isinstance(action, Prune):
+            self._prune(action)
+        elif isinstance(action, SkipTick):
+            if action.kind == "start":
+                self.missed_runs[action.dag_name] += 1
+            log.info(
+                "tick skipped: %s at %s: %s",
+                action.kind,
+                action.at.isoformat(),
+                action.reason,
+                extra={"dag": action.dag_name},
+            )
+        elif isinstance(action, RecordInvalid):
+            self.reported_invalid.add(action.key)
+            log.error("invalid DAG file %s: %s", action.path, "; ".join(action.errors))
+        elif isinstance(action, CompleteRequest):
+            self.store.record_request_done(action.request_id, action.result)
+
+    def _launch(self, action: Launch) -> None:
+        entry = self.catalog.find_dag(action.dag_name)
+        if entry is None or entry.dag is None:
+            return  # the file went away since the plan; the next pass decides again
+        dag = entry.dag
+        try:
+            run = self.store.record_run(
+                dag_name=dag.name,
+                run_id=action.run_id,
+                status=RunStatus.QUEUED,
+                file=str(entry.path),
+                spec_yaml=dag.source,
+                queue=dag.queue,
+                trigger=action.trigger,
+                params=list(action.params),
+                scheduled_at=(
+                    action.scheduled_at.timestamp() if action.scheduled_at is not None else None
+                ),
+                now=self.clock(),
+            )
+        except sqlite3.IntegrityError:
+            return  # already launched (another pass or another controller): done
+        log.info(
+            "run created: %s", action.reason, extra={"dag": dag.name, "run_id": action.run_id}
+        )
+        if action.start:
+            self._start(run, action.reason)
+
+    def _start(self, run: RunRecord, reason: str) -> None:
+        if run.status != RunStatus.QUEUED or run.id in self.dispatched:
+            return
+        if not self.spawn_runners:
+            return
+        log_dir = self.settings.log_dir / safe_dir(run.dag_name) / run.run_id
+        log_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "controller", "start", "-q", "--run-id", run.run_id]
+        if self.settings.config_file is not None:
+            argv += ["-c", str(self.settings.config_file)]
+        argv.append(run.file)
+        with open(log_dir / "runner.err", "ab") as err:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=runner_env(self.settings),
+                start_new_session=True,
+                close_fds=True,
+            )
+        self.dispatched[run.id] = proc
+        self._children.append(proc)
+        log.info(
+            "runner started (pid %d): %s",
+            proc.pid,
+            reason,
+            extra={"dag": run.dag_name, "run_id": run.run_id},
+        )
+
+    def _stop(self, action: Stop) -> None:
+        run = self.store.get_run_by_id(action.row)
+        extra = {"dag": run.dag_name, "run_id": run.run_id}
+        if run.status == RunStatus.QUEUED and run.id not in self.dispatched:
+            if self.store.finish_queued_run(
+                run.id, status=RunStatus.ABORTED, error=action.reason, now=self.clock()
+            ):
+                log.info("queued run aborted: %s", action.reason, extra=extra)
+                return
+            run = self.store.get_run_by_id(action.row)
+        if run.status.is_final():
+            return
+        self.store.update_run(run.id, stop_requested_at=self.clock())
+        pid = run.pid
+        if pid is None and run.id in self.dispatched:
+            pid = self.dispatched[run.id].pid
+        if pid is not None and (run.pid is None or runner_alive(run)):
+            try:
+                os.kill(pid, signal.SIGTERM)  # the runner stops its steps and escalates
+            except ProcessLookupError:
+                pass
+        log.info("stop sent: %s", action.reason, extra=extra)
+
+    def _prune(self, action: Prune) -> None:
+        removed = 0
+        for row in action.rows:
+            try:
+                deleted = self.store.prune_run_tree(row)
+            except NotFound:
+                continue
+            for run in deleted:
+                self._remove_logs(run)
+            removed += len(deleted)
+        if removed:
+            log.info("pruned %d run(s): %s", removed, action.reason, extra={"dag": action.dag_name})
+
+    def _remove_logs(self, run: RunRecord) -> None:
+        root = self.settings.log_dir.resolve()
+        candidates = [self.settings.log_dir / safe_dir(run.dag_name) / run.run_id]
+        if run.log_file:
+            candidates.append(Path(run.log_file).parent)
+        for path in candidates:
+            try:
+                resolved = path.resolve()
+            except OSError:
+                continue
+            # Never delete outside the log directory, nor a DAG's whole directory.
+            if resolved == root or root not in resolved.parents:
+                continue
+            if resolved.parent == root:
+                continue
+            shutil.rmtree(resolved, ignore_errors=True)

@@ -1,0 +1,138 @@
+"""The observed state: runs as the store records them, plus whether their runners live.
+
+`observe(...)` reads the store (active runs, latest run per DAG, scheduled instants within the
+window, retention candidates) and checks liveness (`controller.liveness.runner_alive`: pid and
+process start time, or a fresh heartbeat) into a `reconcile.ObservedState`. A run that looks dead
+is re-read before it is reported lost, so a runner that recorded its final status and exited a
+moment ago is never mistaken for a lost one.
+
+Callers: the control loop and `dagloop plan`. Reads only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+
+from controller.liveness import runner_alive
+from controller.reconcile import ObservedState, RunView, TickKey
+from controller.store import NotFound, RunRecord, Store
+from model.status import RunStatus
+
+Liveness = Callable[[RunRecord], bool]
+
+
+def _dt(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
+def run_view(run: RunRecord, *, alive: bool | None = None) -> RunView:
+    """A store row as the planner sees it."""
+    return RunView(
+        id=run.id,
+        dag_name=run.dag_name,
+        run_id=run.run_id,
+        status=run.status,
+        trigger=run.trigger,
+        queue=run.queue,
+        params=tuple(run.params),
+        scheduled_at=_dt(run.scheduled_at),
+        created_at=_dt(run.created_at),
+        started_at=_dt(run.started_at),
+        finished_at=_dt(run.finished_at),
+        alive=alive,
+    )
+
+
+def default_liveness(heartbeat_timeout_seconds: float) -> Liveness:
+    """`liveness.runner_alive`, plus a grace for a run claimed a moment ago whose runner has
+    not recorded its pid yet (no pid, no heartbeat, but the row was written just now)."""
+
+    def alive(run: RunRecord) -> bool:
+        if runner_alive(run, heartbeat_timeout_seconds=heartbeat_timeout_seconds):
+            return True
+        if run.pid is None and run.heartbeat_at is None:
+            return time.time() - run.updated_at < heartbeat_timeout_seconds
+        return False
+
+    return alive
+
+
+def observe(
+    store: Store,
+    *,
+    now: datetime,
+    window_seconds: float,
+    dag_names: Iterable[str],
+    liveness: Liveness,
+    dispatched: Mapping[int, Callable[[], bool]] | None = None,
+    decided: frozenset[TickKey] = frozenset(),
+    reported_invalid: frozenset[str] = frozenset(),
+    retention_days: Mapping[str, int] | None = None,
+    default_retention_days: int = 30,
+    prune_limit: int = 200,
+) -> ObservedState:
+    """Read the world. `dispatched` maps run rows whose runner this controller spawned to a
+    callable telling whether that process still lives; `retention_days` (DAG name ->
+    histRetentionDays of every known DAG; other DAGs get `default_retention_days`) bounds the
+    retention scan: one indexed query per distinct retention, oldest first."""
+    dispatched = dispatched or {}
+    active: list[RunView] = []
+    for run in store.list_active_runs():
+        alive: bool | None
+        if run.status == RunStatus.QUEUED:
+            probe = dispatched.get(run.id)
+            alive = None if probe is None else probe()
+        else:
+            probe = dispatched.get(run.id)
+            alive = liveness(run) or (probe is not None and probe())
+        if alive is False:
+            try:
+                again = store.get_run_by_id(run.id)
+            except NotFound:
+                continue
+            if again.status != run.status:
+                continue  # it finished (or was claimed) in the meantime
+            if again.status != RunStatus.QUEUED and liveness(again):
+                alive = True  # its pid was recorded in the meantime
+                run = again
+        if run.parent_run_id and alive is not False:
+            continue  # sub-runs belong to their parent's runner; only a dead one concerns us
+        active.append(run_view(run, alive=alive))
+    names = sorted(set(dag_names) | {r.dag_name for r in active})
+    latest = {name: run_view(r) for name, r in store.latest_runs(names).items()}
+    since = now.timestamp() - window_seconds
+    scheduled = frozenset(
+        (dag, datetime.fromtimestamp(at, UTC)) for dag, at in store.list_scheduled_runs(since=since)
+    )
+    prunable = _prunable(
+        store, now.timestamp(), retention_days or {}, default_retention_days, prune_limit
+    )
+    return ObservedState(
+        active=tuple(active),
+        latest=latest,
+        scheduled=scheduled,
+        decided=decided,
+        prunable=prunable,
+        reported_invalid=reported_invalid,
+    )
+
+
+def _prunable(
+    store: Store, now: float, retention: Mapping[str, int], default_days: int, limit: int
+) -> tuple[RunView, ...]:
+    groups: dict[int, list[str]] = {}
+    for name, days in retention.items():
+        if days >= 0:
+            groups.setdefault(days, []).append(name)
+    out: list[RunRecord] = []
+    for days, names in sorted(groups.items()):
+        out += store.list_finished_runs(
+            before=now - days * 86400.0, limit=limit, dag_names=sorted(names)
+        )
+    if default_days >= 0:
+        out += store.list_finished_runs(
+            before=now - default_days * 86400.0, limit=limit, exclude_dag_names=sorted(retention)
+        )
+    return tuple(run_view(r) for r in out)

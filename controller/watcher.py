@@ -1,0 +1,93 @@
+"""File-system doorbells for the control loop (watchdog).
+
+Watches the DAGs directory, the directory of base.yaml, and the data directory's wake file
+(`wake/controller.wake`, touched by `dagloop enqueue`/`dequeue` and other request writers). An event
+carries no information into the loop: it only marks "the catalog may have changed" or "look at
+the store now" and rings the doorbell; the next pass re-reads everything. If an event is lost,
+the periodic resync repairs it.
+
+Callers: `controller.loop`. Writers of the wake file: `controller.loop.ring(settings)`.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+WAKE_FILE = "wake/controller.wake"  # in its own directory: the database's writes stay unwatched
+
+
+class Doorbell:
+    """A flag set by event threads and consumed by the loop."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.catalog_dirty = True
+
+    def ring(self, *, catalog: bool = False) -> None:
+        """Wake the loop; `catalog` asks for a DAG directory rescan."""
+        if catalog:
+            self.catalog_dirty = True
+        self.event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until rung or `timeout` seconds passed; clears the bell."""
+        rung = self.event.wait(timeout)
+        self.event.clear()
+        return rung
+
+
+class _Handler(FileSystemEventHandler):  # type: ignore[misc]
+    def __init__(self, bell: Doorbell, dags_dir: Path, base: Path, wake: Path) -> None:
+        self.bell = bell
+        self.dags_dir = str(dags_dir)
+        self.base = str(base)
+        self.wake = str(wake)
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
+        if self.wake in paths:
+            self.bell.ring()
+            return
+        if any(p.startswith(self.dags_dir) or p == self.base for p in paths if p):
+            self.bell.ring(catalog=True)
+
+
+class Watcher:
+    """A watchdog observer ringing `bell` on DAG file and wake file changes."""
+
+    def __init__(self, bell: Doorbell, *, dags_dir: Path, base_config: Path, data_dir: Path):
+        self._observer: Any = Observer()
+        handler = _Handler(bell, dags_dir, base_config, data_dir / WAKE_FILE)
+        watched: set[Path] = set()
+        for d in (dags_dir, base_config.parent, (data_dir / WAKE_FILE).parent):
+            d.mkdir(parents=True, exist_ok=True)
+            if d not in watched:
+                self._observer.schedule(handler, str(d), recursive=False)
+                watched.add(d)
+
+    def start(self) -> None:
+        """Start the observer thread."""
+        self._observer.daemon = True
+        self._observer.start()
+
+    def stop(self) -> None:
+        """Stop the observer thread."""
+        self._observer.stop()
+        self._observer.join(timeout=2)
+
+
+def ring(data_dir: Path) -> None:
+    """Wake a running controller (touch its wake file); harmless when none runs."""
+    try:
+        wake = data_dir / WAKE_FILE
+        wake.parent.mkdir(parents=True, exist_ok=True)
+        wake.write_bytes(b"")
+    except OSError:
+        pass
