@@ -37,7 +37,6 @@ IMPLICIT_TLS_PORT = 465
 MAX_ATTACHMENT_BYTES = 1_048_576
 ERROR_TAIL_LINES = 20
 ERROR_TAIL_BYTES = 4096
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class MailError(Exception):
@@ -188,7 +187,7 @@ def _deliver(
             tls = True
         # Like Dagu, skip AUTH when the server does not offer it: a relay may not need it.
         if username and client.has_extn("auth"):
-            if not tls and host.lower() not in _LOOPBACK:
+            if not tls and not _is_loopback(host):
                 raise MailError(
                     "refusing to send the SMTP password over an unencrypted connection "
                     "(the server offers no STARTTLS; use port 465 or enable STARTTLS)"
@@ -197,6 +196,18 @@ def _deliver(
         client.send_message(message, from_addr=sender, to_addrs=list(to))
     finally:
         _close(client)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names this machine (where a clear-text password does not travel)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _login(client: smtplib.SMTP, username: str, password: str) -> None:

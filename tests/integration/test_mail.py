@@ -35,7 +35,7 @@ from controller.notify import (
     send_mail,
 )
 from controller.secrets import SecretMasker
-from model.loader import Dag, load_dag_text
+from model.loader import Dag, load_base, load_dag_text
 from model.spec import SmtpSpec
 
 aiosmtpd_smtp = pytest.importorskip("aiosmtpd.smtp")
@@ -519,6 +519,45 @@ def test_missing_smtp_is_a_note() -> None:
     run = details("failed", failed=None)
     notes = notify_run_finished(dag=dag, details=run, expand=expander({}), step_logs={})
     assert notes == ["error mail to b@example.com not sent: no SMTP server configured (smtp.host)"]
+
+
+def test_base_yaml_alert_settings_are_inherited_and_overridden(
+    start_smtp: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    srv = start_smtp()
+    base_file = tmp_path / "base.yaml"
+    base_file.write_text(
+        f"""
+smtp:
+  host: "${{SMTP_HOST}}"
+  port: {srv.port}
+errorMail:
+  from: dagloop@example.com
+  to: ops-team@example.com
+  prefix: "[ERROR]"
+mailOn:
+  failure: true
+"""
+    )
+    base = load_base(base_file)
+    # The DAG keeps base's smtp and errorMail.from/prefix, overrides errorMail.to.
+    dag = load_dag_text(
+        "name: etl\nerrorMail:\n  to: [data@example.com]\nsteps: [echo hi]\n", base=base
+    )
+    run = details("failed", failed=None)
+    notes = notify_run_finished(
+        dag=dag, details=run, expand=expander({"SMTP_HOST": "127.0.0.1"}), step_logs={}
+    )
+    assert notes == []
+    mail_from, rcpts, msg = srv.inbox.messages[0]
+    assert (mail_from, rcpts) == ("dagloop@example.com", ["data@example.com"])
+    assert msg["Subject"] == "[ERROR] etl (failed)"
+    # mailOn is replaced as a whole: a DAG saying only `success: true` turns failure mail off.
+    quiet = load_dag_text("name: etl\nmailOn: {success: true}\nsteps: [echo hi]\n", base=base)
+    notify_run_finished(
+        dag=quiet, details=run, expand=expander({"SMTP_HOST": "127.0.0.1"}), step_logs={}
+    )
+    assert len(srv.inbox.messages) == 1
 
 
 def test_subject_format_matches_dagu() -> None:
