@@ -1,0 +1,148 @@
+"""Prometheus metrics of `/api/v2/metrics`, read from the store and the catalog at scrape time.
+
+Names are the seed's (`dagu_*`); types are honest: current state is a gauge (the seed's
+`dagu_dag_runs_queued_total` and `dagu_dags_total` keep their `_total` names although they are
+gauges), `dagu_dag_runs_total{status}` is a real counter of finished runs by final status, read
+from the store's `run_totals` table, which triggers keep up to date and which pruning of run
+history does not touch (so `increase(dagu_dag_runs_total[24h])` works). A run that is retried
+counts once per time it finishes. `dagu_dag_run_duration_seconds{dag}` is a histogram of the
+same finished runs (Dagu's buckets). Process and Python platform/GC collectors are added too.
+Every app gets its own `CollectorRegistry`. Built by `api.app.create_app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from api.state import ApiContext, scheduler_status
+from controller.store import DURATION_BUCKETS_SECONDS
+from model import __version__
+from model.status import RunStatus
+
+FINAL_STATUSES = (
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.ABORTED,
+    RunStatus.PARTIALLY_SUCCEEDED,
+    RunStatus.REJECTED,
+)
+
+
+class DaguCollector(Collector):
+    """The `dagu_*` metrics, computed from the store and catalog on each scrape."""
+
+    def __init__(
+        self, ctx: ApiContext, scheduler_running: Callable[[], bool] | None = None
+    ) -> None:
+        self.ctx = ctx
+        self.scheduler_running = scheduler_running
+
+    def _scheduler_running(self) -> bool:
+        if self.scheduler_running is not None:
+            return self.scheduler_running()
+        return any(
+            scheduler_status(self.ctx, i.status, i.heartbeat_at) == "active"
+            for i in self.ctx.stores.get().list_instances()
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every metric family."""
+        store = self.ctx.stores.get()
+        info = GaugeMetricFamily("dagu_info", "Build information", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "dagu_uptime_seconds",
+            "Seconds since the server started",
+            value=max(0.0, self.ctx.clock() - self.ctx.started_at),
+        )
+        yield GaugeMetricFamily(
+            "dagu_scheduler_running",
+            "1 when a controller (scheduler) is running",
+            value=1 if self._scheduler_running() else 0,
+        )
+        yield GaugeMetricFamily(
+            "dagu_dags_total",
+            "DAG files in the DAGs directory (a gauge; the name is Dagu's)",
+            value=len(self.ctx.catalog.entries()),
+        )
+        current = store.count_runs_by_status([RunStatus.RUNNING, RunStatus.QUEUED])
+        yield GaugeMetricFamily(
+            "dagu_dag_runs_currently_running",
+            "Runs now running",
+            value=current[RunStatus.RUNNING],
+        )
+        yield GaugeMetricFamily(
+            "dagu_dag_runs_queued_total",
+            "Runs now queued (a gauge; the name is Dagu's)",
+            value=current[RunStatus.QUEUED],
+        )
+        totals = store.list_run_totals()
+        by_status = dict.fromkeys(FINAL_STATUSES, 0)
+        for row in totals:
+            by_status[row["status"]] = by_status.get(row["status"], 0) + row["count"]
+        runs = CounterMetricFamily(
+            "dagu_dag_runs", "Finished runs by final status", labels=["status"]
+        )
+        for status, count in sorted(by_status.items()):
+            runs.add_metric([status.label], count)
+        yield runs
+        yield from self._durations(totals)
+
+    def _durations(self, totals: Iterable[dict[str, object]]) -> Iterator[Metric]:
+        per_dag: dict[str, tuple[list[int], int, float]] = {}
+        for row in totals:
+            name = str(row["dag_name"])
+            buckets = row["buckets"]
+            assert isinstance(buckets, list)
+            count = row["duration_count"]
+            total = row["duration_sum"]
+            assert isinstance(count, int) and isinstance(total, int | float)
+            old = per_dag.get(name, ([0] * len(DURATION_BUCKETS_SECONDS), 0, 0.0))
+            per_dag[name] = (
+                [a + int(b) for a, b in zip(old[0], buckets, strict=True)],
+                old[1] + count,
+                old[2] + float(total),
+            )
+        hist = HistogramMetricFamily(
+            "dagu_dag_run_duration_seconds", "Duration of finished runs", labels=["dag"]
+        )
+        for name, (buckets, count, total) in sorted(per_dag.items()):
+            if count == 0:
+                continue
+            pairs = [
+                (str(float(b)), c) for b, c in zip(DURATION_BUCKETS_SECONDS, buckets, strict=True)
+            ]
+            pairs.append(("+Inf", count))
+            hist.add_metric([name], pairs, sum_value=total)
+        yield hist
+
+
+def build_registry(
+    ctx: ApiContext,
+    *,
+    scheduler_running: Callable[[], bool] | None = None,
+    extra: Iterable[Collector] = (),
+) -> CollectorRegistry:
+    """A dedicated registry: the dagu collector, process, platform and GC collectors, and
+    any `extra` collectors (for example the control loop's in `start-all`)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaguCollector(ctx, scheduler_running))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    for collector in extra:
+        registry.register(collector)
+    return registry

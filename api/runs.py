@@ -1,0 +1,200 @@
+"""Run endpoints: `/dag-runs`, `/dag-runs/{name}`, `/dag-runs/{name}/{dagRunId}` and its
+`spec`, `log`, `steps/{stepName}/log`, `outputs` and `sub-dag-runs`. `latest` is accepted as
+the run id everywhere. Run JSON comes from `controller.views` (one builder for CLI and API).
+Log files are opened only from paths recorded in the store, and only inside the log
+directories (`api.logfile.contained_path`). Routed by `api.app.create_app`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import falcon
+
+from api import params
+from api.errors import NotFoundError
+from api.logfile import MAX_LINES, contained_path, read_log
+from api.state import ApiContext
+from controller.store import RunRecord, StepRecord
+from controller.views import outputs_document, rfc3339, run_details, run_summary
+from model.status import RunStatus
+
+MAX_RUNS = 1000
+
+
+def _run(ctx: ApiContext, name: str, dag_run_id: str) -> RunRecord:
+    params.dag_name(name)
+    params.run_id(dag_run_id)
+    return ctx.stores.get().get_run(name, dag_run_id)
+
+
+class RunList:
+    """GET /api/v2/dag-runs and /api/v2/dag-runs/{name}: run summaries, newest first."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def _list(self, req: falcon.Request, resp: falcon.Response, dag_name: str | None) -> None:
+        status = params.int_param(req, "status", minimum=0, maximum=max(RunStatus))
+        now = self.ctx.clock()
+        midnight = datetime.fromtimestamp(now, UTC).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        since = params.int_param(req, "fromDate", minimum=0)
+        until = params.int_param(req, "toDate", minimum=0)
+        runs = self.ctx.stores.get().list_runs(
+            dag_name=dag_name,
+            name_contains=params.str_param(req, "name") if dag_name is None else None,
+            statuses=[RunStatus(status)] if status is not None else (),
+            since=float(since) if since is not None else midnight.timestamp(),
+            until=float(until) if until is not None else None,
+            run_id=params.str_param(req, "dagRunId"),
+            limit=MAX_RUNS,
+        )
+        resp.media = {"dagRuns": [run_summary(r) for r in runs]}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Filters: `status` (code), `name` (substring), `fromDate`/`toDate` (unix seconds;
+        default since today 00:00 UTC), `dagRunId`."""
+        self._list(req, resp, None)
+
+    on_head = on_get
+
+    def on_get_by_name(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """The same, for the DAG named exactly `name`."""
+        self._list(req, resp, params.dag_name(name))
+
+    on_head_by_name = on_get_by_name
+
+
+class RunDetails:
+    """GET /api/v2/dag-runs/{name}/{dagRunId}: `{dagRunDetails}`."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, dagRunId: str) -> None:
+        """The run's summary, nodes, handler nodes and outputs."""
+        run = _run(self.ctx, name, dagRunId)
+        resp.media = {"dagRunDetails": run_details(self.ctx.stores.get(), run)}
+
+    on_head = on_get
+
+    def on_get_spec(
+        self, req: falcon.Request, resp: falcon.Response, name: str, dagRunId: str
+    ) -> None:
+        """`{spec}`: the DAG file text the run was made from."""
+        run = _run(self.ctx, name, dagRunId)
+        resp.media = {"spec": run.spec_yaml}
+
+    on_head_spec = on_get_spec
+
+    def on_get_outputs(
+        self, req: falcon.Request, resp: falcon.Response, name: str, dagRunId: str
+    ) -> None:
+        """Dagu's outputs.json document of the run."""
+        run = _run(self.ctx, name, dagRunId)
+        resp.media = outputs_document(self.ctx.stores.get(), run)
+
+    on_head_outputs = on_get_outputs
+
+    def on_get_subruns(
+        self, req: falcon.Request, resp: falcon.Response, name: str, dagRunId: str
+    ) -> None:
+        """`{subRuns: [...]}`: runs started by `call:` steps of this run."""
+        run = _run(self.ctx, name, dagRunId)
+        subs = self.ctx.stores.get().list_sub_runs(run.dag_name, run.run_id)
+        resp.media = {
+            "subRuns": [
+                {
+                    "dagRunId": s.run_id,
+                    "name": s.dag_name,
+                    "params": " ".join(s.params),
+                    "status": int(s.status),
+                    "statusLabel": s.status.label,
+                    "startedAt": rfc3339(s.started_at),
+                    "finishedAt": rfc3339(s.finished_at),
+                }
+                for s in subs
+            ]
+        }
+
+    on_head_subruns = on_get_subruns
+
+
+def _page_params(req: falcon.Request) -> dict[str, int | None]:
+    return {
+        "tail": params.int_param(req, "tail", minimum=1, maximum=MAX_LINES),
+        "head": params.int_param(req, "head", minimum=1, maximum=MAX_LINES),
+        "offset": params.int_param(req, "offset", minimum=1),
+        "limit": params.int_param(req, "limit", minimum=1, maximum=MAX_LINES),
+    }
+
+
+class RunLogs:
+    """GET …/log (the run's own log) and …/steps/{stepName}/log (a step's stdout/stderr)."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def _roots(self, run: RunRecord) -> list[Path]:
+        roots = [self.ctx.settings.log_dir]
+        entry = self.ctx.catalog.find_dag(run.dag_name)
+        if entry is not None and entry.dag is not None and entry.dag.spec.log_dir:
+            log_dir = Path(entry.dag.spec.log_dir).expanduser()
+            if not log_dir.is_absolute():
+                log_dir = entry.path.parent / log_dir
+            roots.append(log_dir)
+        return roots
+
+    def _serve(
+        self, resp: falcon.Response, req: falcon.Request, run: RunRecord, recorded: str, what: str
+    ) -> None:
+        page = _page_params(req)  # validate before touching any file
+        if not recorded:
+            raise NotFoundError(f"{what} has no log file (yet)")
+        path = contained_path(recorded, self._roots(run))
+        if path is None:
+            raise NotFoundError(f"{what}: log file not found in the log directory")
+        try:
+            resp.media = read_log(path, **page)
+        except OSError as exc:
+            raise NotFoundError(f"{what}: log file cannot be read: {exc.strerror}") from None
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, dagRunId: str) -> None:
+        """The run log, paged by `tail`, `head`, `offset` (1-based line) and `limit`."""
+        run = _run(self.ctx, name, dagRunId)
+        _page_params(req)
+        self._serve(resp, req, run, run.log_file, f"run {run.run_id}")
+
+    on_head = on_get
+
+    def on_get_step(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        name: str,
+        dagRunId: str,
+        stepName: str,
+    ) -> None:
+        """A step's `stream` (stdout, the default, or stderr), paged like the run log."""
+        params.step_name(stepName)
+        stream = params.choice_param(req, "stream", ("stdout", "stderr"), "stdout")
+        _page_params(req)
+        run = _run(self.ctx, name, dagRunId)
+        step = _find_step(self.ctx.stores.get().list_steps(run.id), stepName)
+        if step is None:
+            raise NotFoundError(f"step {stepName!r} not found in run {run.run_id}")
+        recorded = step.stdout if stream == "stdout" else step.stderr
+        self._serve(resp, req, run, recorded, f"step {stepName!r} ({stream})")
+
+    on_head_step = on_get_step
+
+
+def _find_step(steps: list[StepRecord], name: str) -> StepRecord | None:
+    for kind_first in (True, False):
+        for s in steps:
+            if s.name == name and (s.kind == "step") == kind_first:
+                return s
+    return None

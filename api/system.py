@@ -1,0 +1,168 @@
+"""System endpoints: `/health`, `/metrics`, `/openapi.yaml`, `/queues`, `/services/scheduler`
+and `/plan`. Routed by `api.app.create_app`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from api.errors import Unavailable
+from api.state import ApiContext, scheduler_status
+from controller.views import rfc3339, run_summary
+from model import __version__
+from model.status import RunStatus
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+
+class Health:
+    """GET /api/v2/health: `{status, version, uptime, timestamp}`; always open."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Healthy whenever the process answers."""
+        now = self.ctx.clock()
+        resp.media = {
+            "status": "healthy",
+            "version": __version__,
+            "uptime": int(max(0.0, now - self.ctx.started_at)),
+            "timestamp": rfc3339(now),
+        }
+
+    on_head = on_get
+
+
+class Metrics:
+    """GET /api/v2/metrics: Prometheus text exposition."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Scrape the registry."""
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self.registry)
+
+    on_head = on_get
+
+
+class OpenApi:
+    """GET /api/v2/openapi.yaml: the description of exactly what this API serves."""
+
+    def __init__(self) -> None:
+        self.text = OPENAPI_PATH.read_bytes()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The document, as YAML."""
+        resp.content_type = "application/yaml"
+        resp.data = self.text
+
+    on_head = on_get
+
+
+class Queues:
+    """GET /api/v2/queues: global queues and DAG queues with their running and queued runs."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Dagu's `{queues: [...], summary: {...}}`."""
+        settings = self.ctx.settings
+        queues: dict[str, dict[str, Any]] = {}
+        for q in settings.queues:
+            queues[q.name] = _queue(q.name, "global", max(1, q.max_active_runs))
+        active = self.ctx.stores.get().list_active_runs()
+        for run in active:
+            name = run.queue or run.dag_name
+            if name not in queues:
+                entry = self.ctx.catalog.find_dag(run.dag_name)
+                limit = entry.dag.spec.max_active_runs if entry and entry.dag else 1
+                queues[name] = _queue(name, "dag-based", max(1, limit))
+            if run.status == RunStatus.QUEUED:
+                queues[name]["queued"].append(run_summary(run))
+            else:
+                queues[name]["running"].append(run_summary(run))
+        items = sorted(queues.values(), key=lambda q: (q["type"] != "global", q["name"]))
+        running = sum(len(q["running"]) for q in items)
+        capacity = sum(q["maxConcurrency"] for q in items)
+        resp.media = {
+            "queues": items,
+            "summary": {
+                "totalQueues": len(items),
+                "totalRunning": running,
+                "totalQueued": sum(len(q["queued"]) for q in items),
+                "totalCapacity": capacity,
+                "utilizationPercentage": round(100.0 * running / capacity, 1) if capacity else 0.0,
+            },
+        }
+
+    on_head = on_get
+
+
+def _queue(name: str, kind: str, limit: int) -> dict[str, Any]:
+    return {"name": name, "type": kind, "maxConcurrency": limit, "running": [], "queued": []}
+
+
+class Schedulers:
+    """GET /api/v2/services/scheduler: `{schedulers: [{instanceId, host, status, startedAt}]}`."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The controller instances recorded in the store, newest first."""
+        resp.media = {
+            "schedulers": [
+                {
+                    "instanceId": inst.id,
+                    "host": inst.host,
+                    "status": scheduler_status(self.ctx, inst.status, inst.heartbeat_at),
+                    "startedAt": rfc3339(inst.started_at),
+                }
+                for inst in self.ctx.stores.get().list_instances()
+            ]
+        }
+
+    on_head = on_get
+
+
+class Plan:
+    """GET /api/v2/plan: what the controller would do now, as `dagloop plan --json`."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Calls `plan_document(settings=, store=, catalog=, now=)` of
+        `controller.commands.plan` (else of `controller.reconcile`), the builder of
+        `dagloop plan --json`; 503 while no such builder exists."""
+        build = None
+        for module_name in ("controller.commands.plan", "controller.reconcile"):
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError:
+                continue
+            build = getattr(module, "plan_document", None)
+            if build is not None:
+                break
+        if build is None:
+            raise Unavailable("the controller's plan is not available in this build")
+        now = datetime.fromtimestamp(self.ctx.clock(), UTC)
+        self.ctx.catalog.entries()  # refresh if due
+        resp.media = build(
+            settings=self.ctx.settings,
+            store=self.ctx.stores.get(),
+            catalog=self.ctx.catalog.catalog,
+            now=now,
+        )
+
+    on_head = on_get

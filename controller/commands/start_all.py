@@ -1,0 +1,63 @@
+"""`dagloop start-all`: the controller and the read-only API in one process (the seed's
+systemd `ExecStart`).
+
+The API is served by waitress on a background thread; the control loop
+(`controller.loop.run_controller(settings)`) runs in the main thread, so it receives SIGTERM
+and owns graceful shutdown; when it returns, the API stops and its exit code is ours.
+Dispatched by `controller.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import threading
+import time
+
+from controller.commands import server as server_command
+from controller.logs import setup_logging
+from controller.store import StoreError
+from model.config import ConfigError
+
+log = logging.getLogger("dagloop.server")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The same options as `dagloop server`."""
+    server_command.configure(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the loop until it stops (SIGTERM), serving the API meanwhile."""
+    try:
+        settings = server_command.settings_from(args)
+    except ConfigError as exc:
+        print(f"dagloop start-all: {exc}", file=sys.stderr)
+        return 1
+    setup_logging(log_format=settings.log_format, debug=settings.debug)
+    try:
+        loop = importlib.import_module("controller.loop")
+    except ModuleNotFoundError:
+        print("dagloop start-all: the control loop (controller.loop) is missing", file=sys.stderr)
+        return 1
+    loop_running = threading.Event()
+    try:
+        app = server_command.build_app(
+            settings, started_at=time.time(), scheduler_running=loop_running.is_set
+        )
+        server = server_command.make_server(settings, app)
+    except (StoreError, OSError) as exc:
+        print(f"dagloop start-all: {exc}", file=sys.stderr)
+        return 1
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    log.info("API listening", extra={"host": settings.host, "port": server.effective_port})
+    loop_running.set()
+    try:
+        code = int(loop.run_controller(settings))
+    finally:
+        loop_running.clear()
+        server.close()
+    return code
