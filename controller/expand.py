@@ -33,7 +33,9 @@ ENV_PREFIXES = ("DAGU_", "LC_", "DAG_")
 _ALWAYS_SECRET = ("DAGU_AUTH_*", "DAGU_BASICAUTH_*", "DAGU_AUTHTOKEN", "DAGU_DATABASE_URL")
 
 # ${NAME}, ${NAME.path.to[0]}, ${id.stdout}, $NAME
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+_REF = re.compile(
+    r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}|\$([A-Za-z_][A-Za-z0-9_]*)"
+)
 _QUOTED_REF = re.compile(r'"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}"')
 _BACKTICK = re.compile(r"`([^`]*)`")
 _PATH_PART = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]")

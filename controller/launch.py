@@ -179,8 +179,10 @@ def execute_run(
     )
     run = store.get_run_by_id(run.id)
     with open(log_file, "a", encoding="utf-8") as log:
-        log.write(f"{_ts()} INFO run started dag={dag.name} run_id={run.run_id} "
-                  f"attempt={run.attempt} pid={os.getpid()}\n")
+        log.write(
+            f"{_ts()} INFO run started dag={dag.name} run_id={run.run_id} "
+            f"attempt={run.attempt} pid={os.getpid()}\n"
+        )
     out = sys.stderr if as_json else sys.stdout
     progress = Progress(out, quiet=quiet)
     beat = Heartbeat(settings.db_path, run.id, settings.heartbeat_interval_seconds)
@@ -204,8 +206,9 @@ def execute_run(
         beat.stop()
     run = store.get_run_by_id(run.id)
     with open(log_file, "a", encoding="utf-8") as log:
-        log.write(f"{_ts()} INFO run finished dag={dag.name} run_id={run.run_id} "
-                  f"status={status.label}\n")
+        log.write(
+            f"{_ts()} INFO run finished dag={dag.name} run_id={run.run_id} status={status.label}\n"
+        )
     if as_json:
         from controller.views import run_details
 

@@ -21,6 +21,7 @@ __all__ = [
     "find_escapees",
     "kill_group",
     "kill_run_processes",
+    "make_fds_cloexec",
     "pid_alive",
     "proc_start_ticks",
     "signal_by_name",
@@ -36,10 +37,12 @@ def spawn(
     stdout: int | IO[Any],
     stderr: int | IO[Any],
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` as the leader of a new session (so of a new process group).
+    """Start `argv` as the leader of a new process group (`process_group=0`).
 
-    No `preexec_fn`: it would force CPython off its fast vfork path on every step.
-    Raises OSError (e.g. ENOENT) when the program cannot be executed.
+    Speed matters here (one spawn per step): no `preexec_fn` (it forces CPython off its vfork
+    path) and `close_fds=False`, which is 4x faster on this kernel. That is safe because every
+    descriptor this process holds is close-on-exec (`make_fds_cloexec` at runner start, and
+    Python, SQLite and pidfd_open create them so). Raises OSError (e.g. ENOENT).
     """
     return subprocess.Popen(
         list(argv),
@@ -48,9 +51,24 @@ def spawn(
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
-        start_new_session=True,
-        close_fds=True,
+        process_group=0,
+        close_fds=False,
     )
+
+
+def make_fds_cloexec() -> None:
+    """Mark every descriptor above 2 close-on-exec, so no step inherits one of ours."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
 
 
 def signal_by_name(name: str | None, default: int = signal.SIGTERM) -> int:

@@ -52,8 +52,16 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        print(json.dumps({"name": dag.name, "params": [f"{k}={v}" for k, v in params],
-                          "env": env_names, "steps": plan}))
+        print(
+            json.dumps(
+                {
+                    "name": dag.name,
+                    "params": [f"{k}={v}" for k, v in params],
+                    "env": env_names,
+                    "steps": plan,
+                }
+            )
+        )
         return 0
     print(f"DAG {dag.name} (dry run, nothing is executed)")
     if params:

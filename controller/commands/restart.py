@@ -50,7 +50,16 @@ def run(args: argparse.Namespace) -> int:
         params = [p for p in row.params]
     time.sleep(dag.spec.restart_wait_sec)
     ns = argparse.Namespace(
-        dag=str(path), run_id=None, params=[], extra=params, json=args.json, quiet=args.quiet,
-        parent=None, root=None, local=None, config=args.config, dagu_home=args.dagu_home,
+        dag=str(path),
+        run_id=None,
+        params=[],
+        extra=params,
+        json=args.json,
+        quiet=args.quiet,
+        parent=None,
+        root=None,
+        local=None,
+        config=args.config,
+        dagu_home=args.dagu_home,
     )
     return start.run(ns)

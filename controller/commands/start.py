@@ -29,11 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the run; returns the exit code."""
-    from model.config import ConfigError
-    from model.spec import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN
-
     from controller.store import NotFound, Store
+    from model.config import ConfigError
     from model.loader import DagLoadError, parse_param_overrides, resolve_params
+    from model.spec import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN
     from model.status import RunStatus
 
     try:

@@ -65,7 +65,11 @@ def test_chain_passes_outputs_and_params(dagu_env: dict[str, str]) -> None:
     assert n["a"]["outputVariables"] == ["OUT1=one-two there"]
     assert n["b"]["outputVariables"] == ["SECOND=[one-two there]"]
     assert "cmd_3" in n
-    assert doc["outputs"] == {"out1": "one-two there", "renamed": "[one-two there]", "third": "NAME=there"} or doc["outputs"]["out1"] == "one-two there"
+    assert (
+        doc["outputs"]
+        == {"out1": "one-two there", "renamed": "[one-two there]", "third": "NAME=there"}
+        or doc["outputs"]["out1"] == "one-two there"
+    )
 
 
 def test_upstream_failed_aborts_and_skipped_skips(dagu_env: dict[str, str]) -> None:
@@ -164,7 +168,7 @@ def test_retry_policy_counts_and_concatenates_output(dagu_env: dict[str, str]) -
 
 
 def test_retry_only_listed_exit_codes(dagu_env: dict[str, str]) -> None:
-    code, doc = run_dag(
+    _code, doc = run_dag(
         dagu_env,
         """
         steps:
@@ -180,7 +184,7 @@ def test_retry_only_listed_exit_codes(dagu_env: dict[str, str]) -> None:
 
 
 def test_step_timeout_is_124_and_not_retried(dagu_env: dict[str, str]) -> None:
-    code, doc = run_dag(
+    _code, doc = run_dag(
         dagu_env,
         """
         steps:
@@ -253,7 +257,7 @@ def test_repeat_until_condition(dagu_env: dict[str, str], tmp_path: Path) -> Non
 
 
 def test_repeat_while_exit_code_with_limit(dagu_env: dict[str, str]) -> None:
-    code, doc = run_dag(
+    _code, doc = run_dag(
         dagu_env,
         """
         steps:
@@ -273,7 +277,7 @@ def test_repeat_while_exit_code_with_limit(dagu_env: dict[str, str]) -> None:
 
 def test_handlers_run_with_status(dagu_env: dict[str, str], tmp_path: Path) -> None:
     marks = tmp_path / "marks"
-    code, doc = run_dag(
+    _code, doc = run_dag(
         dagu_env,
         f"""
         handlerOn:
@@ -312,7 +316,7 @@ def test_init_handler_failure_runs_no_step(dagu_env: dict[str, str]) -> None:
 
 
 def test_output_overflow_fails_step(dagu_env: dict[str, str]) -> None:
-    code, doc = run_dag(
+    _code, doc = run_dag(
         dagu_env,
         """
         maxOutputSize: 100
@@ -328,7 +332,7 @@ def test_output_overflow_fails_step(dagu_env: dict[str, str]) -> None:
 
 
 def test_missing_binary_is_127_and_direct_shell(dagu_env: dict[str, str]) -> None:
-    code, doc = run_dag(
+    _code, doc = run_dag(
         dagu_env,
         """
         type: graph
@@ -353,7 +357,7 @@ def test_missing_binary_is_127_and_direct_shell(dagu_env: dict[str, str]) -> Non
 def test_script_with_interpreter_and_working_dir(dagu_env: dict[str, str], tmp_path: Path) -> None:
     wd = tmp_path / "wd"
     wd.mkdir()
-    code, doc = run_dag(
+    _code, doc = run_dag(
         dagu_env,
         f"""
         workingDir: {wd}
@@ -395,10 +399,12 @@ def test_env_filtering_and_specials(dagu_env: dict[str, str], tmp_path: Path) ->
             """
         )
     )
-    code, out, err = run_cli("start", "--json", "-q", "e", env=env)
+    _code, out, _err = run_cli("start", "--json", "-q", "e", env=env)
     doc = json.loads(out.strip().splitlines()[-1])
     dump = Path(doc["nodes"][0]["stdout"]).read_text()
-    names = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in dump.splitlines() if "=" in line}
+    names = {
+        line.split("=", 1)[0]: line.split("=", 1)[1] for line in dump.splitlines() if "=" in line
+    }
     assert "MYSECRET" not in names
     assert "DAGU_AUTH_TOKEN" not in names
     assert names["DAGU_CUSTOM"] == "keep"
@@ -435,7 +441,7 @@ def test_parallel_group_and_max_active_steps(dagu_env: dict[str, str], tmp_path:
 
 
 def test_unsupported_executor_fails_step(dagu_env: dict[str, str]) -> None:
-    code, doc = run_dag(
+    _code, doc = run_dag(
         dagu_env,
         """
         steps:

@@ -57,7 +57,9 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def test_stop_command_aborts_and_runs_abort_handlers(dagu_env: dict[str, str], tmp_path: Path) -> None:
+def test_stop_command_aborts_and_runs_abort_handlers(
+    dagu_env: dict[str, str], tmp_path: Path
+) -> None:
     marks = tmp_path / "marks"
     write(
         dagu_env,
@@ -79,7 +81,7 @@ def test_stop_command_aborts_and_runs_abort_handlers(dagu_env: dict[str, str], t
     try:
         pgid = wait_until(lambda: step_pgid(dagu_env, "sleeper"))
         assert isinstance(pgid, int)
-        code, out, err = run_cli("stop", "s", env=dagu_env)
+        code, _out, err = run_cli("stop", "s", env=dagu_env)
         assert code == 0, err
         out_text, _ = p.communicate(timeout=20)
         doc = json.loads(out_text.strip().splitlines()[-1])
@@ -138,12 +140,12 @@ def test_kill_9_of_runner_leaves_no_orphan_after_reap(dagu_env: dict[str, str]) 
         p.kill()
         p.wait()
         assert group_alive(pgid)  # the orphan exists until someone finds the run lost
-        code, out, _ = run_cli("status", "k", "--json", env=dagu_env)
+        _, out, _ = run_cli("status", "k", "--json", env=dagu_env)
         assert json.loads(out)["liveness"] == "lost"
         code, out, _ = run_cli("status", "k", "--reap", env=dagu_env)
         assert "failed" in out
         wait_until(lambda: not group_alive(pgid), timeout=5)
-        code, out, _ = run_cli("status", "k", "--json", env=dagu_env)
+        _code, out, _ = run_cli("status", "k", "--json", env=dagu_env)
         doc = json.loads(out)
         assert doc["statusLabel"] == "failed"
         assert doc["error"].startswith("lost: ")
