@@ -93,7 +93,7 @@ class Applier:
 
     def probes(self) -> dict[int, Callable[[], bool]]:
         """Liveness probes of the runners this controller spawned, by run row."""
-        return {row: (lambda p=p: p.poll() is None) for row, p in self.dispatched.items()}
+        return {row: _probe(p) for row, p in self.dispatched.items()}
 
     def running_children(self) -> list[subprocess.Popen[bytes]]:
         """Spawned runners still running."""
@@ -169,9 +169,7 @@ class Applier:
             )
         except sqlite3.IntegrityError:
             return  # already launched (another pass or another controller): done
-        log.info(
-            "run created: %s", action.reason, extra={"dag": dag.name, "run_id": action.run_id}
-        )
+        log.info("run created: %s", action.reason, extra={"dag": dag.name, "run_id": action.run_id})
         if action.start:
             self._start(run, action.reason)
 
@@ -257,3 +255,7 @@ class Applier:
             if resolved.parent == root:
                 continue
             shutil.rmtree(resolved, ignore_errors=True)
+
+
+def _probe(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
+    return lambda: proc.poll() is None

@@ -159,6 +159,15 @@ class DesiredBuilder:
             shutting_down=shutting_down,
         )
 
+    def max_window_seconds(self) -> float:
+        """How far back start ticks of any DAG stay due (60 s, or the largest catch-up window)."""
+        return max(
+            [
+                CURRENT_MINUTE.total_seconds(),
+                *(c.start.window.total_seconds() for c in self._caches.values()),
+            ]
+        )
+
     def next_due_at(self) -> datetime | None:
         """The earliest next fire instant over every cached schedule (for the loop's sleep)."""
         found = [

@@ -406,10 +406,13 @@ def _start_ticks(
     actions: list[Action],
 ) -> list[_Item]:
     pending = sorted(
-        t
-        for t in dag.start_ticks
-        if (dag.name, t.at) not in observed.scheduled
-        and (dag.name, "start", t.at) not in observed.decided
+        (
+            t
+            for t in dag.start_ticks
+            if (dag.name, t.at) not in observed.scheduled
+            and (dag.name, "start", t.at) not in observed.decided
+        ),
+        key=lambda t: t.at,
     )
     if not pending:
         return []

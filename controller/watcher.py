@@ -41,7 +41,7 @@ class Doorbell:
         return rung
 
 
-class _Handler(FileSystemEventHandler):  # type: ignore[misc]
+class _Handler(FileSystemEventHandler):
     def __init__(self, bell: Doorbell, dags_dir: Path, base: Path, wake: Path) -> None:
         self.bell = bell
         self.dags_dir = str(dags_dir)

@@ -1,0 +1,329 @@
+"""The control loop: observe, plan, apply — on a doorbell, at the next due instant, and on a
+periodic resync.
+
+One pass (`Controller.pass_once`) rescans the DAG directory if a file event arrived (or the
+safety-net rescan is due), builds the desired and observed states, calls the pure
+`reconcile.plan`, and applies the actions. Between passes the loop sleeps until the earliest of:
+a doorbell (watchdog file event, the wake file touched by `enqueue`/`dequeue`, SIGCHLD of a
+runner it spawned, a signal), the next cron instant of any DAG (cached per DAG, not recomputed),
+or the resync interval (`controller.resyncIntervalSeconds`) — there is no per-second polling.
+
+Exclusivity: one controller per DAGU_HOME through an exclusive `flock` on
+`<data_dir>/controller.lock`. A second instance is a standby that tries the lock every 0.25 s,
+so it takes over within ~0.5 s of the leader's death (the kernel drops the lock with the process).
+
+Shutdown (SIGTERM/SIGINT): stop launching; let the runs this controller manages (runs that went
+through the queue, i.e. not foreground `dagloop start` runs) finish for up to
+`controller.shutdownGraceSeconds`; then SIGTERM their runners (which stop their steps with
+`signalOnStop` and escalate to SIGKILL); runs still not final a few seconds later have their
+processes killed and are recorded aborted "controller shutdown". Then release the lock, exit 0.
+Queued runs stay queued for the next controller.
+
+Time: every decision takes `now` from the injected `clock`; only the sleeps use real time.
+Callers: `dagloop scheduler`, `dagloop start-all`, and in-process tests.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from controller.apply import Applier
+from controller.catalog import Catalog
+from controller.desired import DesiredBuilder
+from controller.ids import new_run_id
+from controller.liveness import reap_lost_run
+from controller.observed import default_liveness, observe
+from controller.reconcile import (
+    Action,
+    DesiredState,
+    ObservedState,
+    RequestView,
+    TickKey,
+    plan,
+    tick_of,
+)
+from controller.store import Store
+from controller.watcher import Doorbell, Watcher
+from model.config import Settings
+from model.status import RunStatus
+
+log = logging.getLogger("dagloop.controller")
+
+RESCAN_SECONDS = 30.0  # safety-net rescan of the DAG directory when no event arrived
+STANDBY_POLL_SECONDS = 0.25
+SHUTDOWN_STOP_SECONDS = 8.0  # after SIGTERM to runners: their cleanup (5 s default) + margin
+
+LOCK_FILE = "controller.lock"
+
+
+@dataclass
+class Snapshot:
+    """One pass's inputs and plan (for `dagloop plan` and tests)."""
+
+    now: datetime
+    desired: DesiredState
+    observed: ObservedState
+    actions: list[Action]
+
+
+class Controller:
+    """The control loop of one DAGU_HOME."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+        spawn_runners: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store if store is not None else Store(settings.db_path)
+        self.catalog = Catalog(
+            settings.dags_dir, settings.base_config, max_file_bytes=settings.max_dag_file_bytes
+        )
+        self.builder = DesiredBuilder(settings, self.catalog)
+        self.applier = Applier(
+            self.store, settings, self.catalog, clock, spawn_runners=spawn_runners
+        )
+        self.bell = Doorbell()
+        self.liveness = default_liveness(settings.heartbeat_timeout_seconds)
+        self.decided: dict[TickKey, datetime] = {}
+        self.shutting_down = False
+        self.stop_requested = False
+        self._last_rescan = float("-inf")
+        self._lock_fh: IO[bytes] | None = None
+        self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{new_run_id(time.time())[-6:]}"
+        self._started_at = time.time()
+
+    # ------------------------------------------------------------------ one pass
+
+    def now(self) -> datetime:
+        """The injected clock as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def refresh_catalog(self, *, force: bool = False) -> None:
+        """Rescan the DAG directory if an event asked for it or the safety net is due."""
+        mono = time.monotonic()
+        if force or self.bell.catalog_dirty or mono - self._last_rescan >= RESCAN_SECONDS:
+            self.bell.catalog_dirty = False
+            self._last_rescan = mono
+            self.catalog.refresh()
+
+    def snapshot(self) -> Snapshot:
+        """Observe and plan at the clock's `now`, changing nothing."""
+        now = self.now()
+        requests = tuple(
+            RequestView(r.id, r.kind, r.dag_name, r.run_id)
+            for r in self.store.list_open_requests()
+            if r.kind in ("stop", "dequeue", "restart")
+        )
+        desired = self.builder.build(now, requests=requests, shutting_down=self.shutting_down)
+        window = self.builder.max_window_seconds()
+        need_latest = [
+            d.name for d in desired.dags.values() if d.skip_if_successful and d.start_ticks
+        ]
+        observed = observe(
+            self.store,
+            now=now,
+            window_seconds=window,
+            dag_names=need_latest,
+            liveness=self.liveness,
+            dispatched=self.applier.probes(),
+            decided=frozenset(self.decided),
+            reported_invalid=frozenset(self.applier.reported_invalid),
+            retention_days={d.name: d.hist_retention_days for d in desired.dags.values()},
+            default_retention_days=desired.default_retention_days,
+        )
+        return Snapshot(now, desired, observed, plan(desired, observed, now))
+
+    def pass_once(self) -> list[Action]:
+        """One reconcile pass: observe, plan, apply. Returns the actions applied."""
+        self.applier.reap_children()
+        self.refresh_catalog()
+        snap = self.snapshot()
+        self.applier.apply(snap.actions)
+        for action in snap.actions:
+            key = tick_of(action)
+            if key is not None:
+                self.decided[key] = snap.now
+        horizon = snap.now - timedelta(days=2)
+        self.decided = {k: v for k, v in self.decided.items() if k[2] > horizon}
+        return snap.actions
+
+    # ------------------------------------------------------------------ lock
+
+    def try_lock(self) -> bool:
+        """Take the exclusive controller lock without waiting."""
+        path = self.settings.data_dir / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "ab")  # held for the life of the controller
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self._lock_fh = fh
+        return True
+
+    def release_lock(self) -> None:
+        """Release the controller lock."""
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def _record_instance(self, status: str) -> None:
+        try:
+            self.store.record_instance(
+                id=self.instance_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                status=status,
+                started_at=self._started_at,
+                now=time.time(),
+            )
+        except Exception as exc:  # the registry is informative; never stop the loop for it
+            log.warning("cannot record the controller instance: %s", exc)
+
+    # ------------------------------------------------------------------ run
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested = True
+        self.bell.ring()
+
+    def _on_child(self, signum: int, frame: FrameType | None) -> None:
+        self.bell.ring()
+
+    def run_forever(self) -> int:
+        """Wait for the lock (standby), then loop until SIGTERM/SIGINT; returns the exit code."""
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        self._record_instance("standby")
+        standby_logged = False
+        last_beat = time.monotonic()
+        while not self.try_lock():
+            if not standby_logged:
+                log.info("another controller holds %s; waiting as standby", LOCK_FILE)
+                standby_logged = True
+            if self.stop_requested:
+                self._record_instance("stopped")
+                return 0
+            self.bell.wait(STANDBY_POLL_SECONDS)
+            if time.monotonic() - last_beat > self.settings.resync_interval_seconds:
+                self._record_instance("standby")
+                last_beat = time.monotonic()
+        signal.signal(signal.SIGCHLD, self._on_child)
+        log.info("controller active (dags: %s)", self.settings.dags_dir)
+        self._record_instance("active")
+        watcher = Watcher(
+            self.bell,
+            dags_dir=self.settings.dags_dir,
+            base_config=self.settings.base_config,
+            data_dir=self.settings.data_dir,
+        )
+        watcher.start()
+        try:
+            self.refresh_catalog(force=True)
+            while not self.stop_requested:
+                try:
+                    self.pass_once()
+                except Exception as exc:  # a transient failure (locked db...): retry next pass
+                    log.error("reconcile pass failed: %s", exc)
+                if time.monotonic() - last_beat >= self.settings.resync_interval_seconds:
+                    self._record_instance("active")
+                    last_beat = time.monotonic()
+                self.bell.wait(self._sleep_seconds())
+            self.shutdown()
+        finally:
+            watcher.stop()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self._record_instance("stopped")
+            self.release_lock()
+        log.info("controller stopped")
+        return 0
+
+    def _sleep_seconds(self) -> float:
+        timeout = self.settings.resync_interval_seconds
+        due = self.builder.next_due_at()
+        if due is not None:
+            timeout = min(timeout, (due - self.now()).total_seconds())
+        return max(timeout, 0.0)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _managed_running(self) -> list[int]:
+        return [
+            r.id
+            for r in self.store.list_active_runs()
+            if r.status in (RunStatus.RUNNING, RunStatus.WAITING)
+            and r.queued_at is not None
+            and not r.parent_run_id
+        ]
+
+    def shutdown(self) -> None:
+        """Graceful stop: no launches, wait up to the grace, stop runners, record leftovers."""
+        self.shutting_down = True
+        log.info(
+            "shutting down: waiting up to %.0f s for runs", self.settings.shutdown_grace_seconds
+        )
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        while self._managed_running() and time.monotonic() < deadline:
+            try:
+                self.pass_once()  # still marks lost runs and reaps children, launches nothing
+            except Exception as exc:
+                log.error("reconcile pass failed: %s", exc)
+            self.bell.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
+        remaining = self._managed_running()
+        if not remaining:
+            return
+        stopped_at = self.clock()
+        for row in remaining:
+            run = self.store.get_run_by_id(row)
+            self.store.update_run(row, stop_requested_at=stopped_at)
+            if run.pid is not None and self.liveness(run):
+                try:
+                    os.kill(run.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + SHUTDOWN_STOP_SECONDS
+        while time.monotonic() < deadline and any(
+            self.store.get_run_by_id(r).status.is_active() for r in remaining
+        ):
+            self.applier.reap_children()
+            self.bell.wait(0.1)
+        for row in remaining:
+            run = self.store.get_run_by_id(row)
+            if run.status.is_active():
+                if run.pid is not None and self.liveness(run):
+                    try:
+                        os.kill(run.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                reap_lost_run(self.store, run, "controller shutdown")
+            elif run.status != RunStatus.ABORTED:
+                continue  # it finished on its own during the stop
+            self.store.update_run(
+                row,
+                status=RunStatus.ABORTED,
+                error="controller shutdown",
+                finished_at=self.store.get_run_by_id(row).finished_at or self.clock(),
+            )
+        self.applier.reap_children()
+
+
+def lock_path(settings: Settings) -> Path:
+    """The controller lock file of a DAGU_HOME."""
+    return settings.data_dir / LOCK_FILE
