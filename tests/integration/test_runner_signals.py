@@ -142,7 +142,7 @@ def test_kill_9_of_runner_leaves_no_orphan_after_reap(dagu_env: dict[str, str]) 
         assert group_alive(pgid)  # the orphan exists until someone finds the run lost
         _, out, _ = run_cli("status", "k", "--json", env=dagu_env)
         assert json.loads(out)["liveness"] == "lost"
-        code, out, _ = run_cli("status", "k", "--reap", env=dagu_env)
+        _, out, _ = run_cli("status", "k", "--reap", env=dagu_env)
         assert "failed" in out
         wait_until(lambda: not group_alive(pgid), timeout=5)
         _code, out, _ = run_cli("status", "k", "--json", env=dagu_env)
