@@ -39,12 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if peer is None:
         print("Dagu binary not found: set DAGU_PEER_BIN", file=sys.stderr)
         return 2
-    version = (
-        subprocess.run(
-            [str(peer), "version"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        or "unknown"
-    )
+    probe = subprocess.run([str(peer), "version"], capture_output=True, text=True, check=False)
+    # `dagu version` prints to stderr.
+    version = (probe.stdout.strip() or probe.stderr.strip() or "unknown").splitlines()[-1]
 
     cases = load_cases()
     if args.cases:
