@@ -90,6 +90,7 @@ def check_cron(expression: str) -> str | None:
 
 class _Spec(BaseModel):
     model_config = ConfigDict(
+        defer_build=True,
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
@@ -219,7 +220,10 @@ def _json_scalar(value: Any) -> str:
     if isinstance(value, dict | list):
         import json
 
-        return json.dumps(value, separators=(",", ":"))
+        try:
+            return json.dumps(value, separators=(",", ":"), default=_scalar_text)
+        except TypeError as exc:  # e.g. a date used as a map key
+            raise ValueError(f"cannot be written as JSON: {exc}") from None
     return _scalar_text(value)
 
 
@@ -624,7 +628,9 @@ class MailOnSpec(_Spec):
 class MailSpec(_Spec):
     """`errorMail` / `infoMail` / `waitMail`."""
 
-    model_config = ConfigDict(populate_by_name=True, alias_generator=to_camel, frozen=True)
+    model_config = ConfigDict(
+        defer_build=True, populate_by_name=True, alias_generator=to_camel, frozen=True
+    )
 
     from_: str = Field(default="", alias="from")
     to: list[str] = Field(default_factory=list)
