@@ -199,7 +199,7 @@ def start_server(home: Home, env_extra: dict[str, str] | None = None) -> LiveSer
     env = dagu_home(home.root.parent)
     env.update({"DAGU_HOME": str(home.root), "DAGU_HOST": "127.0.0.1"})
     env.update(env_extra or {})
-    for attempt in range(3):
+    for _attempt in range(3):
         port = free_port()
         env["DAGU_PORT"] = str(port)
         proc = subprocess.Popen(
@@ -210,7 +210,7 @@ def start_server(home: Home, env_extra: dict[str, str] | None = None) -> LiveSer
         )
         url = f"http://127.0.0.1:{port}/api/v2"
 
-        def healthy() -> bool:
+        def healthy(proc: Any = proc, url: str = url) -> bool:
             if proc.poll() is not None:
                 return True
             try:
