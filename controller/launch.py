@@ -204,6 +204,7 @@ def execute_run(
         status = runner.execute()
     finally:
         beat.stop()
+    _send_alerts(runner, settings, store, run.id)
     run = store.get_run_by_id(run.id)
     with open(log_file, "a", encoding="utf-8") as log:
         log.write(
@@ -220,6 +221,38 @@ def execute_run(
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
         return 0
     return 1
+
+
+def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None:
+    """Alert mails of the finished run; failures become notes on the run, never its status."""
+    spec = runner.dag.spec
+    on = spec.mail_on
+    if not (
+        (on is not None and (on.failure or on.success)) or any(s.mail_on_error for s in spec.steps)
+    ):
+        return
+    from controller.notify import notify_run_finished
+    from controller.secrets import collect_secrets
+    from controller.views import run_details
+
+    run = store.get_run_by_id(run_row)
+    smtp_password = runner.expand_text(spec.smtp.password) if spec.smtp is not None else None
+    masker = collect_secrets(
+        env_pairs=runner.dag_vars.items(),
+        dotenv_values=runner.dotenv_values,
+        smtp_password=smtp_password,
+        patterns=tuple(settings.secret_patterns),
+    )
+    step_logs = {s.name: Path(s.stdout) for s in store.list_steps(run.id) if s.stdout}
+    notes = notify_run_finished(
+        dag=runner.dag,
+        details=run_details(store, run),
+        expand=runner.expand_text,
+        step_logs=step_logs,
+        mask=masker.mask,
+    )
+    if notes:
+        store.update_run(run.id, notes="\n".join(notes))
 
 
 def safe_dir(name: str) -> str:

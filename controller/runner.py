@@ -290,6 +290,7 @@ class Runner:
         self.base_env: dict[str, str] = {}
         self.dag_vars: dict[str, str] = {}  # DAG env + dotenv + params (for expansion)
         self.outputs: dict[str, str] = {}
+        self.dotenv_values: dict[str, str] = {}  # for masking secrets in alerts
         self.step_refs: dict[str, dict[str, str]] = {}
         self.nodes: list[Node] = []
         self.handlers: dict[str, Node] = {}
@@ -326,6 +327,7 @@ class Runner:
         files = [".env"] if dotenv is None else list(dotenv)
         from model.config import parse_env_file
 
+        self.dotenv_values = {}
         for name in files:
             path = Path(os.path.expanduser(ex.expand(name, dag_vars, fallback=environ)))
             if not path.is_absolute():
@@ -341,6 +343,7 @@ class Runner:
             for k, v in values.items():
                 dag_vars[k] = v
                 env[k] = v
+                self.dotenv_values[k] = v
         named: dict[str, str] = {}
         for key, value in params:
             v = ex.expand(value, dag_vars, fallback=environ)
@@ -352,6 +355,10 @@ class Runner:
         self.params_resolved = named
         self.base_env = env
         self.dag_vars = dag_vars
+
+    def expand_text(self, text: str) -> str:
+        """`${VAR}` expansion with the run's variables (DAG env, dotenv, params, outputs)."""
+        return ex.expand(text, {**self.dag_vars, **self.outputs}, fallback=self.o.environ)
 
     def _make_nodes(self) -> None:
         prev = self.o.previous or {}

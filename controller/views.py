@@ -54,6 +54,8 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
         "workerId": "local",
         "attemptId": run.attempt_id,
         "error": run.error,
+        # dagloop addition: e.g. alert mails that could not be delivered.
+        "notes": run.notes.splitlines(),
     }
     if run.parent_run_id:
         d["parentDAGRunName"] = run.parent_dag

@@ -13,6 +13,7 @@ import email
 import email.policy
 import io
 import ipaddress
+import json
 import socket
 import ssl
 import string
@@ -37,6 +38,7 @@ from controller.notify import (
 from controller.secrets import SecretMasker
 from model.loader import Dag, load_base, load_dag_text
 from model.spec import SmtpSpec
+from tests.helpers import run_cli
 
 aiosmtpd_smtp = pytest.importorskip("aiosmtpd.smtp")
 
@@ -612,3 +614,55 @@ def test_mail_step_failures_exit_1() -> None:
     err = io.BytesIO()
     assert run_mail_step(config=cfg, smtp=None, expand=str, stdout=out, stderr=err) == 1
     assert b"no SMTP server configured" in err.getvalue()
+
+
+# --------------------------------------------------------------------------- through dagloop start
+
+
+def _alert_dag(port: int, *, command: str) -> str:
+    return f"""
+smtp:
+  host: 127.0.0.1
+  port: {port}
+  username: ""
+  password: "${{SMTP_PASSWORD}}"
+errorMail:
+  from: dagloop@example.com
+  to: ops@example.com
+  prefix: "[ERROR]"
+  attachLogs: true
+mailOn:
+  failure: true
+steps:
+  - name: work
+    command: {command}
+"""
+
+
+def test_dagloop_start_mails_on_failure_and_keeps_the_run_status(
+    start_smtp: Callable[..., SmtpServer], dagu_env: dict[str, str]
+) -> None:
+    server = start_smtp()
+    dags = Path(dagu_env["DAGU_HOME"]) / "dags"
+    (dags / "alerting.yaml").write_text(_alert_dag(server.port, command="echo boom >&2; exit 3"))
+    code, out, err = run_cli("start", "--json", "alerting", env=dagu_env)
+    assert code == 1, err
+    details = json.loads(out.strip().splitlines()[-1])
+    assert details["statusLabel"] == "failed"
+    msg = server.inbox.only()
+    assert msg["Subject"] == "[ERROR] alerting (failed)"
+    assert "boom" in msg.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_mail_server_down_is_a_note_on_the_run_not_a_status_change(
+    dagu_env: dict[str, str],
+) -> None:
+    port = closed_port()
+    dags = Path(dagu_env["DAGU_HOME"]) / "dags"
+    (dags / "alerting.yaml").write_text(_alert_dag(port, command="exit 1"))
+    code, _, _ = run_cli("start", "-q", "alerting", env=dagu_env)
+    assert code == 1
+    code, out, _ = run_cli("status", "--json", "alerting", env=dagu_env)
+    details = json.loads(out)
+    assert details["statusLabel"] == "failed"
+    assert any("connection refused" in note.lower() for note in details["notes"]), details["notes"]
