@@ -121,14 +121,15 @@ class StaticResource:
             raise falcon.HTTPNotFound(description=f"no dashboard file {name!r}")
         for header, value in SECURITY_HEADERS.items():
             resp.set_header(header, value)
-        resp.content_type = asset.content_type
         resp.etag = asset.etag
         versioned = name != "index.html" and req.get_param("v") == asset.version
         resp.cache_control = [CACHE_IMMUTABLE if versioned else CACHE_REVALIDATE]
         if_none_match = req.if_none_match
         if if_none_match and any(str(tag) == asset.etag.strip('"') for tag in if_none_match):
+            # A 304 carries no body, hence no Content-Type either (RFC 9110 15.4.5).
             resp.status = falcon.HTTP_304
             return
+        resp.content_type = asset.content_type
         resp.data = asset.body
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str = "index.html") -> None:

@@ -762,7 +762,8 @@
     var t0 = Math.min.apply(null, starts.concat(runStart !== null ? [runStart] : []));
     var ends = items.map(function (it) { return it.end; }).filter(function (t) { return t !== null; });
     var t1 = Math.max.apply(null, ends.concat([runEnd !== null ? runEnd : t0 + 1]));
-    var span = Math.max(t1 - t0, 1);
+    // Instants have whole seconds, so a timeline shorter than one second would be noise.
+    var span = Math.max(t1 - t0, 1000);
     function pct(t) { return ((t - t0) / span * 100).toFixed(3) + '%'; }
     var rows = [];
     items.forEach(function (it) {
@@ -945,7 +946,7 @@
         if (runLog.el.open) loadRunLog();
         if (changed && (!isActive(label) || !finalSeen)) loadOutputs();
         if (!isActive(label)) { finalSeen = true; liveEl.textContent = ''; return 0; }
-        delay = changed ? 1000 : Math.min(delay * 1.5, 8000);
+        delay = changed ? 1000 : Math.min(delay * 1.5, 5000);
         return delay;
       }, function (err) {
         if (!ctx.alive()) return 0;
