@@ -95,7 +95,7 @@ def test_scheduled_dag_fires_once_per_tick(ctl: tuple[Controller, Clock], home: 
 def test_added_edited_and_removed_files_are_picked_up(
     ctl: tuple[Controller, Clock], home: Path
 ) -> None:
-    c, clock = ctl
+    c, _ = ctl
     c.refresh_catalog(force=True)
     assert c.pass_once() == []
     path = write(home, "late", 'schedule: "30 12 * * *"\nsteps:\n  - command: "true"\n')
