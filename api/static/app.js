@@ -545,8 +545,8 @@
           h('td', null, h('a', { class: 'stepname', href: '#/dags/' + enc(it.fileName || name) }, name),
             it.suspended ? [' ', h('span', { class: 'tag' }, 'suspended')] : null,
             dag.description ? h('div', { class: 'muted' }, dag.description) : null,
-            errs.length ? h('div', { class: 'err-text', role: 'note' }, '⚠ ' + errs.join('; ')) : null),
-          h('td', { class: 'full-sm' }, scheduleCell(dag)),
+            errs.length ? h('div', { class: 'err-text', title: errs.join('\n') }, '⚠ not loaded: see the errors above') : null),
+          h('td', { class: 'full-sm' }, errs.length ? h('span', { class: 'muted' }, '—') : scheduleCell(dag)),
           h('td', { class: 'hide-sm nowrap' }, next ? [fmtTime(next), h('div', { class: 'muted' }, fmtRelative(next))]
             : h('span', { class: 'muted' }, '—')),
           h('td', { class: 'hide-sm' }, (dag.tags || []).map(function (t) {
@@ -986,23 +986,50 @@
       h('h2', null, 'Lost runs'), lostHost,
       h('h2', null, 'Queues'), queueHost,
       h('h2', null, 'Scheduler instances'), schedHost);
+    // The plan document is `dagloop plan --json`: {now, actions: [{action, dag_name, run_id,
+    // reason, ...}], queued, running, invalid, schedules}. Unknown keys still show, generically.
+    function actionsTable(actions, id) {
+      var main3 = ['action', 'dag_name', 'run_id', 'reason'];
+      return h('div', { class: 'table-wrap' }, h('table', { id: id },
+        h('thead', null, h('tr', null, ['Action', 'DAG', 'Run', 'Why', 'Details'].map(function (c) {
+          return h('th', { scope: 'col' }, c);
+        }))),
+        h('tbody', null, actions.map(function (a) {
+          var dag = a.dag_name || a.file_name || a.dag || '';
+          var rest = Object.keys(a).filter(function (k) { return main3.indexOf(k) < 0 && a[k] !== null && a[k] !== '' && k !== 'file_name'; });
+          return h('tr', { 'data-action': a.action || a.kind || '' },
+            h('td', null, h('strong', null, a.action || a.kind || '?')),
+            h('td', null, dag ? h('a', { href: '#/dags/' + enc(dag) }, dag) : ''),
+            h('td', null, a.run_id && dag ? h('a', { class: 'mono', href: '#/runs/' + enc(dag) + '/' + enc(a.run_id) }, a.run_id) : ''),
+            h('td', null, a.reason || ''),
+            h('td', { class: 'muted' }, rest.map(function (k) {
+              var v = a[k];
+              return h('div', null, k + ': ', typeof v === 'object' ? JSON.stringify(v) : String(v));
+            })));
+        }))));
+    }
+    var PLAN_PARTS = { queued: 'Queued runs', running: 'Running runs', invalid: 'Invalid DAG files', schedules: 'Next scheduled times' };
     function loadPlan() {
       return api('/plan').then(function (body) {
         body = body || {};
-        var actions = body.actions || body.plan || [];
-        if (!Array.isArray(actions)) actions = [];
-        var facts = Object.keys(body).filter(function (k) { return k !== 'actions' && k !== 'plan' && k !== 'lostRuns' && typeof body[k] !== 'object'; });
+        var actions = Array.isArray(body.actions) ? body.actions : [];
+        var facts = Object.keys(body).filter(function (k) { return typeof body[k] !== 'object'; });
+        var parts = Object.keys(body).filter(function (k) { return k !== 'actions' && k !== 'lostRuns' && Array.isArray(body[k]) && body[k].length; });
         replace(planHost,
           facts.length ? h('dl', { class: 'facts' }, facts.map(function (k) {
             var v = body[k];
-            return [h('dt', null, k), h('dd', null, /At$/.test(k) && parseTime(v) !== null ? fmtTime(v) : String(v))];
+            return [h('dt', null, k === 'now' ? 'Computed at' : k), h('dd', null, typeof v === 'string' && parseTime(v) !== null ? fmtTime(v) : String(v))];
           })) : null,
-          actions.length ? genericTable(actions, 'plan-actions') : h('p', { class: 'muted', id: 'plan-empty' }, 'Nothing to do: the desired state is reached.'),
-          h('details', null, h('summary', null, 'raw plan'), h('pre', { class: 'json' }, JSON.stringify(body, null, 2))));
+          actions.length ? actionsTable(actions, 'plan-actions') : h('p', { id: 'plan-empty' }, 'Nothing to do: every DAG is where it should be.'),
+          parts.map(function (k) {
+            var rows = body[k].map(function (r) { return typeof r === 'object' && r !== null ? r : { value: r }; });
+            return [h('h3', null, PLAN_PARTS[k] || k), genericTable(rows, 'plan-' + k)];
+          }),
+          h('details', null, h('summary', null, 'the plan as JSON'), h('pre', { class: 'json' }, JSON.stringify(body, null, 2))));
         var lost = Array.isArray(body.lostRuns) ? body.lostRuns : actions.filter(function (a) {
-          return /lost/i.test(String(a.action || a.kind || a.type || ''));
+          return /lost/i.test(String(a.action || a.kind || ''));
         });
-        replace(lostHost, lost.length ? genericTable(lost, 'lost-runs') : h('p', { class: 'muted' }, 'No lost runs.'));
+        replace(lostHost, lost.length ? actionsTable(lost, 'lost-runs') : h('p', { class: 'muted' }, 'No lost runs.'));
       }, function (err) {
         replace(planHost, errorBox(err, 'Could not load the plan'));
         replace(lostHost, h('p', { class: 'muted' }, 'Unknown (the plan is unavailable).'));

@@ -198,8 +198,8 @@ class Shots:
     def take(self, name: str, *, full_page: bool = True) -> Path:
         """Save a PNG of the page (resized to the page's height when `full_page`)."""
         if full_page:
-            height = int(self.driver.execute_script("return document.body.scrollHeight"))
-            self.driver.set_window_size(1280, min(max(height + 20, 600), 4000))
+            height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))
+            self.driver.set_window_size(1280, min(max(height + 160, 600), 4000))
         path = self.folder / f"{len(self.taken):02d}-{name}.png"
         self.driver.save_screenshot(str(path))
         self.taken.append(path)
