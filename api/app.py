@@ -74,6 +74,8 @@ def create_app(
     middleware: list[Any] = [ReadOnlyMiddleware(), AuthMiddleware(settings)]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
+    # `?perPage=` is a bad value, not an absent one: keep blank values so they are checked.
+    app.req_options.keep_blank_qs_values = True
     errors.install(app)
     registry = build_registry(ctx, scheduler_running=scheduler_running, extra=collectors)
 

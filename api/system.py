@@ -5,7 +5,6 @@ and `/plan`. Routed by `api.app.create_app`.
 from __future__ import annotations
 
 import importlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +134,15 @@ class Schedulers:
     on_head = on_get
 
 
+def plan_builder() -> Any:
+    """`controller.commands.plan.plan_document`, or None when that build lacks it."""
+    try:
+        module = importlib.import_module("controller.commands.plan")
+    except ModuleNotFoundError:
+        return None
+    return getattr(module, "plan_document", None)
+
+
 class Plan:
     """GET /api/v2/plan: what the controller would do now, as `dagloop plan --json`."""
 
@@ -142,27 +150,12 @@ class Plan:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Calls `plan_document(settings=, store=, catalog=, now=)` of
-        `controller.commands.plan` (else of `controller.reconcile`), the builder of
-        `dagloop plan --json`; 503 while no such builder exists."""
-        build = None
-        for module_name in ("controller.commands.plan", "controller.reconcile"):
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError:
-                continue
-            build = getattr(module, "plan_document", None)
-            if build is not None:
-                break
+        """Calls `plan_document(settings=, store=)` of `controller.commands.plan` (the
+        builder of `dagloop plan --json`, given this thread's read-only store); 503 while no
+        such builder exists."""
+        build = plan_builder()
         if build is None:
             raise Unavailable("the controller's plan is not available in this build")
-        now = datetime.fromtimestamp(self.ctx.clock(), UTC)
-        self.ctx.catalog.entries()  # refresh if due
-        resp.media = build(
-            settings=self.ctx.settings,
-            store=self.ctx.stores.get(),
-            catalog=self.ctx.catalog.catalog,
-            now=now,
-        )
+        resp.media = build(settings=self.ctx.settings, store=self.ctx.stores.get())
 
     on_head = on_get
