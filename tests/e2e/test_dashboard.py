@@ -70,6 +70,12 @@ steps:
     depends: wait for go
 """
 
+CHATTY = """\
+steps:
+  - name: count
+    command: seq 1 500
+"""
+
 BROKEN = "steps: [\n"
 
 
@@ -85,6 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "ok.yaml": OK,
             "fails.yaml": FAILS,
             "live.yaml": LIVE.format(go=go),
+            "chatty.yaml": CHATTY,
             "broken.yaml": BROKEN,
         },
         {},
@@ -92,6 +99,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         assert srv.dagloop("start", "ok").returncode == 0
         assert srv.dagloop("start", "fails").returncode == 1
+        assert srv.dagloop("start", "chatty").returncode == 0
         yield srv
     finally:
         stop_process(srv.proc)
@@ -129,6 +137,15 @@ def test_dag_list_shows_statuses_schedules_and_load_errors(
     assert chrome.find_elements("css selector", 'tr[data-dag="ok"]')
     assert "tag=demo" in chrome.current_url
     assert chrome.execute_script("return window.__sameDocument") is True
+
+    # Sorted by next run, the DAGs without a schedule come last.
+    chrome.get(server.base_url + "/#/dags?sort=nextRun")
+    wait_for(chrome, 'tr[data-dag="live"]')
+    order = [
+        r.get_attribute("data-dag") for r in chrome.find_elements("css selector", "tr[data-dag]")
+    ]
+    assert set(order[:2]) == {"fails", "ok"}
+    assert set(order[2:]) == {"broken", "chatty", "live"}
 
 
 def test_dag_page_draws_the_step_graph_and_run_history(
@@ -183,6 +200,34 @@ def test_run_page_shows_graph_exit_code_and_failed_stderr(
     assert stderr.is_displayed()
     assert chrome.find_elements("css selector", ".gantt .gbar.s-failed")
     shots.take("run-failed")
+
+    # A graph node is a keyboard control: Enter brings its step's row into focus.
+    from selenium.webdriver.common.keys import Keys
+
+    chrome.execute_script("arguments[0].focus()", node)
+    focused = "var a = document.activeElement; return a.tagName + ' ' + a.dataset.step"
+    assert chrome.execute_script(focused) == "g explode"
+    node.send_keys(Keys.ENTER)
+    wait_until(lambda: chrome.execute_script(focused) == "TR explode")
+
+
+def test_step_log_shows_the_tail_and_loads_more(chrome: Any, server: Server) -> None:
+    run_id = latest_run_id(server, "chatty")
+    chrome.get(f"{server.base_url}/#/runs/chatty/{run_id}")
+    panel = wait_for(chrome, 'tr[data-step="count"] details[data-stream="stdout"]')
+    panel.find_element("css selector", "summary").click()
+    pre = wait_for(
+        chrome,
+        'tr[data-step="count"] details[data-stream="stdout"] pre',
+        check=lambda el: el.text.strip().endswith("500"),
+    )
+    lines = pre.text.split()
+    assert lines[0] == "301" and len(lines) == 200
+    assert "last 200 of 500 lines" in panel.text
+    panel.find_element("css selector", "button").click()
+    wait_until(lambda: pre.text.split()[0] == "1", timeout=10)
+    assert len(pre.text.split()) == 500
+    assert not panel.find_element("css selector", "button").is_displayed()
 
 
 def test_live_run_turns_from_running_to_succeeded_without_reload(
