@@ -840,7 +840,9 @@
       if (!panels[key]) panels[key] = new LogPanel('/dag-runs/' + enc(dagName) + '/' + enc(realId), step, stream);
       return panels[key];
     }
-    function render(d) {
+    // full: the run changed, so the graph and the steps table are rebuilt; otherwise (an
+    // active run ticking) only the facts and the timeline, so keyboard focus is not lost.
+    function render(d, full) {
       var label = runLabel(d);
       var active = isActive(label);
       var started = parseTime(d.startedAt), finished = parseTime(d.finishedAt);
@@ -869,7 +871,7 @@
         var lab = nodeLabel(x.value), name = (x.value.step && x.value.step.name) || ('on' + x.kind);
         return { id: name, label: 'on ' + x.kind, status: lab, deps: [], onActivate: showStep(name), title: name + ': ' + human(lab) };
       });
-      replace(graphHost, stepGraph(gNodes, gHandlers, 'step graph of this run, coloured by step status'));
+      if (full) replace(graphHost, stepGraph(gNodes, gHandlers, 'step graph of this run, coloured by step status'));
 
       var now = Date.now();
       var items = nodes.map(function (n) { return { name: (n.step || {}).name, node: n }; })
@@ -880,6 +882,11 @@
       });
       replace(ganttHost, gantt(items, started, finished !== null ? finished : (active ? now : null)));
 
+      if (full) renderSteps(items, nodes);
+      Object.keys(panels).forEach(function (k) { if (panels[k].el.open) panels[k].load(); });
+      liveEl.textContent = active ? 'live: refreshing while the run is ' + human(label) : '';
+    }
+    function renderSteps(items, nodes) {
       var tbody = h('tbody');
       items.forEach(function (it) {
         var n = it.node, lab = nodeLabel(n), st = n.step || {};
@@ -902,8 +909,6 @@
           h('th', { scope: 'col' }, 'Exit'), h('th', { scope: 'col', class: 'hide-sm' }, 'Retries'),
           h('th', { scope: 'col', class: 'hide-sm' }, 'Started'), h('th', { scope: 'col' }, 'Duration'))),
         tbody)) : h('p', { class: 'muted' }, 'No steps recorded.'));
-      Object.keys(panels).forEach(function (k) { if (panels[k].el.open) panels[k].load(); });
-      liveEl.textContent = active ? 'live: refreshing while the run is ' + human(label) : '';
     }
     function loadOutputs() {
       return api(runPath.replace(enc(runId), enc(realId)) + '/outputs').then(function (body) {
@@ -941,7 +946,7 @@
         var label = runLabel(d);
         var changed = json !== lastJson;
         lastJson = json;
-        if (changed || isActive(label)) render(d);
+        if (changed || isActive(label)) render(d, changed);
         renderRunLog();
         if (runLog.el.open) loadRunLog();
         if (changed && (!isActive(label) || !finalSeen)) loadOutputs();
