@@ -231,10 +231,16 @@ def _parse_documents(text: str, file: str) -> list[_Document]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = " ".join((exc.problem or exc.context or "invalid YAML").split())
         raise DagLoadError([LoadError(file, line, "", f"invalid YAML: {problem}")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML refuses, e.g. a control char
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+        message = f"invalid YAML: character U+{char:04X} is not allowed"
+        where = text[: exc.position].count("\n") + 1
+        raise DagLoadError([LoadError(file, where, "", message)]) from None
     except yaml.YAMLError as exc:
-        raise DagLoadError([LoadError(file, None, "", f"invalid YAML: {exc}")]) from None
+        summary = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
+        raise DagLoadError([LoadError(file, None, "", f"invalid YAML: {summary}")]) from None
     except RecursionError:
         raise DagLoadError([LoadError(file, None, "", "invalid YAML: nested too deeply")]) from None
     finally:
@@ -502,10 +508,19 @@ def _message(err: Mapping[str, Any]) -> str:
     return msg[:1].lower() + msg[1:]
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_$-]+$")
+
+
 def _dotted(path: Path_) -> str:
+    """`steps[0].retryPolicy.limit`; odd keys quoted (`env['a b']`) so it stays one line."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.match(part):
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 
