@@ -258,3 +258,37 @@ def test_a_bad_step_does_not_hide_errors_of_the_other_steps() -> None:
         (5, "steps[0].timeoutSec"),
         (8, "steps[1].depends"),
     ]
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
+
+
+def test_examples_directory_validates(tmp_path: Path) -> None:
+    files = sorted(str(p) for p in EXAMPLES.glob("*.yaml"))
+    dags = [f for f in files if not f.endswith("base.yaml")]
+    assert len(dags) >= 8
+    env = dagu_home(tmp_path)
+    code, out, err = run_cli("validate", "--base", str(EXAMPLES / "base.yaml"), *files, env=env)
+    assert (code, out) == (0, ""), out + err
+
+
+def test_examples_cover_the_features_they_advertise() -> None:
+    base = load_base(EXAMPLES / "base.yaml")
+    loaded = {p.stem: load_dag(p, base=base) for p in EXAMPLES.glob("*.yaml") if p.stem != "base"}
+    etl = loaded["etl_chain"].spec
+    assert [s.depends for s in etl.steps][1:] == [["extract"], ["count"], ["transform"], ["load"]]
+    assert all(s.output is not None for s in etl.steps[:4])
+    assert loaded["fan_out_fan_in"].step("join").depends == ["shard-a", "shard-b", "shard-c"]
+    retry = loaded["retry_backoff"].step("flaky").retry_policy
+    assert retry is not None and retry.backoff == 2.0
+    assert loaded["preconditions"].spec.preconditions
+    assert {e for e, _ in loaded["handlers"].spec.handler_on.items()} >= {
+        "success",
+        "failure",
+        "exit",
+    }
+    assert loaded["params"].spec.params == [(None, "2024-01-01"), ("REGION", "eu"), ("LIMIT", "3")]
+    assert loaded["scheduled_report"].spec.schedule.start
+    assert "greet" in loaded["sub_dag_call"].local_dags
+    assert loaded["continue_on"].step("nothing-new").continue_on.exit_code == [3]
+    assert loaded["etl_chain"].spec.env[0] == ("OUT_DIR", "/tmp/dagloop-examples")  # from base
