@@ -11,6 +11,7 @@ kept; `unsupported_features` names them so a run that needs one fails with a cle
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import shlex
 from typing import Annotated, Any, Literal
@@ -25,10 +26,11 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from model.params import RUN_ID_MAX_LENGTH as RUN_ID_MAX_LENGTH
+from model.params import RUN_ID_PATTERN as RUN_ID_PATTERN
+
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]+$")
 NAME_MAX_LENGTH = 40
-RUN_ID_PATTERN = re.compile(r"^[-a-zA-Z0-9_]+$")
-RUN_ID_MAX_LENGTH = 64
 DEFAULT_MAX_OUTPUT_SIZE = 1024 * 1024
 DEFAULT_MAX_CLEANUP_SECONDS = 5
 DEFAULT_HIST_RETENTION_DAYS = 30
@@ -64,6 +66,7 @@ def split_cron(expression: str) -> tuple[str | None, str]:
     return None, expr
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and croniter's parse is the slowest part of a load
 def check_cron(expression: str) -> str | None:
     """What is wrong with a cron expression (5 fields, optional CRON_TZ=), or None."""
     zone, expr = split_cron(expression)
