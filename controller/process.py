@@ -19,6 +19,7 @@ from typing import IO, Any
 
 __all__ = [
     "find_escapees",
+    "group_alive",
     "kill_group",
     "kill_run_processes",
     "make_fds_cloexec",
@@ -168,13 +169,41 @@ def kill_run_processes(
             _kill(pid, first_signal)
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
-            if not any(_group_alive(g) for g in groups) and not find_escapees(dag_name, run_id):
+            if not any(group_alive(g) for g in groups) and not find_escapees(dag_name, run_id):
                 return
             time.sleep(0.05)
     for g in groups:
         kill_group(g, signal.SIGKILL)
     for pid in find_escapees(dag_name, run_id):
         _kill(pid, signal.SIGKILL)
+    # SIGKILL is asynchronous: wait (bounded) until the processes are really gone, so that a
+    # caller starting a new attempt right after never runs beside the old one.
+    deadline = time.monotonic() + _KILL_WAIT_SECONDS
+    while any(group_alive(g) for g in groups) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+_KILL_WAIT_SECONDS = 2.0
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group `pgid` has a member that is not a zombie."""
+    if not _group_alive(pgid):
+        return False
+    # killpg(0) counts zombies (not yet reaped by their new parent): look closer.
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        # fields[0] is the state, fields[2] the process group
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _kill(pid: int, sig: int) -> None:

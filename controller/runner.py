@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import select
 import selectors
 import shlex
 import signal
@@ -59,6 +60,7 @@ HANDLER_KINDS = {
     "wait": "onWait",
 }
 _RESEND_SECONDS = 2.0
+_PIPE_LINGER_SECONDS = 0.2  # see Runner._drain_after_exit
 _TAIL_BYTES = 1024
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -1101,14 +1103,28 @@ class Runner:
                 self._final(node, StepStatus.ABORTED, None, "")
 
     def _signal_node(self, node: Node, sig: int) -> None:
+        name = signal.Signals(sig).name
         for p in node.procs:
-            proc.kill_group(p.popen.pid, sig)
+            if proc.kill_group(p.popen.pid, sig):
+                self._note(f"{name} sent to step {node.name!r} (process group {p.popen.pid})")
         if sig == signal.SIGKILL:
-            for pid in proc.find_escapees(self.dag.name, self.run.run_id):
+            escapees = proc.find_escapees(self.dag.name, self.run.run_id)
+            for pid in escapees:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+            if escapees:
+                self._note(f"SIGKILL sent to processes that left their step's group: {escapees}")
+
+    def _note(self, text: str) -> None:
+        """One line in the run log (run.log), e.g. what a stop killed; never fails the run."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            with open(self.o.log_dir / "run.log", "a", encoding="utf-8") as f:
+                f.write(f"{stamp} INFO {text} dag={self.dag.name} run_id={self.run.run_id}\n")
+        except OSError:
+            pass
 
     def _drain(self, node: Node, p: _Proc) -> bool:
         """Read what is available on a capture pipe; False at EOF."""
@@ -1138,11 +1154,30 @@ class Runner:
                 node.captured += chunk
         return True
 
+    def _drain_after_exit(self, node: Node, p: _Proc) -> None:
+        """The process exited: read what its pipe holds, but wait for EOF only briefly.
+
+        A descendant that left the step's group (setsid, double fork) can hold the write end
+        for ever; waiting for EOF would keep the run `running` as long as it lives (issue 8
+        #6). Output written within `_PIPE_LINGER_SECONDS` after the exit still counts.
+        """
+        assert p.capture is not None
+        fd = p.capture.fileno()
+        deadline = time.monotonic() + _PIPE_LINGER_SECONDS
+        while p.capture is not None:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            if not self._drain(node, p):
+                return  # EOF: the pipe is closed and unregistered
+        if p.capture is not None:
+            self.sel.unregister(p.capture)
+            p.capture.close()
+            p.capture = None
+
     def _reap(self, node: Node, p: _Proc) -> None:
         if p.capture is not None:
-            os.set_blocking(p.capture.fileno(), True)
-            while self._drain(node, p):
-                pass
+            self._drain_after_exit(node, p)
         self.sel.unregister(p.pidfd)
         os.close(p.pidfd)
         code = p.popen.wait()
@@ -1381,12 +1416,13 @@ class Runner:
                 except subprocess.TimeoutExpired:
                     pass
             self._close_logs(n)
-        if self.canceled:
-            for pid in proc.find_escapees(self.dag.name, self.run.run_id):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        # Always, not only after a stop: no process outlives its run (DESIGN §3.3), and a
+        # setsid escapee of a succeeded step would otherwise run on unsupervised (issue 8 #6).
+        for pid in proc.find_escapees(self.dag.name, self.run.run_id):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         try:
             self.sel.close()
             os.close(self._wake_r)
