@@ -64,13 +64,25 @@ def find_dag_file(name_or_file: str, dags_dir: Path) -> Path:
 def load(path: Path, settings: Any, *, text: str | None = None, local: str | None = None) -> Any:
     """Load a DAG file (or a snapshot `text` of it) merged over base.yaml; `local` selects a
     sub-DAG document of the file."""
-    from model.loader import load_base, load_dag, load_dag_text
+    from model import speccache
 
-    base = load_base(settings.base_config)
-    if text is not None:
-        dag = load_dag_text(text, file=str(path), location=path, base=base)
-    else:
-        dag = load_dag(path, base=base, max_bytes=settings.max_dag_file_bytes)
+    def fresh() -> Any:
+        # Imports pydantic and builds the validation schemas: only on a cache miss.
+        from model.loader import load_base, load_dag, load_dag_text
+
+        base = load_base(settings.base_config)
+        if text is not None:
+            return load_dag_text(text, file=str(path), location=path, base=base)
+        return load_dag(path, base=base, max_bytes=settings.max_dag_file_bytes)
+
+    dag = speccache.load(
+        path,
+        base_config=settings.base_config,
+        cache_dir=settings.data_dir,
+        loader=fresh,
+        text=text,
+        max_bytes=settings.max_dag_file_bytes,
+    )
     if local:
         sub = dag.local_dags.get(local)
         if sub is None:

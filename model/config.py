@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 __all__ = [
     "SECRET_MASK",
     "ConfigError",
@@ -355,6 +353,8 @@ def _read_config_file(path: Path) -> dict[str, tuple[object, str]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    import yaml  # only when a config file exists: keeps ~15 ms off `dagloop start`
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

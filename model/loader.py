@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from model.params import resolve_params as resolve_params
 from model.spec import (
     NAME_PATTERN,
     DagSpec,
@@ -802,29 +803,3 @@ def _one_param(token: str) -> list[tuple[str | None, str]]:
     if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         return [(key, val)]
     return [(None, token)]
-
-
-def resolve_params(
-    defaults: Sequence[tuple[str | None, str]], overrides: Sequence[tuple[str | None, str]]
-) -> list[tuple[str, str]]:
-    """Apply overrides by name or by position; positional params are named "1", "2", …"""
-    params: list[list[str | None]] = [[k, v] for k, v in defaults]
-    position = 0
-    for key, value in overrides:
-        if key is not None:
-            for item in params:
-                if item[0] == key:
-                    item[1] = value
-                    break
-            else:
-                params.append([key, value])
-        else:
-            if position < len(params):
-                params[position][1] = value
-            else:
-                params.append([None, value])
-            position += 1
-    out: list[tuple[str, str]] = []
-    for i, (param_key, param_value) in enumerate(params, start=1):
-        out.append((param_key if param_key is not None else str(i), param_value or ""))
-    return out

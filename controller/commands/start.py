@@ -31,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the run; returns the exit code."""
     from controller.store import NotFound, Store
     from model.config import ConfigError
-    from model.loader import DagLoadError, parse_param_overrides, resolve_params
-    from model.spec import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN
+    from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
     from model.status import RunStatus
 
     try:
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 dag = launch.load(path, settings, text=queued.spec_yaml, local=args.local)
             else:
                 dag = launch.load(path, settings, local=args.local)
-        except DagLoadError as exc:
+        except _load_error() as exc:
             print(f"dagloop start: {exc}", file=sys.stderr)
             if queued is not None:
                 store.update_run(queued.id, status=RunStatus.FAILED, error=str(exc))
@@ -96,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             run_row = store.get_run_by_id(queued.id)
             params = launch.params_to_pairs(run_row.params)
         else:
-            overrides = parse_param_overrides([*args.params, *args.extra])
+            overrides = _overrides([*args.params, *args.extra])
             params = resolve_params(dag.spec.params, overrides)
             parent_dag, _, parent_id = (args.parent or "").partition(":")
             root_dag, _, root_id = (args.root or "").partition(":")
@@ -131,3 +130,20 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
+
+
+# Both helpers import model.loader (and so pydantic) only when needed: a cached DAG started
+# without params never pays for it. An `except` clause evaluates its type only when an
+# exception is being handled.
+def _load_error() -> type[Exception]:
+    from model.loader import DagLoadError
+
+    return DagLoadError
+
+
+def _overrides(tokens: list[str]) -> list[tuple[str | None, str]]:
+    if not tokens:
+        return []
+    from model.loader import parse_param_overrides
+
+    return parse_param_overrides(tokens)
