@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller import faults
 from controller.catalog import Catalog
 from controller.liveness import reap_lost_run, runner_alive
 from controller.reconcile import (
@@ -169,6 +170,7 @@ class Applier:
             )
         except sqlite3.IntegrityError:
             return  # already launched (another pass or another controller): done
+        faults.point("apply.launch.recorded")  # test-only crash point (controller/faults.py)
         log.info("run created: %s", action.reason, extra={"dag": dag.name, "run_id": action.run_id})
         if action.start:
             self._start(run, action.reason)

@@ -11,6 +11,7 @@ Called by `dagloop status/stop/retry/start`, and by the control loop's applier.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from controller.process import kill_run_processes, pid_alive, proc_start_ticks
@@ -34,27 +35,45 @@ def runner_alive(
 ) -> bool:
     """Whether the runner process of `run` is still there.
 
-    On this host: the pid exists and has the recorded start time. On another host (or with
-    no pid recorded): the heartbeat is fresher than `heartbeat_timeout_seconds`.
+    On this host: the pid exists, has the recorded start time, and its heartbeat (when one
+    was recorded) is fresher than `heartbeat_timeout_seconds` — a runner that exists but no
+    longer beats (stopped, hung) counts as gone, so a stuck run cannot hold its DAG's slot
+    for ever (issue 8 #31); `reap_lost_run` then kills it. On another host (or with no pid
+    recorded): the heartbeat alone decides.
     """
     if run.pid is not None and (not run.host or run.host == os.uname().nodename):
-        if not pid_alive(run.pid):
+        if not _same_process(run):
             return False
-        if run.pid_started is not None:
-            return proc_start_ticks(run.pid) == run.pid_started
-        return True
+        age = heartbeat_age(run)
+        return age is None or age < heartbeat_timeout_seconds
     age = heartbeat_age(run)
     return age is not None and age < heartbeat_timeout_seconds
+
+
+def _same_process(run: RunRecord) -> bool:
+    """The recorded runner pid is alive and is still that process (not a reused pid)."""
+    if run.pid is None or not pid_alive(run.pid):
+        return False
+    return run.pid_started is None or proc_start_ticks(run.pid) == run.pid_started
 
 
 def reap_lost_run(store: Store, run: RunRecord, reason: str) -> RunRecord:
     """Kill the leftovers of a run whose runner is gone and record it failed ("lost: …").
 
-    Running steps become failed. Safe to repeat: a run already final is returned unchanged.
+    A runner process that still exists (it stopped heartbeating) is killed first. Running
+    steps become failed. Safe to repeat: a run already final is returned unchanged.
     """
     current = store.get_run_by_id(run.id)
     if current.status.is_final():
         return current
+    local = not current.host or current.host == os.uname().nodename
+    if local and current.pid_started is not None and _same_process(current):
+        # A runner that exists but stopped beating (SIGSTOP, hang): it would resume and write
+        # over the final status, so it goes first.
+        try:
+            os.kill(current.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            pass
     steps = store.list_steps(run.id)
     pgids = [s.pgid for s in steps if s.pgid]
     kill_run_processes(run.dag_name, run.run_id, pgids, grace_seconds=0.0)

@@ -20,7 +20,12 @@ processes killed and are recorded aborted "controller shutdown". Then release th
 Queued runs stay queued for the next controller.
 
 Time: every decision takes `now` from the injected `clock`; only the sleeps use real time.
-Callers: `dagloop scheduler`, `dagloop start-all`, and in-process tests.
+systemd: READY/WATCHDOG/STOPPING through `controller.sdnotify` (the unit is `Type=notify` with
+`WatchdogSec=`); a pass pings the watchdog, and the sleep between passes is capped at half the
+watchdog period, so a hung or stopped loop is restarted by systemd.
+
+Callers: `dagloop scheduler`, `dagloop start-all` (both through `run_controller`, which checks
+the database first), and in-process tests.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +59,8 @@ from controller.reconcile import (
     plan,
     tick_of,
 )
-from controller.store import Store
+from controller.sdnotify import Notifier
+from controller.store import Store, StoreError
 from controller.watcher import Doorbell, Watcher
 from model.config import Settings
 from model.status import RunStatus
@@ -99,6 +106,7 @@ class Controller:
             self.store, settings, self.catalog, clock, spawn_runners=spawn_runners
         )
         self.bell = Doorbell()
+        self.notifier = Notifier()
         self.liveness = default_liveness(settings.heartbeat_timeout_seconds)
         self.decided: dict[TickKey, datetime] = {}
         self.shutting_down = False
@@ -212,6 +220,9 @@ class Controller:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         self._record_instance("standby")
+        # READY as soon as the loop runs, standby included: systemd's start must not time out
+        # while another controller leads.
+        self.notifier.ready("standby")
         standby_logged = False
         last_beat = time.monotonic()
         while not self.try_lock():
@@ -219,8 +230,10 @@ class Controller:
                 log.info("another controller holds %s; waiting as standby", LOCK_FILE)
                 standby_logged = True
             if self.stop_requested:
+                self.notifier.stopping("stopped as standby")
                 self._record_instance("stopped")
                 return 0
+            self.notifier.watchdog()
             self.bell.wait(STANDBY_POLL_SECONDS)
             if time.monotonic() - last_beat > self.settings.resync_interval_seconds:
                 self._record_instance("standby")
@@ -228,6 +241,7 @@ class Controller:
         signal.signal(signal.SIGCHLD, self._on_child)
         log.info("controller active (dags: %s)", self.settings.dags_dir)
         self._record_instance("active")
+        self.notifier.status("active")
         watcher = Watcher(
             self.bell,
             dags_dir=self.settings.dags_dir,
@@ -242,6 +256,8 @@ class Controller:
                     self.pass_once()
                 except Exception as exc:  # a transient failure (locked db...): retry next pass
                     log.error("reconcile pass failed: %s", exc)
+                # A pass that returned (even with an error) proves the loop is not hung.
+                self.notifier.watchdog()
                 if time.monotonic() - last_beat >= self.settings.resync_interval_seconds:
                     self._record_instance("active")
                     last_beat = time.monotonic()
@@ -260,6 +276,8 @@ class Controller:
         due = self.builder.next_due_at()
         if due is not None:
             timeout = min(timeout, (due - self.now()).total_seconds())
+        if self.notifier.watchdog_seconds is not None:
+            timeout = min(timeout, self.notifier.watchdog_seconds / 2)
         return max(timeout, 0.0)
 
     # ------------------------------------------------------------------ shutdown
@@ -276,6 +294,7 @@ class Controller:
     def shutdown(self) -> None:
         """Graceful stop: no launches, wait up to the grace, stop runners, record leftovers."""
         self.shutting_down = True
+        self.notifier.stopping("shutting down")
         log.info(
             "shutting down: waiting up to %.0f s for runs", self.settings.shutdown_grace_seconds
         )
@@ -285,6 +304,7 @@ class Controller:
                 self.pass_once()  # still marks lost runs and reaps children, launches nothing
             except Exception as exc:
                 log.error("reconcile pass failed: %s", exc)
+            self.notifier.watchdog()
             self.bell.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
         remaining = self._managed_running()
         if not remaining:
@@ -303,6 +323,7 @@ class Controller:
             self.store.get_run_by_id(r).status.is_active() for r in remaining
         ):
             self.applier.reap_children()
+            self.notifier.watchdog()
             self.bell.wait(0.1)
         for row in remaining:
             run = self.store.get_run_by_id(row)
@@ -322,6 +343,35 @@ class Controller:
                 finished_at=self.store.get_run_by_id(row).finished_at or self.clock(),
             )
         self.applier.reap_children()
+
+
+def run_controller(settings: Settings) -> int:
+    """Open and check the store, then run the loop until SIGTERM/SIGINT; the exit code.
+
+    A database that cannot be opened or fails `PRAGMA integrity_check` stops the controller
+    before it does anything (exit 2, one clear line): acting on a torn store could relaunch or
+    lose runs. Callers: `dagloop scheduler`, `dagloop start-all`.
+    """
+    try:
+        store = Store(settings.db_path)
+        problems = store.check_integrity()
+    except (StoreError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        log.error("cannot start: %s: the state database is damaged: %s", settings.db_path, exc)
+        return 2
+    if problems:
+        log.error(
+            "cannot start: %s fails PRAGMA integrity_check: %s%s (restore it from a backup, "
+            "or move it away to start with an empty history)",
+            settings.db_path,
+            "; ".join(problems[:5]),
+            " …" if len(problems) > 5 else "",
+        )
+        store.close()
+        return 2
+    return Controller(settings, store=store).run_forever()
 
 
 def lock_path(settings: Settings) -> Path:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller import faults
 from model.status import RunStatus, StepStatus
 
 SCHEMA_VERSION = 1
@@ -338,7 +339,9 @@ class Store:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        faults.point("commit.before")  # test-only crash points (controller/faults.py)
         self._db.execute("COMMIT")
+        faults.point("commit.after")
 
     def check_integrity(self) -> list[str]:
         """`PRAGMA integrity_check` problems (empty when the file is sound)."""

@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop scheduler: {exc}", file=sys.stderr)
         return 1
     setup_logging(log_format=settings.log_format, debug=settings.debug)
-    from controller.loop import Controller
+    from controller.loop import run_controller
 
-    return Controller(settings).run_forever()
+    return run_controller(settings)

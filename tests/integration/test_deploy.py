@@ -75,7 +75,8 @@ def test_systemd_unit_matches_the_operations_guide() -> None:
     service = unit["Service"]
     assert service["ExecStart"] == "/usr/local/bin/dagloop start-all"
     assert (service["User"], service["Group"]) == ("dagu", "dagu")
-    assert service["Type"] == "simple"
+    assert (service["Type"], service["NotifyAccess"]) == ("notify", "main")
+    assert int(service["WatchdogSec"]) >= 2 * 2  # > twice the longest pause between passes
     assert (service["KillMode"], service["KillSignal"]) == ("mixed", "SIGTERM")
     assert service["Restart"] == "always"
     assert service["NoNewPrivileges"] == "true" and service["PrivateTmp"] == "true"
