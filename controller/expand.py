@@ -32,9 +32,10 @@ ENV_PREFIXES = ("DAGU_", "LC_", "DAG_")
 # Controller credentials that match DAGU_ but must never reach a step (Dagu leaks them).
 _ALWAYS_SECRET = ("DAGU_AUTH_*", "DAGU_BASICAUTH_*", "DAGU_AUTHTOKEN", "DAGU_DATABASE_URL")
 
-# ${NAME}, ${NAME.path.to[0]}, ${id.stdout}, $NAME
+# ${NAME}, ${NAME.path.to[0]}, ${id.stdout}, $NAME, and positional params $1 / ${1}
 _REF = re.compile(
     r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}|\$([A-Za-z_][A-Za-z0-9_]*)"
+    r"|\$\{(\d+)\}|\$(\d+)"
 )
 _QUOTED_REF = re.compile(r'"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}"')
 _BACKTICK = re.compile(r"`([^`]*)`")
@@ -66,10 +67,16 @@ def _is_secret(key: str, patterns: tuple[str, ...]) -> bool:
 
 
 def json_path(value: str, path: str) -> str | None:
-    """`.a.b[0]` applied to the JSON text `value`; None when it does not resolve."""
+    """`.a.b[0]` applied to the JSON object text `value`, formatted as Dagu (Go `%v`) does.
+
+    None when `value` is not a JSON object (Dagu then leaves the reference as written);
+    ``<nil>`` when the object does not have the path, as Dagu substitutes.
+    """
     try:
         data: object = json.loads(value)
     except ValueError:
+        return None
+    if not isinstance(data, dict):
         return None
     for m in _PATH_PART.finditer(path):
         key, index = m.group(1), m.group(2)
@@ -80,12 +87,64 @@ def json_path(value: str, path: str) -> str | None:
         elif key is not None and key.isdigit() and isinstance(data, list) and int(key) < len(data):
             data = data[int(key)]
         else:
-            return None
-    if isinstance(data, str):
-        return data
-    if data is None:
-        return "null"
-    return json.dumps(data, separators=(",", ":"))
+            return "<nil>"
+    return go_format(data)
+
+
+def go_format(value: object) -> str:
+    """A decoded JSON value as Go's `fmt.Sprint` prints it (how Dagu renders `${V.path}`).
+
+    Numbers are float64 in Go (`1e+06`), lists `[a b]`, objects `map[k:v]` with sorted keys,
+    null `<nil>`.
+    """
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return _go_float(float(value))
+    if isinstance(value, list):
+        return "[" + " ".join(go_format(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = sorted(value.items())
+        return "map[" + " ".join(f"{k}:{go_format(v)}" for k, v in items) + "]"
+    return str(value)
+
+
+def _go_float(f: float) -> str:
+    """strconv.FormatFloat(f, 'g', -1, 64): shortest digits, exponent form when exp < -4 or >= 6."""
+    if f != f:
+        return "NaN"
+    if f in (float("inf"), float("-inf")):
+        return "+Inf" if f > 0 else "-Inf"
+    if f == 0:
+        return "-0" if str(f).startswith("-") else "0"
+    sign = "-" if f < 0 else ""
+    # shortest round-trip digits come from repr; recompute the decimal exponent from them
+    digits_repr = repr(abs(f))
+    if "e" in digits_repr:
+        m, _, e = digits_repr.partition("e")
+        digits = m.replace(".", "").lstrip("0")
+        exp = int(e) + (len(m.split(".")[0].lstrip("0")) - 1 if "." in m else len(m) - 1)
+    else:
+        whole, _, frac = digits_repr.partition(".")
+        frac = frac.rstrip("0")
+        if whole.strip("0"):
+            exp = len(whole.lstrip("0")) - 1
+            digits = (whole.lstrip("0") + frac).rstrip("0")
+        else:
+            stripped = frac.lstrip("0")
+            exp = -(len(frac) - len(stripped)) - 1
+            digits = stripped.rstrip("0")
+    digits = digits.rstrip("0") or "0"
+    if exp < -4 or exp >= 6:
+        body = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{body}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if exp < 0:
+        return f"{sign}0.{'0' * (-exp - 1)}{digits}"
+    if len(digits) <= exp + 1:
+        return f"{sign}{digits}{'0' * (exp + 1 - len(digits))}"
+    return f"{sign}{digits[: exp + 1]}.{digits[exp + 1 :]}"
 
 
 StepRefs = Mapping[str, Mapping[str, str]]
@@ -134,6 +193,12 @@ def expand(
         text = _QUOTED_REF.sub(quoted, text)
 
     def sub(m: re.Match[str]) -> str:
+        positional = m.group(4) or m.group(5)
+        if positional is not None:
+            # Positional params are named "1", "2", … by the loader; Dagu substitutes them into
+            # the text (the shell gets no arguments). `$10` is param 10, never `$1` + "0".
+            found = variables.get(positional)
+            return m.group(0) if found is None else found
         if m.group(3) is not None:
             value = lookup(m.group(3), "")
         else:

@@ -772,9 +772,13 @@ class Runner:
         def ev(text: str) -> str:
             return ex.expand(text, scope, step_refs=self.step_refs, quote_json=True)
 
-        explicit = step.shell or self.spec.shell
-        if explicit:
-            shell = list(step.shell or self.spec.shell)
+        if step.shell:
+            shell = list(step.shell)  # a step-level shell is taken as written (no -e)
+        elif self.spec.shell:
+            # Dagu 1.30.2 still adds -e to a DAG-level shell (shell_options, observed)
+            shell = list(self.spec.shell)
+            if shell != ["direct"] and "-e" not in shell[1:]:
+                shell.append("-e")
         else:
             default = self.o.settings.default_shell or self.o.environ.get("SHELL") or "sh"
             shell = [*shlex.split(default), "-e"]
@@ -782,7 +786,9 @@ class Runner:
         if step.script is not None:
             fd, path = tempfile.mkstemp(prefix="dagloop_script-", dir=str(self.o.log_dir))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(step.script)
+                # Dagu substitutes params, env and outputs into the script text, even inside
+                # single quotes; unknown references are left to the interpreter.
+                f.write(ex.expand(step.script, scope, step_refs=self.step_refs))
             os.chmod(path, 0o700)
             node.script_file = path
             if step.command:
@@ -982,17 +988,18 @@ class Runner:
                 break
             except ValueError:
                 continue
-        outputs = doc.get("outputs") or {}
         return {
             "name": doc.get("name", ""),
             "dagRunId": p.sub_run_id,
             "params": p.sub_params,
-            "outputs": outputs.get("outputs", outputs) if isinstance(outputs, dict) else {},
+            "outputs": _child_outputs(doc),
             "status": doc.get("statusLabel", "failed"),
         }
 
     def _finish_calls(self, node: Node) -> None:
-        results = node.results
+        # item order, not completion order (Dagu); children are recorded in spawn (item) order
+        order = {c["dagRunId"]: i for i, c in reversed(list(enumerate(node.children)))}
+        results = sorted(node.results, key=lambda r: order.get(r["dagRunId"], len(order)))
         failed = [r for r in results if r["status"] not in ("succeeded", "partially_succeeded")]
         if node.step.parallel is not None:
             doc: Any = {
@@ -1002,6 +1009,8 @@ class Runner:
                     "failed": len(failed),
                 },
                 "results": results,
+                # the outputs of the successful sub-runs only, in item order (Dagu)
+                "outputs": [r["outputs"] for r in results if r not in failed],
             }
         else:
             doc = results[0] if results else {}
@@ -1218,7 +1227,6 @@ class Runner:
             return
         node.kill_at = node.resend_at = None
         node.last_exit = exit_code
-        node.done_count += 1
         node.exit_code = exit_code
         if node.script_file:
             try:
@@ -1227,7 +1235,8 @@ class Runner:
                 pass
             node.script_file = ""
         if node.step.output is not None:
-            node.captured_runs.append(node.captured.decode("utf-8", "replace"))
+            # Dagu keeps only the last execution's stdout (retries and repetitions alike)
+            node.captured_runs = [node.captured.decode("utf-8", "replace")]
         if node.overflow and exit_code == 0:
             exit_code = 1
             err = "output exceeded maximum size limit"
@@ -1236,14 +1245,17 @@ class Runner:
             node.exit_code = 124
             err = f"step timed out after {node.step.timeout_sec}s (context deadline exceeded)"
         if node.stopping:
+            # Dagu does not count an execution ended by a stop in doneCount
             self._final(node, StepStatus.ABORTED, exit_code, err or "aborted")
             return
         if exit_code != 0 and not node.timed_out and not self.deadline_hit:
             if node.step.continue_on.mark_success and self._continue_matches(node, exit_code):
+                node.done_count += 1
                 self._final(node, StepStatus.SUCCEEDED, exit_code, "")
                 return
             if self._should_retry(node, exit_code):
-                return
+                return  # a retried execution counts in retryCount only, as in Dagu
+        node.done_count += 1
         if self._should_repeat(node, exit_code):
             return
         if exit_code != 0:
@@ -1339,7 +1351,8 @@ class Runner:
             if node.step.call is None:
                 value = "\n".join(r.strip() for r in node.captured_runs if r.strip() or True)
                 value = value.strip()
-            if status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+            # a step whose output overflowed maxOutputSize publishes nothing (Dagu)
+            if status in (StepStatus.SUCCEEDED, StepStatus.FAILED) and not node.overflow:
                 node.outputs = {node.step.output.name: value}
         if status == StepStatus.FAILED and not (
             node.kind == "step" and node.step.continue_on.mark_success
@@ -1443,6 +1456,18 @@ _SIGNAL_TEXT: dict[int, str] = {
     signal.SIGUSR1: "user defined signal 1",
     signal.SIGUSR2: "user defined signal 2",
 }
+
+
+def _child_outputs(doc: Mapping[str, Any]) -> dict[str, str]:
+    """A sub-run's output variables by their own names (`GREETING`, not outputs.json's camelCase
+    keys; `omit`ted ones included), sorted by name as Go's JSON encoder orders a map."""
+    found: dict[str, str] = {}
+    for n in doc.get("nodes") or []:
+        for item in n.get("outputVariables") or []:
+            key, sep, value = str(item).partition("=")
+            if sep:
+                found[key] = value
+    return dict(sorted(found.items()))
 
 
 def _step_json(step: Any) -> dict[str, Any]:
