@@ -86,7 +86,10 @@ def observe(
             alive = None if probe is None else probe()
         else:
             probe = dispatched.get(run.id)
-            alive = liveness(run) or (probe is not None and probe())
+            # Our child's exit status only counts until the runner recorded its pid; from then
+            # on liveness (pid, start time, heartbeat) decides, so a stopped or hung child of
+            # ours is not kept alive by the probe (issue 8 #31).
+            alive = liveness(run) or (probe is not None and run.pid is None and probe())
         if alive is False:
             try:
                 again = store.get_run_by_id(run.id)

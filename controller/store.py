@@ -166,6 +166,10 @@ class NotFound(LookupError):
     """The asked-for row does not exist."""
 
 
+class LimitReached(RuntimeError):
+    """A new run was refused: its DAG already has `maxActiveRuns` active runs."""
+
+
 class StoreError(RuntimeError):
     """The database cannot be used (corrupt, wrong schema, read-only)."""
 
@@ -367,11 +371,28 @@ class Store:
         root_dag: str = "",
         root_run_id: str = "",
         now: float | None = None,
+        max_active: int | None = None,
     ) -> RunRecord:
         """Insert a new run. Raises `sqlite3.IntegrityError` if the run id or the scheduled
-        instant of this DAG is taken: a repeated create collides instead of duplicating."""
+        instant of this DAG is taken: a repeated create collides instead of duplicating.
+
+        With `max_active` (the DAG's maxActiveRuns; negative = unlimited), raises
+        `LimitReached` if the DAG already has that many running top-level runs — checked
+        inside the same write transaction, so concurrent starts cannot both pass.
+        """
         now = time.time() if now is None else now
         with self.transaction() as db:
+            if max_active is not None and max_active >= 0:
+                (active,) = db.execute(
+                    "SELECT COUNT(*) FROM runs WHERE dag_name=? AND status IN (?, ?) "
+                    "AND parent_run_id=''",
+                    (dag_name, int(RunStatus.RUNNING), int(RunStatus.WAITING)),
+                ).fetchone()
+                limit = max(max_active, 1)
+                if active >= limit:
+                    raise LimitReached(
+                        f"{dag_name} has {active} active run(s) (maxActiveRuns {limit})"
+                    )
             cur = db.execute(
                 """INSERT INTO runs (dag_name, run_id, file, spec_yaml, queue, status, trigger,
                    params, scheduled_at, queued_at, parent_dag, parent_run_id, root_dag,

@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the run; returns the exit code."""
-    from controller.store import NotFound, Store
+    from controller.store import LimitReached, NotFound, Store
     from model.config import ConfigError
     from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
     from model.status import RunStatus
@@ -113,7 +113,12 @@ def run(args: argparse.Namespace) -> int:
                     parent_run_id=parent_id,
                     root_dag=root_dag,
                     root_run_id=root_id,
+                    # maxActiveRuns holds for every run (DESIGN §7), atomically (issue 8 #20)
+                    max_active=None if args.parent else dag.spec.max_active_runs,
                 )
+            except LimitReached as exc:
+                print(f"dagloop start: refused: {exc}; use `dagloop enqueue`", file=sys.stderr)
+                return 1
             except sqlite3.IntegrityError:
                 print(f"dagloop start: run id {args.run_id!r} is taken", file=sys.stderr)
                 return 1
