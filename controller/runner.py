@@ -190,6 +190,7 @@ class Node:
     results: list[dict[str, Any]] = field(default_factory=list)
     thread_result: list[int] = field(default_factory=list)
     repeat_n: int = 0
+    repeat_wait: bool = False  # the pending wait_until is a repetition's, not a retry's
     last_exit: int = 0
     env_extra: dict[str, str] = field(default_factory=dict)
 
@@ -505,41 +506,61 @@ class Runner:
             return self._finish(RunStatus.FAILED, f"cannot build the environment: {exc}")
         if self.spec.timeout_sec:
             self._dag_deadline = time.monotonic() + self.spec.timeout_sec
-        # DAG-level preconditions: not met -> aborted, nodes not started, no handlers.
+        # DAG-level preconditions: not met -> aborted, steps not started; the abort and exit
+        # handlers still run, the init handler does not (Dagu, precondition_dag).
         for cond in self.spec.preconditions:
             ok, why = self._check_condition(cond, self.base_env, str(self.workdir))
             if not ok:
-                return self._finish(RunStatus.ABORTED, f"precondition not met: {why}")
+                self.last_error = f"precondition not met: {why}"
+                status = self._run_end_handlers(RunStatus.ABORTED)
+                return self._finish(status, self.last_error)
         init_ok = True
         if "init" in self.handlers:
             init_ok = self._run_handler("init", None)
-        if init_ok and not self.canceled:
-            self._loop(self.nodes)
-        # Steps that never started stay not_started (stopped, deadline, failed init).
-        status = derive_run_status(
-            self.nodes, canceled=self.canceled, last_error=bool(self.last_error) or not init_ok
-        )
-        if self.canceled and status != RunStatus.ABORTED and self.deadline_hit:
-            status = RunStatus.FAILED
-        if self.deadline_hit:
-            status = RunStatus.FAILED
-            self.canceled = False
+        if not init_ok:
+            # Dagu: a failed init handler aborts the run (exit 1), steps stay not_started and
+            # the abort and exit handlers run (handlers_init_fail).
+            status = RunStatus.ABORTED
+        else:
+            if not self.canceled:
+                self._loop(self.nodes)
+            # Steps that never started after a stop stay not_started (Dagu, handlers_abort).
+            status = derive_run_status(
+                self.nodes, canceled=self.canceled, last_error=bool(self.last_error)
+            )
+            if self.deadline_hit:
+                status = RunStatus.FAILED
+                self.canceled = False
+                # Dagu marks the steps the DAG deadline kept from starting aborted (dag_timeout)
+                for node in self.nodes:
+                    if node.status == StepStatus.NOT_STARTED and not node.keep:
+                        self._settle(node, StepStatus.ABORTED, "")
+                # The handlers run without the expired deadline: Dagu starts them under it and
+                # they fail at once (docs/compatibility.md "Handlers after a DAG timeout").
+                self.deadline_hit = False
+                self._dag_deadline = None
+        status = self._run_end_handlers(status)
+        return self._finish(status, self.last_error)
+
+    def _run_end_handlers(self, status: RunStatus) -> RunStatus:
+        """success/failure/abort handler by `status`, then exit; returns the final status."""
         if status.is_success() and "success" in self.handlers:
             if not self._run_handler("success", status):
                 status = RunStatus.FAILED
         elif status == RunStatus.FAILED and "failure" in self.handlers:
             self._run_handler("failure", status)
         elif status == RunStatus.ABORTED and "abort" in self.handlers:
+            was = self.canceled
             self.canceled = False  # let the handler run
             self._run_handler("abort", status)
-            self.canceled = True
+            self.canceled = was
         if "exit" in self.handlers:
             was = self.canceled
             self.canceled = False
             if not self._run_handler("exit", status) and status.is_success():
                 status = RunStatus.FAILED
             self.canceled = was
-        return self._finish(status, self.last_error)
+        return status
 
     def _finish(self, status: RunStatus, error: str) -> RunStatus:
         self.store.update_run(
@@ -1099,8 +1120,13 @@ class Runner:
                 continue
             node.stopping = True
             if node.wait_until is not None and not node.procs:
-                # waiting for a retry/repeat: nothing to kill
-                self._final(node, StepStatus.ABORTED, node.exit_code, "")
+                # waiting for a retry/repeat: nothing to kill. A repeated step whose last
+                # execution succeeded ends succeeded, as in Dagu; a pending retry is aborted
+                # (Dagu marks it succeeded: docs/compatibility.md).
+                if node.repeat_wait and node.last_exit == 0:
+                    self._final(node, StepStatus.SUCCEEDED, 0, "")
+                else:
+                    self._final(node, StepStatus.ABORTED, node.exit_code, "")
                 continue
             sig = proc.signal_by_name(node.step.signal_on_stop) if self.canceled else signal.SIGTERM
             node.stop_signal = sig
@@ -1306,6 +1332,7 @@ class Runner:
             interval = min(interval, float(rp.max_interval_sec))
         node.retry_count += 1
         node.retried_at = time.time()
+        node.repeat_wait = False
         node.wait_until = time.monotonic() + interval
         self._save(node)
         return True
@@ -1334,6 +1361,7 @@ class Runner:
         if rp.max_interval_sec:
             interval = min(interval, float(rp.max_interval_sec))
         node.repeat_n += 1
+        node.repeat_wait = True
         node.wait_until = time.monotonic() + interval
         self._save(node)
         return True
@@ -1362,7 +1390,8 @@ class Runner:
         self._save(node, pgid=None)
 
     def _publish(self, node: Node) -> None:
-        for k, v in node.outputs.items():
+        # the init handler's output is not visible to the steps (Dagu, handlers_init)
+        for k, v in node.outputs.items() if node.kind != "onInit" else ():
             self.outputs[k] = v
         if node.step.id:
             self.step_refs[node.step.id] = {

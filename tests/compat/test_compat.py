@@ -55,6 +55,13 @@ ALLOWANCES: dict[str, dict[str, tuple[Any, str]]] = {
             "controller credentials and non-seed variables are not passed to steps",
         ),
     },
+    # docs/compatibility.md "Handlers after a DAG timeout": Dagu starts the failure and exit
+    # handlers under the expired run deadline, so they fail at once without running their
+    # command; dagloop runs them (without the expired deadline) and they succeed.
+    "dag_timeout": {
+        "handlers.onFailure": ("succeeded", "handlers run after the DAG deadline (Dagu: failed)"),
+        "handlers.onExit": ("succeeded", "handlers run after the DAG deadline (Dagu: failed)"),
+    },
     # Not a difference: Dagu keeps map-form steps in Go map order (random per run), so only the
     # statuses are comparable here; dagloop keeps the file order.
     "steps_map_form": {
