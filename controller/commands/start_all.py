@@ -2,7 +2,8 @@
 systemd `ExecStart`).
 
 The API is served by waitress on a background thread; the control loop
-(`controller.loop.run_controller(settings)`) runs in the main thread, so it receives SIGTERM
+(`controller.loop.Controller(settings).run_forever()`, as `dagloop scheduler`) runs in the main
+thread, so it receives SIGTERM
 and owns graceful shutdown; when it returns, the API stops and its exit code is ours.
 Dispatched by `controller.cli`.
 """
@@ -10,7 +11,6 @@ Dispatched by `controller.cli`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import threading
@@ -37,11 +37,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop start-all: {exc}", file=sys.stderr)
         return 1
     setup_logging(log_format=settings.log_format, debug=settings.debug)
-    try:
-        loop = importlib.import_module("controller.loop")
-    except ModuleNotFoundError:
-        print("dagloop start-all: the control loop (controller.loop) is missing", file=sys.stderr)
-        return 1
+    from controller.loop import Controller
+
     loop_running = threading.Event()
     try:
         app = server_command.build_app(
@@ -56,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("API listening", extra={"host": settings.host, "port": server.effective_port})
     loop_running.set()
     try:
-        code = int(loop.run_controller(settings))
+        code = Controller(settings).run_forever()
     finally:
         loop_running.clear()
         server.close()
