@@ -484,10 +484,15 @@ def test_31_a_stuck_run_skips_ticks_with_a_record_but_not_for_ever(loop_home: Pa
     wait_until(
         lambda: (c.pass_once() or True) and len(c.store.list_runs(dag_name="stuck")) == 2, 10
     )
-    for r in c.store.list_runs(dag_name="stuck"):
-        if r.status.is_active():
-            wait_until(lambda r=r: r.pid is not None or c.store.get_run_by_id(r.id).pid, 10)
-            kill_all(loop_home, [r.run_id])
-            c.store.update_run(r.id, status=3, finished_at=time.time(), error="test cleanup")
+    new = next(r for r in c.store.list_runs(dag_name="stuck") if r.id != run.id)  # type: ignore[attr-defined]
+
+    def step_running() -> bool:
+        return any(st.status == 1 for st in c.store.list_steps(new.id))
+
+    wait_until(step_running, 15)
+    pid = c.store.get_run_by_id(new.id).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # stop it as `dagloop stop` would
+    wait_until(lambda: (c.pass_once() or True) and c.store.get_run_by_id(new.id).status == 3, 15)
     _close(c)
     assert_invariants(loop_home, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
