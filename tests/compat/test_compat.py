@@ -62,6 +62,11 @@ ALLOWANCES: dict[str, dict[str, tuple[Any, str]]] = {
         "handlers.onFailure": ("succeeded", "handlers run after the DAG deadline (Dagu: failed)"),
         "handlers.onExit": ("succeeded", "handlers run after the DAG deadline (Dagu: failed)"),
     },
+    # docs/compatibility.md "Stop while a step waits for a retry" and "Exit code of `start`".
+    "stop_waiting_steps": {
+        "nodes.retry_wait": ("aborted", "a retry pending at a stop is aborted (Dagu: succeeded)"),
+        "exit_code": (1, "start exits 1 for a run aborted by a stop/signal (Dagu: 0)"),
+    },
     # Not a difference: Dagu keeps map-form steps in Go map order (random per run), so only the
     # statuses are comparable here; dagloop keeps the file order.
     "steps_map_form": {
