@@ -4,15 +4,14 @@ and `/plan`. Routed by `api.app.create_app`.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from api.errors import Unavailable
 from api.state import ApiContext, scheduler_status
+from controller.planview import plan_document
 from controller.views import rfc3339, run_summary
 from model import __version__
 from model.status import RunStatus
@@ -134,15 +133,6 @@ class Schedulers:
     on_head = on_get
 
 
-def plan_builder() -> Any:
-    """`controller.commands.plan.plan_document`, or None when that build lacks it."""
-    try:
-        module = importlib.import_module("controller.commands.plan")
-    except ModuleNotFoundError:
-        return None
-    return getattr(module, "plan_document", None)
-
-
 class Plan:
     """GET /api/v2/plan: what the controller would do now, as `dagloop plan --json`."""
 
@@ -150,12 +140,12 @@ class Plan:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Calls `plan_document(settings=, store=)` of `controller.commands.plan` (the
-        builder of `dagloop plan --json`, given this thread's read-only store); 503 while no
-        such builder exists."""
-        build = plan_builder()
-        if build is None:
-            raise Unavailable("the controller's plan is not available in this build")
-        resp.media = build(settings=self.ctx.settings, store=self.ctx.stores.get())
+        """The document of `dagloop plan --json`, from this thread's read-only store and the
+        API's loaded DAGs."""
+        resp.media = plan_document(
+            settings=self.ctx.settings,
+            store=self.ctx.stores.get(),
+            catalog=self.ctx.catalog.catalog,
+        )
 
     on_head = on_get

@@ -94,11 +94,12 @@ class Controller:
         clock: Callable[[], float] = time.time,
         store: Store | None = None,
         spawn_runners: bool = True,
+        catalog: Catalog | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store if store is not None else Store(settings.db_path)
-        self.catalog = Catalog(
+        self.catalog = catalog or Catalog(
             settings.dags_dir, settings.base_config, max_file_bytes=settings.max_dag_file_bytes
         )
         self.builder = DesiredBuilder(settings, self.catalog)

@@ -1,0 +1,83 @@
+"""The controller's plan as a document: what the loop would do now, and why.
+
+One builder for `dagloop plan --json` and `GET /api/v2/plan`. It runs the same observe and
+`reconcile.plan` as the loop on a snapshot of the DAG directory and the store, and changes
+nothing (no runner is spawned, nothing is written).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from controller.catalog import Catalog
+from controller.reconcile import Action, queue_positions
+from controller.store import Store
+from model.config import Settings
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat().replace("+00:00", "Z")
+    if isinstance(v, tuple):
+        return [_value(x) for x in v]
+    return v
+
+
+def action_dict(action: Action) -> dict[str, Any]:
+    """An action as JSON: `{"action": "Launch", ...fields}`."""
+    out: dict[str, Any] = {"action": type(action).__name__}
+    for f in fields(action):
+        out[f.name] = _value(getattr(action, f.name))
+    return out
+
+
+def plan_document(
+    *, settings: Settings, store: Store, catalog: Catalog | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """The plan now: actions with reasons, running and queued runs, invalid files, schedules.
+
+    `catalog` lets a long-lived caller (the API) reuse its loaded DAGs; `name` keeps only
+    what concerns that DAG.
+    """
+    from controller.loop import Controller
+
+    ctl = Controller(settings, store=store, spawn_runners=False, catalog=catalog)
+    ctl.refresh_catalog(force=True)
+    snap = ctl.snapshot()
+
+    def mine(dag: str) -> bool:
+        return name is None or dag == name
+
+    actions = [a for a in snap.actions if mine(getattr(a, "dag_name", getattr(a, "file_name", "")))]
+    return {
+        "now": _value(snap.now),
+        "actions": [action_dict(a) for a in actions],
+        "queued": [
+            {"dag": r.dag_name, "runId": r.run_id, "queue": r.queue, "position": pos}
+            for r, pos in queue_positions(snap.desired, snap.observed)
+            if mine(r.dag_name)
+        ],
+        "running": [
+            {"dag": r.dag_name, "runId": r.run_id, "status": r.status.label, "alive": r.alive}
+            for r in snap.observed.active
+            if mine(r.dag_name) and r.status.label != "queued"
+        ],
+        "invalid": [
+            {"file": b.path, "fileName": b.file_name, "errors": list(b.errors)}
+            for b in snap.desired.invalid
+            if mine(b.file_name)
+        ],
+        "schedules": [
+            {
+                "dag": d.name,
+                "file": d.file,
+                "nextStartAt": _value(d.next_start_at),
+                "nextStopAt": _value(d.next_stop_at),
+                "nextRestartAt": _value(d.next_restart_at),
+            }
+            for d in sorted(snap.desired.dags.values(), key=lambda d: d.name)
+            if mine(d.name) and (d.next_start_at or d.next_stop_at or d.next_restart_at)
+        ],
+    }
