@@ -46,14 +46,20 @@ def run(args: argparse.Namespace) -> int:
         run_id = d.get("run_id") or ""
         lines.append(f"  {d['action']:<14} {who} {run_id}".rstrip() + f": {d['reason']}")
     running, queued, invalid, schedules = (
-        doc["running"], doc["queued"], doc["invalid"], doc["schedules"]
+        doc["running"],
+        doc["queued"],
+        doc["invalid"],
+        doc["schedules"],
     )
     if running:
         lines.append("Running:")
         lines += [f"  {r['dag']} {r['runId']} ({r['status']})" for r in running]
     if queued:
         lines.append("Queued:")
-        lines += [f"  #{q['position']} in {q['queue'] or q['dag']}: {q['dag']} {q['runId']}" for q in queued]
+        lines += [
+            f"  #{q['position']} in {q['queue'] or q['dag']}: {q['dag']} {q['runId']}"
+            for q in queued
+        ]
     if invalid:
         lines.append("Invalid DAG files:")
         for b in invalid:
