@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -148,13 +149,23 @@ class _DagloopHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler `setup_logging` installed, so a second call replaces it."""
 
 
-def setup_logging(*, log_format: str, debug: bool, stream: TextIO | None = None) -> None:
+def setup_logging(
+    *,
+    log_format: str,
+    debug: bool,
+    stream: TextIO | None = None,
+    secrets: Iterable[str | None] = (),
+) -> None:
     """Send the root logger to `stream` (default stderr) as text or JSON lines.
 
     Idempotent: calling again replaces the handler installed before. `debug` lowers the level to
-    DEBUG and adds the source location to every line.
+    DEBUG and adds the source location to every line. `secrets` (e.g. the controller's own
+    credentials) are redacted from every line.
     """
     global _current
+    for value in secrets:
+        if value:
+            add_secret(value)
     formatter = LineFormatter(log_format=log_format, debug=debug)
     handler = _DagloopHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(formatter)

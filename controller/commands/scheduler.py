@@ -33,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dagloop scheduler: {exc}", file=sys.stderr)
         return 1
-    setup_logging(log_format=settings.log_format, debug=settings.debug)
+    setup_logging(
+        log_format=settings.log_format,
+        debug=settings.debug,
+        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
+    )
     from controller.loop import run_controller
 
     return run_controller(settings)

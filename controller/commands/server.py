@@ -85,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dagloop server: {exc}", file=sys.stderr)
         return 1
-    setup_logging(log_format=settings.log_format, debug=settings.debug)
+    setup_logging(
+        log_format=settings.log_format,
+        debug=settings.debug,
+        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
+    )
     try:
         app = build_app(settings, started_at=time.time())
         server = make_server(settings, app)

@@ -36,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dagloop start-all: {exc}", file=sys.stderr)
         return 1
-    setup_logging(log_format=settings.log_format, debug=settings.debug)
+    setup_logging(
+        log_format=settings.log_format,
+        debug=settings.debug,
+        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
+    )
     from controller.loop import Controller
 
     loop_running = threading.Event()
