@@ -628,7 +628,7 @@ class Runner:
                 self._settle(node, StepStatus.SKIPPED, "upstream skipped")
                 return "done"
             if st == StepStatus.ABORTED:
-                self._settle(node, StepStatus.ABORTED, "upstream aborted")
+                self._settle(node, StepStatus.ABORTED, "")  # Dagu: no error text here
                 return "done"
             return None
         return "run"
@@ -839,7 +839,7 @@ class Runner:
                 stderr=node.err_file,
             )
         except FileNotFoundError as exc:
-            msg = f"exec: {exc.filename or argv[0]!s}: executable file not found"
+            msg = f'exec: "{exc.filename or argv[0]!s}": executable file not found in $PATH'
             if not os.path.isdir(node.cwd):
                 msg = f"working directory {node.cwd!r} does not exist"
             node.err_file.write((msg + "\n").encode())
@@ -1265,11 +1265,18 @@ class Runner:
             node.captured_runs = [node.captured.decode("utf-8", "replace")]
         if node.overflow and exit_code == 0:
             exit_code = 1
-            err = "output exceeded maximum size limit"
+            err = (
+                "failed to capture output: output exceeded maximum size limit of "
+                f"{self.spec.max_output_size} bytes"
+            )
         if node.timed_out:
             exit_code = 124
             node.exit_code = 124
-            err = f"step timed out after {node.step.timeout_sec}s (context deadline exceeded)"
+            elapsed = time.time() - (node.started_at or time.time())
+            err = (
+                f"step timed out after {_go_seconds(elapsed)} "
+                f"(timeout: {_go_seconds(float(node.step.timeout_sec))}): context deadline exceeded"
+            )
         if node.stopping:
             # Dagu does not count an execution ended by a stop in doneCount
             self._final(node, StepStatus.ABORTED, exit_code, err or "aborted")
@@ -1301,10 +1308,16 @@ class Runner:
         return not co.exit_code and not co.output
 
     def _error_text(self, node: Node, err: str) -> str:
-        tail = proc.read_tail(node.stderr_path, _TAIL_BYTES).strip()
-        if tail:
-            return f"{err}\nrecent stderr (tail):\n{tail}"
-        return err
+        """Dagu's node error: `failed to execute step "X": exit status 2`, the stderr tail
+        after an exit status; a step timeout is reported as it is."""
+        if err.startswith("step timed out"):
+            return err
+        text = f'failed to execute step "{node.name}": {err}'
+        if err.startswith("exit status"):
+            tail = proc.read_tail(node.stderr_path, _TAIL_BYTES).strip()
+            if tail:
+                text += f"\nrecent stderr (tail):\n{tail}\n"
+        return text
 
     def _eval_int(self, value: int | str, node: Node) -> int:
         if isinstance(value, int):
@@ -1485,6 +1498,19 @@ _SIGNAL_TEXT: dict[int, str] = {
     signal.SIGUSR1: "user defined signal 1",
     signal.SIGUSR2: "user defined signal 2",
 }
+
+
+def _go_seconds(seconds: float) -> str:
+    """A duration as Go prints it, to the millisecond (`1.003s`, `1m30s`, `2h0m0s`)."""
+    ms = round(seconds * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    sec = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if h:
+        return f"{h}h{m}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec}s"
 
 
 def _child_outputs(doc: Mapping[str, Any]) -> dict[str, str]:
