@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,8 +38,26 @@ def _params_text(run: RunRecord) -> str:
     return " ".join(run.params)
 
 
+def presented(run: RunRecord) -> RunRecord:
+    """The run as readers must see it: a `running` row whose runner is gone is `failed`
+    ("lost"), from recorded liveness, until the controller or a CLI reaps it for good.
+
+    Dagu 1.30 does the same on its read paths; without it a dead run reads as running forever.
+    """
+    if run.status != RunStatus.RUNNING or (run.pid is None and run.heartbeat_at is None):
+        return run
+    from controller.liveness import runner_alive
+
+    if runner_alive(run):
+        return run
+    return replace(
+        run, status=RunStatus.FAILED, error=run.error or "lost: the runner is gone (not yet reaped)"
+    )
+
+
 def run_summary(run: RunRecord) -> dict[str, Any]:
     """Dagu's DAGRunSummary of a run row."""
+    run = presented(run)
     d: dict[str, Any] = {
         "rootDAGRunName": run.root_dag or run.dag_name,
         "rootDAGRunId": run.root_run_id or run.run_id,
@@ -63,11 +82,14 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
     return d
 
 
-def step_node(step: StepRecord) -> dict[str, Any]:
-    """Dagu's Node of a step row (plus our `exitCode`)."""
+def step_node(step: StepRecord, *, lost: bool = False) -> dict[str, Any]:
+    """Dagu's Node of a step row (plus our `exitCode`); `lost`: the run's runner is gone."""
     spec = dict(step.spec) if step.spec else {}
     spec["name"] = step.name
     status = step.status
+    error = step.error
+    if lost and status == StepStatus.RUNNING:
+        status, error = StepStatus.FAILED, error or "lost: the runner is gone"
     return {
         "step": spec,
         "stdout": step.stdout,
@@ -80,7 +102,7 @@ def step_node(step: StepRecord) -> dict[str, Any]:
         "doneCount": step.done_count,
         "retriedAt": rfc3339(step.retried_at),
         "exitCode": step.exit_code,
-        "error": step.error,
+        "error": error,
         "outputVariables": [f"{k}={v}" for k, v in step.outputs.items()],
         "children": list(step.children),
     }
@@ -91,7 +113,8 @@ def run_details(store: Store, run: RunRecord) -> dict[str, Any]:
     (absent when not run) and `outputs` (outputs.json's `outputs`)."""
     steps = store.list_steps(run.id)
     d = run_summary(run)
-    d["nodes"] = [step_node(s) for s in steps if s.kind == "step"]
+    lost = d["status"] != int(run.status)
+    d["nodes"] = [step_node(s, lost=lost) for s in steps if s.kind == "step"]
     for s in steps:
         if s.kind in _HANDLER_FIELDS and s.status != StepStatus.NOT_STARTED:
             d[_HANDLER_FIELDS[s.kind]] = step_node(s)

@@ -117,6 +117,24 @@ def test_02_status_after_the_runner_died_says_lost(
     assert code == 0
     doc = json.loads(out)
     assert doc["liveness"] == "lost"
+    # The API reads the same recorded liveness: never a plain `running` for a dead runner.
+    import time as _time
+
+    import falcon.testing
+
+    from controller.commands.server import build_app
+    from model.config import load_settings
+
+    app = build_app(load_settings(env=fenv), started_at=_time.time())
+    api = falcon.testing.TestClient(app)
+    got = api.simulate_get(
+        "/api/v2/dag-runs/long/latest",
+        headers={"Authorization": f"Bearer {fenv['DAGU_AUTH_TOKEN']}"},
+    )
+    assert got.status_code == 200, got.text
+    details = got.json["dagRunDetails"]
+    assert details["statusLabel"] == "failed" and details["error"].startswith("lost")
+    assert [n["statusLabel"] for n in details["nodes"]] == ["failed"]
     # the orphan step is reaped by the next status --reap (or controller pass)
     code, out, _ = run_cli("status", "long", "--reap", env=fenv)
     wait_until(lambda: not group_alive(pgid), 5)
