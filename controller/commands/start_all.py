@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         debug=settings.debug,
         secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
     )
-    from controller.loop import Controller
+    from controller.loop import run_controller
 
     loop_running = threading.Event()
     try:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("API listening", extra={"host": settings.host, "port": server.effective_port})
     loop_running.set()
     try:
-        code = Controller(settings).run_forever()
+        code = run_controller(settings)
     finally:
         loop_running.clear()
         server.close()
