@@ -15,7 +15,7 @@ import fnmatch
 import json
 import re
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 __all__ = [
     "ENV_PREFIXES",
@@ -158,6 +158,8 @@ def expand(
     fallback: Mapping[str, str] | None = None,
     keep_unknown: bool = True,
     quote_json: bool = False,
+    shell_text: bool = False,
+    shell_vars: Collection[str] = (),
 ) -> str:
     """Replace variable references in `text`.
 
@@ -165,7 +167,11 @@ def expand(
     `step_refs` maps a step id to ``{"stdout": path, "stderr": path, "exitCode": "0"}``.
     Unknown references stay as written when `keep_unknown` (the shell expands them later),
     else become "". `quote_json` replaces a whole ``"${VAR}"`` with the JSON-quoted value, as
-    Dagu's first expansion pass does.
+    Dagu's first expansion pass does. `shell_text` applies Dagu's rule for command and script
+    text: a plain reference (`$X`, `${X}`, `$1`) right after or right before a single quote
+    (`'$X`, `$X'`) is left to the shell; `${X.path}` and `${id.stdout}` are always replaced.
+    Plain references to `shell_vars` (the DAG's env, which the shell has in its environment) are
+    left to the shell too, so single quotes keep them literal as in Dagu.
     """
     if "$" not in text:
         return text
@@ -193,6 +199,14 @@ def expand(
         text = _QUOTED_REF.sub(quoted, text)
 
     def sub(m: re.Match[str]) -> str:
+        if (
+            shell_text
+            and not m.group(2)
+            and "'" in (m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1])
+        ):
+            return m.group(0)
+        if shell_vars and not m.group(2) and (m.group(1) or m.group(3)) in shell_vars:
+            return m.group(0)
         positional = m.group(4) or m.group(5)
         if positional is not None:
             # Positional params are named "1", "2", … by the loader; Dagu substitutes them into

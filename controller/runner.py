@@ -793,6 +793,21 @@ class Runner:
         def ev(text: str) -> str:
             return ex.expand(text, scope, step_refs=self.step_refs, quote_json=True)
 
+        # Shell command and script text get Dagu's text rules (ex.expand `shell_text`): the
+        # DAG env and dotenv reach the shell through its environment, not through the text.
+        overridden = {*self.params_resolved, *self.outputs, *(k for k, _ in step.env)}
+        env_only = {k for k, _ in self.spec.env} | set(self.dotenv_values)
+
+        def ev_shell(text: str) -> str:
+            return ex.expand(
+                text,
+                scope,
+                step_refs=self.step_refs,
+                quote_json=True,
+                shell_text=True,
+                shell_vars=env_only - overridden,
+            )
+
         if step.shell:
             shell = list(step.shell)  # a step-level shell is taken as written (no -e)
         elif self.spec.shell:
@@ -807,9 +822,17 @@ class Runner:
         if step.script is not None:
             fd, path = tempfile.mkstemp(prefix="dagloop_script-", dir=str(self.o.log_dir))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                # Dagu substitutes params, env and outputs into the script text, even inside
-                # single quotes; unknown references are left to the interpreter.
-                f.write(ex.expand(step.script, scope, step_refs=self.step_refs))
+                # Dagu substitutes params, step env and outputs into the script text, even
+                # inside single quotes (not next to one); the rest is left to the interpreter.
+                f.write(
+                    ex.expand(
+                        step.script,
+                        scope,
+                        step_refs=self.step_refs,
+                        shell_text=True,
+                        shell_vars=env_only - overridden,
+                    )
+                )
             os.chmod(path, 0o700)
             node.script_file = path
             if step.command:
@@ -819,11 +842,10 @@ class Runner:
             return [[*shell, path]]
         out = []
         for cmd in step.command:
-            text = ev(cmd)
             if direct:
-                out.append(shlex.split(text))
+                out.append(shlex.split(ev(cmd)))
             else:
-                out.append([*shell, "-c", text])
+                out.append([*shell, "-c", ev_shell(cmd)])
         return out
 
     def _spawn_next(self, node: Node) -> None:
