@@ -29,6 +29,7 @@ from model.spec import (
     parse_params,
     validate_name,
 )
+from model.specbase import DagBehaviour
 
 try:  # the C loader is ~10x faster; fall back when libyaml is missing
     from yaml import CSafeLoader as _YamlLoader
@@ -72,7 +73,7 @@ class DagLoadError(Exception):
 
 
 @dataclass(frozen=True)
-class Dag:
+class Dag(DagBehaviour):
     """A loaded DAG: its canonical spec plus where it came from.
 
     `spec.steps` have final names and explicit `depends` (chain wiring applied).
@@ -84,31 +85,6 @@ class Dag:
     location: Path | None
     source: str = ""
     local_dags: Mapping[str, Dag] = field(default_factory=dict)
-
-    @property
-    def file_name(self) -> str:
-        """The DAG's file name without extension (Dagu's `fileName`)."""
-        return self.location.stem if self.location is not None else self.name
-
-    @property
-    def queue(self) -> str:
-        """The queue this DAG's runs wait in."""
-        return self.spec.queue or self.name
-
-    def working_dir(self, default: Path | None = None) -> Path:
-        """The DAG's working directory: `workingDir`, else `default`, else the file's dir."""
-        base = self.location.parent if self.location is not None else Path.cwd()
-        if self.spec.working_dir:
-            wd = Path(self.spec.working_dir).expanduser()
-            return wd if wd.is_absolute() else (base / wd)
-        return default if default is not None else base
-
-    def step(self, name: str) -> StepSpec:
-        """The step called `name` (or with id `name`); KeyError if none."""
-        for step in self.spec.steps:
-            if step.name == name or step.id == name:
-                return step
-        raise KeyError(name)
 
 
 # --------------------------------------------------------------------------- YAML

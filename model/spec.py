@@ -28,6 +28,11 @@ from pydantic.alias_generators import to_camel
 
 from model.params import RUN_ID_MAX_LENGTH as RUN_ID_MAX_LENGTH
 from model.params import RUN_ID_PATTERN as RUN_ID_PATTERN
+from model.specbase import (
+    DagSpecBehaviour,
+    HandlerOnBehaviour,
+    StepBehaviour,
+)
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]+$")
 NAME_MAX_LENGTH = 40
@@ -35,8 +40,6 @@ DEFAULT_MAX_OUTPUT_SIZE = 1024 * 1024
 DEFAULT_MAX_CLEANUP_SECONDS = 5
 DEFAULT_HIST_RETENTION_DAYS = 30
 
-# Executor types this engine runs itself; everything else is "not supported by this engine".
-SUPPORTED_EXECUTORS = frozenset({"", "command", "shell", "http", "mail", "dag", "subworkflow"})
 
 SIGNALS = frozenset(
     "SIGHUP SIGINT SIGQUIT SIGILL SIGTRAP SIGABRT SIGBUS SIGFPE SIGKILL SIGUSR1 SIGSEGV "
@@ -422,7 +425,7 @@ class ParallelSpec(_Spec):
         return value
 
 
-class StepSpec(_Spec):
+class StepSpec(StepBehaviour, _Spec):
     """One step. `depends is None` means "not given" (chain mode then injects the previous)."""
 
     name: str = ""
@@ -536,30 +539,8 @@ class StepSpec(_Spec):
             raise ValueError(f"unknown signal {value!r}")
         return name
 
-    @property
-    def executor_type(self) -> str:
-        """The executor type, "" for the default shell command executor."""
-        if self.executor is not None and self.executor.type:
-            return self.executor.type
-        if self.call is not None:
-            return "dag"
-        return ""
 
-    def unsupported_features(self) -> list[str]:
-        """Names of features this step needs that this engine does not run."""
-        out = []
-        if self.executor_type not in SUPPORTED_EXECUTORS:
-            out.append(f"executor type {self.executor_type!r}")
-        if self.container is not None:
-            out.append("container")
-        if self.llm is not None or self.messages is not None:
-            out.append("llm")
-        if self.shell and self.shell[0].endswith("nix-shell"):
-            out.append("nix-shell")
-        return out
-
-
-class HandlerOnSpec(_Spec):
+class HandlerOnSpec(HandlerOnBehaviour, _Spec):
     """Lifecycle handlers; `cancel` is Dagu's deprecated alias of `abort`."""
 
     init: StepSpec | None = None
@@ -578,14 +559,6 @@ class HandlerOnSpec(_Spec):
                 raise ValueError("use 'abort' or its deprecated alias 'cancel', not both")
             value["abort"] = value.pop("cancel")
         return value
-
-    def items(self) -> list[tuple[str, StepSpec]]:
-        """(event, step) for every handler that is set."""
-        return [
-            (event, step)
-            for event in ("init", "success", "failure", "abort", "exit", "wait")
-            if (step := getattr(self, event)) is not None
-        ]
 
 
 def _checked_cron(expression: str) -> str:
@@ -660,7 +633,7 @@ class SmtpSpec(_Spec):
         return _scalar_text(value)
 
 
-class DagSpec(_Spec):
+class DagSpec(DagSpecBehaviour, _Spec):
     """One YAML document of a DAG file, with every field in canonical form."""
 
     name: str | None = None
@@ -785,18 +758,3 @@ class DagSpec(_Spec):
         if not isinstance(value, list):
             raise ValueError("expected a list of steps or a map of name to step")
         return value
-
-    def unsupported_features(self) -> list[str]:
-        """DAG-level features this engine does not run."""
-        out = []
-        if self.container is not None:
-            out.append("container")
-        if self.ssh is not None:
-            out.append("ssh")
-        if self.otel is not None:
-            out.append("otel")
-        if self.secrets:
-            providers = {str(s.get("provider", "")) for s in self.secrets}
-            if providers - {"env", "file"}:
-                out.append("secrets provider " + ", ".join(sorted(providers - {"env", "file"})))
-        return out

@@ -9,9 +9,9 @@ stamps of the loader's own source files — so an edit of any of them is a miss,
 A hit is read back with a restricted unpickler that maps the spec models to the small
 attribute classes below (`LightDag`, `LightSpec` and the few subclasses with methods): the
 values are the ones the validating loader produced, the classes need neither pydantic nor
-yaml. They carry the methods the run engine calls (`executor_type`, `unsupported_features`,
-`HandlerOnSpec.items`, `model_copy`, `Dag.queue`...); `tests/unit/test_speccache.py` checks they
-stay in step with `model.spec` and `model.loader`. A corrupt or foreign cache file is ignored
+yaml. The methods the run engine calls (`executor_type`, `unsupported_features`,
+`HandlerOnSpec.items`, `Dag.queue`...) come from the same mixins as the pydantic models'
+(`model.specbase`); `model_copy` is the light one below. A corrupt or foreign cache file is ignored
 and rewritten. Caching is best effort: a cache directory that cannot be written only costs time.
 
 Called by `controller.launch.load` (the run commands, and through them every runner the
@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from model import __version__
+from model.specbase import DagBehaviour, DagSpecBehaviour, HandlerOnBehaviour, StepBehaviour
 
 CACHE_SUBDIR = "cache/spec"
 
-# Same set as model.spec.SUPPORTED_EXECUTORS (a test keeps them equal).
-SUPPORTED_EXECUTORS = frozenset({"", "command", "shell", "http", "mail", "dag", "subworkflow"})
 
-_SOURCES = ("spec.py", "loader.py", "speccache.py")
+_SOURCES = ("spec.py", "specbase.py", "loader.py", "speccache.py")
 
 
 def _code_stamp() -> bytes:
@@ -164,79 +163,19 @@ class LightSpec:
     __hash__ = None  # type: ignore[assignment]
 
 
-class StepSpec(LightSpec):
+class StepSpec(StepBehaviour, LightSpec):
     """Light `model.spec.StepSpec`."""
 
-    executor: Any
-    call: str | None
-    container: Any
-    llm: Any
-    messages: Any
-    shell: list[str] | None
 
-    @property
-    def executor_type(self) -> str:
-        """The executor type, "" for the default shell command executor."""
-        if self.executor is not None and self.executor.type:
-            return str(self.executor.type)
-        if self.call is not None:
-            return "dag"
-        return ""
-
-    def unsupported_features(self) -> list[str]:
-        """Names of features this step needs that this engine does not run."""
-        out = []
-        if self.executor_type not in SUPPORTED_EXECUTORS:
-            out.append(f"executor type {self.executor_type!r}")
-        if self.container is not None:
-            out.append("container")
-        if self.llm is not None or self.messages is not None:
-            out.append("llm")
-        if self.shell and self.shell[0].endswith("nix-shell"):
-            out.append("nix-shell")
-        return out
-
-
-class HandlerOnSpec(LightSpec):
+class HandlerOnSpec(HandlerOnBehaviour, LightSpec):
     """Light `model.spec.HandlerOnSpec`."""
 
-    def items(self) -> list[tuple[str, Any]]:
-        """(event, step) for every handler that is set."""
-        return [
-            (event, step)
-            for event in ("init", "success", "failure", "abort", "exit", "wait")
-            if (step := getattr(self, event, None)) is not None
-        ]
 
-
-class DagSpec(LightSpec):
+class DagSpec(DagSpecBehaviour, LightSpec):
     """Light `model.spec.DagSpec`."""
 
-    container: Any
-    ssh: Any
-    otel: Any
-    secrets: Any
-    steps: list[Any]
-    working_dir: str | None
-    queue: str | None
 
-    def unsupported_features(self) -> list[str]:
-        """DAG-level features this engine does not run."""
-        out = []
-        if self.container is not None:
-            out.append("container")
-        if self.ssh is not None:
-            out.append("ssh")
-        if self.otel is not None:
-            out.append("otel")
-        if self.secrets:
-            providers = {str(s.get("provider", "")) for s in self.secrets}
-            if providers - {"env", "file"}:
-                out.append("secrets provider " + ", ".join(sorted(providers - {"env", "file"})))
-        return out
-
-
-class LightDag:
+class LightDag(DagBehaviour):
     """Light `model.loader.Dag`: the spec plus where it came from."""
 
     spec: Any
@@ -244,31 +183,6 @@ class LightDag:
     location: Path | None
     source: str
     local_dags: dict[str, LightDag]
-
-    @property
-    def file_name(self) -> str:
-        """The DAG's file name without extension (Dagu's `fileName`)."""
-        return self.location.stem if self.location is not None else self.name
-
-    @property
-    def queue(self) -> str:
-        """The queue this DAG's runs wait in."""
-        return str(self.spec.queue or self.name)
-
-    def working_dir(self, default: Path | None = None) -> Path:
-        """The DAG's working directory: `workingDir`, else `default`, else the file's dir."""
-        base = self.location.parent if self.location is not None else Path.cwd()
-        if self.spec.working_dir:
-            wd = Path(self.spec.working_dir).expanduser()
-            return wd if wd.is_absolute() else (base / wd)
-        return default if default is not None else base
-
-    def step(self, name: str) -> Any:
-        """The step called `name` (or with id `name`); KeyError if none."""
-        for step in self.spec.steps:
-            if step.name == name or step.id == name:
-                return step
-        raise KeyError(name)
 
 
 _WITH_METHODS: dict[str, type[LightSpec]] = {
