@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from controller import expand as ex
 from controller import process as proc
+from controller.diskfull import ENOSPC_TEXT, describe_os_error, is_full
 from controller.store import RunRecord, Store
 from model.status import RunStatus, StepStatus
 
@@ -770,7 +771,11 @@ class Runner:
         node.captured = bytearray()
         node.overflow = False
         node.wait_until = None
-        self._open_logs(node)
+        try:
+            self._open_logs(node)
+        except OSError as exc:  # e.g. a full log disk (issue 8 #22): the step fails, not us
+            self._end_execution(node, 1, f"cannot open the step log {describe_os_error(exc)}")
+            return
         step = node.step
         if step.call is not None:
             self._start_calls(node)
@@ -823,12 +828,14 @@ class Runner:
             fd, path = tempfile.mkstemp(prefix="dagloop_script-", dir=str(self.o.log_dir))
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 # Dagu substitutes params, step env and outputs into the script text, even
-                # inside single quotes (not next to one); the rest is left to the interpreter.
+                # inside single quotes (not next to one), a whole "${VAR}" JSON-quoted as in
+                # commands; the rest is left to the interpreter.
                 f.write(
                     ex.expand(
                         step.script,
                         scope,
                         step_refs=self.step_refs,
+                        quote_json=True,
                         shell_text=True,
                         shell_vars=env_only - overridden,
                     )
@@ -1335,6 +1342,10 @@ class Runner:
         if err.startswith("step timed out"):
             return err
         text = f'failed to execute step "{node.name}": {err}'
+        if err.startswith("exit status") and is_full(self.o.log_dir):
+            # The step wrote into a full log disk; its own error went to the same disk, so
+            # the reason is told from the file system (issue 8 #22).
+            text += f"\n{ENOSPC_TEXT} on {self.o.log_dir}: the step's output was not written"
         if err.startswith("exit status"):
             tail = proc.read_tail(node.stderr_path, _TAIL_BYTES).strip()
             if tail:
