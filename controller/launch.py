@@ -25,7 +25,9 @@ __all__ = [
     "find_dag_file",
     "load",
     "new_run_id",
+    "params_for_runner",
     "params_to_pairs",
+    "stored_params",
 ]
 
 
@@ -175,7 +177,7 @@ def execute_run(
     if run.attempt > 1:
         log_dir = log_dir / f"attempt-{run.attempt}"
     log_file = log_dir / "run.log"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    _register_secrets(params, settings)
     now = time.time()
     store.update_run(
         run.id,
@@ -190,11 +192,17 @@ def execute_run(
         error="",
     )
     run = store.get_run_by_id(run.id)
-    with open(log_file, "a", encoding="utf-8") as log:
-        log.write(
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        _append_log(
+            log_file,
             f"{_ts()} INFO run started dag={dag.name} run_id={run.run_id} "
-            f"attempt={run.attempt} pid={os.getpid()}\n"
+            f"attempt={run.attempt} pid={os.getpid()}\n",
         )
+    except OSError as exc:
+        # A full log disk (issue 8 #22): the run cannot keep a log, so it fails before any
+        # step, with the reason on its row and one line on stderr, never a traceback.
+        return _fail_before_steps(store, run, dag, describe_log_error(exc, log_file), as_json)
     out = sys.stderr if as_json else sys.stdout
     progress = Progress(out, quiet=quiet)
     beat = Heartbeat(settings.db_path, run.id, settings.heartbeat_interval_seconds)
@@ -217,11 +225,15 @@ def execute_run(
     finally:
         beat.stop()
     _send_alerts(runner, settings, store, run.id)
+    _count_disk_full(store, run.id)
     run = store.get_run_by_id(run.id)
-    with open(log_file, "a", encoding="utf-8") as log:
-        log.write(
-            f"{_ts()} INFO run finished dag={dag.name} run_id={run.run_id} status={status.label}\n"
+    try:
+        _append_log(
+            log_file,
+            f"{_ts()} INFO run finished dag={dag.name} run_id={run.run_id} status={status.label}\n",
         )
+    except OSError as exc:  # the outcome is recorded; only the log line is missing
+        print(f"dagloop: {describe_log_error(exc, log_file)}", file=sys.stderr)
     if as_json:
         from controller.views import run_details
 
@@ -233,6 +245,90 @@ def execute_run(
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
         return 0
     return 1
+
+
+def describe_log_error(exc: OSError, path: Path) -> str:
+    """`cannot write the run log PATH: No space left on device (ENOSPC, errno 28)`."""
+    from controller.diskfull import describe_os_error
+
+    return f"cannot write the run log {describe_os_error(exc, path)}"
+
+
+def _append_log(path: Path, line: str) -> None:
+    """Append one line to the run log, with registered secrets masked."""
+    if _masking:
+        from controller.logs import redact
+
+        line = redact(line)
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(line)
+
+
+# Whether `_register_secrets` registered values (controller.logs is imported only then: a
+# run without secrets does not pay for `logging`).
+_masking = False
+
+
+def _register_secrets(params: list[tuple[str, str]], settings: Any) -> None:
+    """Mask secret-named param values in every log line this process writes."""
+    from controller.runparams import secret_values
+
+    global _masking
+    values = secret_values(params, tuple(settings.secret_patterns))
+    if values:
+        from controller.logs import add_secret
+
+        for value in values.values():
+            add_secret(value)
+        _masking = True
+
+
+def _fail_before_steps(store: Store, run: RunRecord, dag: Any, error: str, as_json: bool) -> int:
+    """Record `run` failed with `error` before any step ran; print one line; exit code 1."""
+    from controller.diskfull import mentions_enospc
+
+    store.update_run(run.id, status=RunStatus.FAILED, finished_at=time.time(), error=error)
+    if mentions_enospc(error):
+        store.record_error("disk_full")
+    print(f"dagloop: run {run.run_id} of {dag.name} failed: {error}", file=sys.stderr)
+    if as_json:
+        from controller.views import run_details
+
+        doc = run_details(store, store.get_run_by_id(run.id))
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    return 1
+
+
+def _count_disk_full(store: Store, run_row: int) -> None:
+    """Count the run in `disk_full` when a step of it failed on a full disk."""
+    from controller.diskfull import mentions_enospc
+
+    if any(mentions_enospc(s.error) for s in store.list_steps(run_row)):
+        store.record_error("disk_full")
+
+
+def params_for_runner(
+    run: RunRecord, dag: Any, settings: Any, *, queued: bool
+) -> list[tuple[str, str]]:
+    """The params a runner of `run` needs: the stored ones, with masked secret values
+    restored (controller.runparams): the values handed over for a `queued` run, else the
+    DAG's defaults."""
+    from controller.runparams import take_handed_over, unmask_params
+    from model.params import resolve_params
+
+    handed = take_handed_over(settings.data_dir, run.dag_name, run.run_id) if queued else {}
+    if not any(p.endswith("=*****") for p in run.params):
+        return params_to_pairs(run.params)
+    return unmask_params(
+        run.params, defaults=resolve_params(dag.spec.params, []), handed_over=handed
+    )
+
+
+def stored_params(params: list[tuple[str, str]], settings: Any) -> list[str]:
+    """`NAME=value` strings for `runs.params`, secret-named values masked."""
+    from controller.runparams import mask_params
+
+    return mask_params(params, tuple(settings.secret_patterns))
 
 
 def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None:

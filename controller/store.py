@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from controller import faults
+from controller.diskfull import full_note
 from model.status import RunStatus, StepStatus
 
 SCHEMA_VERSION = 1
@@ -171,7 +172,21 @@ class LimitReached(RuntimeError):
 
 
 class StoreError(RuntimeError):
-    """The database cannot be used (corrupt, wrong schema, read-only)."""
+    """The database cannot be used (corrupt, wrong schema, read-only, disk full)."""
+
+
+# SQLite's texts for a write the file system refused (SQLITE_FULL, SQLITE_IOERR).
+_WRITE_ERRORS = ("database or disk is full", "disk i/o error")
+
+
+def write_error(path: Path, exc: sqlite3.Error) -> StoreError | None:
+    """A `StoreError` naming `path` and the reason when `exc` is SQLite's report of a full
+    disk or a failed write (with ENOSPC named when the file system has no block left, since
+    SQLite does not pass the errno on); None for any other error."""
+    text = str(exc)
+    if text.lower() not in _WRITE_ERRORS:
+        return None
+    return StoreError(f"{path}: cannot write the state database: {text}{full_note(path.parent)}")
 
 
 @dataclass(frozen=True)
@@ -307,7 +322,9 @@ class Store:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot open the state database: {exc}") from None
+            raise StoreError(
+                f"{path}: cannot open the state database: {exc}{full_note(path.parent)}"
+            ) from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -336,15 +353,29 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: BEGIN IMMEDIATE … COMMIT (ROLLBACK on error)."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One atomic write: BEGIN IMMEDIATE … COMMIT (ROLLBACK on error).
+
+        A write the file system refused (full disk, I/O error) raises `StoreError` naming
+        the file and the reason, after the rollback: nothing of the transaction is kept.
+        """
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        faults.point("commit.before")  # test-only crash points (controller/faults.py)
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR)
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            faults.point("commit.before")  # test-only crash points (controller/faults.py)
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            error = write_error(self.path, exc)
+            if error is None:
+                raise
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise error from None
         faults.point("commit.after")
 
     def check_integrity(self) -> list[str]:
@@ -739,6 +770,23 @@ class Store:
         """Controller instances, newest first."""
         rows = self._db.execute("SELECT * FROM instances ORDER BY started_at DESC")
         return [InstanceRecord(**dict(r)) for r in rows]
+
+    # ------------------------------------------------------------------ error totals
+
+    def record_error(self, kind: str) -> None:
+        """Count one error of `kind` (e.g. `disk_full`) in the monotonic total
+        `meta['errors.KIND']` that `/metrics` reads (`dagloop_disk_full_total`)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE "
+                "SET value = CAST(value AS INTEGER) + 1",
+                (f"errors.{kind}",),
+            )
+
+    def list_error_totals(self) -> dict[str, int]:
+        """Every error total by kind (`{"disk_full": 3}`); kinds never seen are absent."""
+        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'errors.%'")
+        return {str(k).removeprefix("errors."): int(v) for k, v in rows}
 
 
 def _step_value(key: str, value: Any) -> Any:

@@ -1,8 +1,8 @@
 """`dagloop dry NAME|FILE [-- params]`: what a run would do, without running anything.
 
-Prints the steps in dependency order with their commands (params substituted), the names
-(never the values) of the environment variables they would get from the DAG, and the
-dependency edges. Backticks are not evaluated.
+Prints the steps in dependency order with their commands (params substituted; the values of
+secret-named params shown as `*****`), the names (never the values) of the environment
+variables they would get from the DAG, and the dependency edges. Backticks are not evaluated.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the plan; returns 0, or 1 when the DAG cannot be loaded."""
     from controller.expand import expand
+    from controller.runparams import mask_params
     from model.loader import DagLoadError, parse_param_overrides, resolve_params
 
     settings = launch.settings_from(args)
@@ -36,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop dry: {exc}", file=sys.stderr)
         return 1
     params = resolve_params(dag.spec.params, parse_param_overrides([*args.params, *args.extra]))
-    values = dict(params)
+    # Secret-named params are shown as `*****`, in the list and inside commands (issue 8 #28).
+    shown = mask_params(params, tuple(settings.secret_patterns))
+    values = dict(launch.params_to_pairs(shown))
     order = _topo(dag.spec.steps)
     env_names = [k for k, _ in dag.spec.env]
     plan = []
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "name": dag.name,
-                    "params": [f"{k}={v}" for k, v in params],
+                    "params": shown,
                     "env": env_names,
                     "steps": plan,
                 }
@@ -64,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"DAG {dag.name} (dry run, nothing is executed)")
-    if params:
-        print("params: " + " ".join(f"{k}={v}" for k, v in params))
+    if shown:
+        print("params: " + " ".join(shown))
     if env_names:
         print("env: " + ", ".join(env_names))
     for i, s in enumerate(plan, 1):

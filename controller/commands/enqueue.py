@@ -11,10 +11,13 @@ import argparse
 import sqlite3
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from controller.cmdutil import add_common, dag_file, settings_from
 from controller.ids import new_run_id
-from controller.store import Store
+from controller.runparams import hand_over, mask_params, secret_values, take_handed_over
+from controller.store import Store, StoreError
 from controller.watcher import ring
 from model.config import ConfigError
 from model.loader import DagLoadError, load_base, load_dag, parse_param_overrides, resolve_params
@@ -56,24 +59,64 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop enqueue: {exc}", file=sys.stderr)
         return 1
     params = resolve_params(dag.spec.params, parse_param_overrides([*args.params, *args.extra]))
+    patterns = tuple(settings.secret_patterns)
     now = time.time()
     run_id = args.run_id or new_run_id(now)
-    with Store(settings.db_path) as store:
-        try:
-            store.record_run(
-                dag_name=dag.name,
-                run_id=run_id,
-                status=RunStatus.QUEUED,
-                file=str(path),
-                spec_yaml=dag.source,
-                queue=args.queue or dag.queue,
-                trigger="enqueue",
-                params=[f"{k}={v}" for k, v in params],
-                now=now,
-            )
-        except sqlite3.IntegrityError:
-            print(f"dagloop enqueue: run id {run_id!r} already exists", file=sys.stderr)
-            return 1
+    # Secret params are stored masked; values other than the DAG's defaults reach the runner
+    # through a 0600 hand-over file it deletes on claiming the run. Written before the row,
+    # so a controller that claims the run at once finds it.
+    defaults = dict(resolve_params(dag.spec.params, []))
+    handed = {k: v for k, v in secret_values(params, patterns).items() if defaults.get(k) != v}
+    try:
+        hand_over(settings.data_dir, dag.name, run_id, handed)
+    except FileExistsError:
+        print(f"dagloop enqueue: run id {run_id!r} already exists", file=sys.stderr)
+        return 1
+    try:
+        _record(
+            settings.db_path,
+            dag,
+            path,
+            run_id,
+            queue=args.queue,
+            stored_params=mask_params(params, patterns),
+            now=now,
+        )
+    except sqlite3.IntegrityError:
+        if handed:  # the file is ours (created exclusively): the run is not
+            take_handed_over(settings.data_dir, dag.name, run_id)
+        print(f"dagloop enqueue: run id {run_id!r} already exists", file=sys.stderr)
+        return 1
+    except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
+        if handed:
+            take_handed_over(settings.data_dir, dag.name, run_id)
+        print(f"dagloop enqueue: {exc}", file=sys.stderr)
+        return 1
     ring(settings.data_dir)
     print(run_id)
     return 0
+
+
+def _record(
+    db_path: Path,
+    dag: Any,
+    path: Path,
+    run_id: str,
+    *,
+    queue: str | None,
+    stored_params: list[str],
+    now: float,
+) -> None:
+    """Insert the QUEUED row; raises `sqlite3.IntegrityError` (id taken) or `StoreError`."""
+    with Store(db_path) as store:
+        store.record_run(
+            dag_name=dag.name,
+            run_id=run_id,
+            status=RunStatus.QUEUED,
+            file=str(path),
+            spec_yaml=dag.source,
+            queue=queue or dag.queue,
+            trigger="enqueue",
+            params=stored_params,
+            now=now,
+        )

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     """Restart; returns the exit code of the new run."""
     from controller.commands import start
     from controller.liveness import reap_lost_run, runner_alive
+    from controller.runparams import is_masked
     from controller.store import NotFound, Store
     from model.status import RunStatus
 
@@ -47,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
                     time.sleep(0.05)
             else:
                 reap_lost_run(store, row, "runner process is gone")
-        params = [p for p in row.params]
+        # masked secret params are left out: the new run takes the DAG's default for them
+        # (the value given to the first run was never stored; docs/compatibility.md)
+        params = [p for p in row.params if not is_masked(p)]
     time.sleep(dag.spec.restart_wait_sec)
     ns = argparse.Namespace(
         dag=str(path),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from controller import launch
 
@@ -25,13 +26,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Retry; returns the exit code of the new attempt."""
+    from controller.store import StoreError
+
+    settings = launch.settings_from(args)
+    name = Path(args.dag).stem if args.dag.endswith((".yaml", ".yml")) else args.dag
+    try:
+        return _retry(args, settings, name)
+    except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
+        print(f"dagloop retry: {exc}", file=sys.stderr)
+        return 1
+
+
+def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
+    """The retry itself, on an open store."""
     from controller.liveness import reap_lost_run, runner_alive
     from controller.store import NotFound, Store
     from model.loader import DagLoadError
     from model.status import RunStatus
 
-    settings = launch.settings_from(args)
-    name = Path(args.dag).stem if args.dag.endswith((".yaml", ".yml")) else args.dag
     with Store(settings.db_path) as store:
         try:
             row = store.get_run(name, args.run_id)
@@ -55,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"dagloop retry: no step {args.step!r} in {dag.name}", file=sys.stderr)
             return 1
         previous = {s.name: s for s in store.list_steps(row.id) if s.kind == "step"}
-        if row.status == RunStatus.QUEUED:
+        was_queued = row.status == RunStatus.QUEUED
+        if was_queued:
             if not store.claim_queued_run(row.id, attempt_id=launch.new_run_id()[-6:]):
                 print(f"dagloop retry: run {row.run_id} is no longer queued", file=sys.stderr)
                 return 1
@@ -73,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             settings=settings,
             dag=dag,
             run=row,
-            params=launch.params_to_pairs(row.params),
+            # secret params are stored masked: restored from a hand-over or the DAG defaults
+            params=launch.params_for_runner(row, dag, settings, queued=was_queued),
             quiet=args.quiet,
             as_json=args.json,
             previous=previous or None,

@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the run; returns the exit code."""
-    from controller.store import LimitReached, NotFound, Store
+    from controller.store import LimitReached, NotFound, Store, StoreError
     from model.config import ConfigError
     from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
     from model.status import RunStatus
@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"dagloop start: {exc}", file=sys.stderr)
         return 1
-    store = Store(settings.db_path)
+    try:
+        store = Store(settings.db_path)
+    except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
+        print(f"dagloop start: {exc}", file=sys.stderr)
+        return 1
     try:
         queued = None
         dag_name_guess = args.local or path.stem
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 return 1
             run_row = store.get_run_by_id(queued.id)
-            params = launch.params_to_pairs(run_row.params)
+            params = launch.params_for_runner(run_row, dag, settings, queued=True)
         else:
             overrides = _overrides([*args.params, *args.extra])
             params = resolve_params(dag.spec.params, overrides)
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                     spec_yaml=dag.source or (path.read_text(encoding="utf-8")),
                     queue=dag.queue,
                     trigger="sub" if args.parent else "manual",
-                    params=[f"{k}={v}" for k, v in params],
+                    params=launch.stored_params(params, settings),
                     parent_dag=parent_dag,
                     parent_run_id=parent_id,
                     root_dag=root_dag,
@@ -133,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             as_json=args.json,
         )
+    except StoreError as exc:  # a write the disk refused mid-run; the row is reaped as lost
+        print(f"dagloop start: {exc}", file=sys.stderr)
+        return 1
     finally:
         store.close()
 

@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the status; returns the exit code."""
     from controller.liveness import heartbeat_age, reap_lost_run, runner_alive
-    from controller.store import NotFound, Store
+    from controller.runparams import mask_params
+    from controller.store import NotFound, Store, StoreError
     from controller.views import run_details
     from model.status import RunStatus
 
@@ -36,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
     if not settings.db_path.exists():
         print(f"dagloop status: no runs of {name!r}", file=sys.stderr)
         return 1
-    with Store(settings.db_path) as store:
+    try:
+        store = Store(settings.db_path)
+    except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
+        print(f"dagloop status: {exc}", file=sys.stderr)
+        return 1
+    with store:
         try:
             run_row = store.get_run(name, args.run_id)
         except NotFound as exc:
@@ -56,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
             if age is not None and age > settings.heartbeat_timeout_seconds:
                 label = f"running, stale {int(age)} s"
         details = run_details(store, run_row)
+        # Stored params are masked when written; rows written before that are masked here.
+        details["params"] = " ".join(
+            mask_params(launch.params_to_pairs(run_row.params), tuple(settings.secret_patterns))
+        )
         if args.json:
             details["liveness"] = label
             print(json.dumps(details, ensure_ascii=False))

@@ -181,8 +181,10 @@ def assert_no_leaks(
             continue
         if path.parent == home and path.name in ("config.yaml", ".env"):
             continue  # where the operator put the secret
-        if path.suffix in (".yaml", ".yml", ".env") and "dags" in path.parts:
-            continue  # the user's own DAG files
+        if (path.suffix in (".yaml", ".yml", ".env") or path.name == ".env") and (
+            "dags" in path.parts
+        ):
+            continue  # the user's own DAG and dotenv files (`.env` has no suffix)
         try:
             if needle in path.read_bytes():
                 hits.append(str(path))

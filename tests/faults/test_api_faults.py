@@ -6,6 +6,7 @@ copied); the real-server tests start `dagloop server` / `start-all` processes.""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import urllib.error
@@ -20,8 +21,15 @@ from tests.api.test_auth import (
     test_secrets_never_appear_in_any_response as test_28_server_secrets_not_in_responses,
 )
 from tests.api.test_traversal import test_traversal_attempts_are_refused as test_27_traversal
-from tests.faults.conftest import HEARTBEAT_TIMEOUT, home_of, run_row, spawn, write_dag
-from tests.faults.invariants import CANARY, assert_invariants, assert_no_leaks
+from tests.faults.conftest import (
+    HEARTBEAT_TIMEOUT,
+    home_of,
+    run_row,
+    spawn,
+    step_pgid,
+    write_dag,
+)
+from tests.faults.invariants import CANARY, assert_invariants, assert_no_leaks, processes_of
 from tests.helpers import run_cli, wait_until
 
 __all__ = ["test_26_auth_matrix", "test_27_traversal", "test_28_server_secrets_not_in_responses"]
@@ -113,14 +121,12 @@ def test_28_secrets_appear_nowhere_but_the_steps_own_output(
     assert_invariants(home_of(fenv), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 
-@pytest.mark.skip(
-    reason="a param named *PASSWORD* is stored verbatim in runs.params (needed by retry) and "
-    "served unmasked by the API (run summary `params`, DAG spec defaults, outputs metadata): "
-    "masking at write time needs a secret store for retry; owners: store/views/api"
-)
 def test_28_secret_params_and_dotenv_values_appear_only_in_the_steps_output(
     fenv: dict[str, str], procs: list[subprocess.Popen[bytes]]
 ) -> None:
+    """A secret-named param is stored as `DB_PASSWORD=*****`; neither it nor a dotenv value
+    is in the run log, the database, any API body (the run log's route included), `status`,
+    `dry` or a /proc cmdline; only the step's own output has them."""
     param_secret = "param-canary-51c2e7"
     dotenv_secret = "dotenv-canary-8d0a4b"
     write_dag(fenv, "s", SECRET_DAG)
@@ -129,11 +135,75 @@ def test_28_secret_params_and_dotenv_values_appear_only_in_the_steps_output(
     assert code == 0, err
     row = run_row(fenv, "s")
     assert row is not None
+    assert json.loads(str(row["params"])) == ["DB_PASSWORD=*****"]
     step_out = Path(str(row["log_file"])).parent / "show.out"
+    assert f"param={param_secret} dotenv={dotenv_secret}" in step_out.read_text()
+    texts = [
+        run_cli("status", "s", env=fenv)[1],
+        run_cli("status", "s", "--json", env=fenv)[1],
+        run_cli("dry", "s", "--", f"DB_PASSWORD={param_secret}", env=fenv)[1],
+        run_cli("dry", "--json", "s", "--", f"DB_PASSWORD={param_secret}", env=fenv)[1],
+    ]
+    assert "DB_PASSWORD=*****" in texts[0] and "DB_PASSWORD=*****" in texts[2]
     url = _server(fenv, procs, "server")
-    bodies = [_get(url + r, token=CANARY)[1] for r in ROUTES if not r.endswith("/log")]
+    bodies = [_get(url + r, token=CANARY)[1] for r in ROUTES if not r.endswith("/steps/show/log")]
     for secret in (param_secret, dotenv_secret):
-        assert_no_leaks(home_of(fenv), secret, api_bodies=bodies, allowed_files=[step_out])
+        assert_no_leaks(
+            home_of(fenv), secret, api_bodies=[*bodies, *texts], allowed_files=[step_out]
+        )
+    procs[-1].send_signal(signal.SIGTERM)
+    procs[-1].wait(timeout=10)
+    assert_invariants(home_of(fenv), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_28_queued_run_gets_its_secret_param_through_a_handover_not_the_store(
+    fenv: dict[str, str], procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """`enqueue -- DB_PASSWORD=X`: the row stores `*****`, the value waits in a 0600 file the
+    runner deletes on claiming the run; while the step runs, only the step's own processes
+    carry it in their environment (not the controller, not the runner)."""
+    secret = "queued-canary-3f9a1d"
+    dhome = home_of(fenv)
+    write_dag(
+        fenv,
+        "q",
+        """
+        params:
+          - DB_PASSWORD: none
+        steps:
+          - name: show
+            command: sh -c 'echo "param=$DB_PASSWORD"; while [ ! -e go ]; do sleep 0.05; done'
+        """,
+    )
+    code, out, err = run_cli("enqueue", "q", "--", f"DB_PASSWORD={secret}", env=fenv)
+    assert code == 0, err
+    run_id = out.strip()
+    handover = list((dhome / "data" / "handover").iterdir())
+    assert len(handover) == 1 and handover[0].stat().st_mode & 0o777 == 0o600
+    assert json.loads(str(run_row(fenv, "q")["params"])) == ["DB_PASSWORD=*****"]  # type: ignore[index]
+    ctl = spawn(fenv, procs, "scheduler")
+    step_out = dhome / "logs" / "q" / run_id / "show.out"
+    wait_until(lambda: step_out.exists() and "param=" in step_out.read_text(), 20)
+    assert f"param={secret}" in step_out.read_text()
+    assert not list((dhome / "data" / "handover").iterdir())  # read once, then deleted
+    pgid = step_pgid(fenv, "show")
+    assert pgid is not None
+    for pid in processes_of(dhome, [run_id]):
+        if secret.encode() in _environ(pid):
+            assert os.getpgid(pid) == pgid, f"secret in the environment of pid {pid}"
+    (dhome / "dags" / "go").touch()
+    wait_until(lambda: (run_row(fenv, "q") or {}).get("status") == 4, 20)
+    ctl.send_signal(signal.SIGTERM)
+    assert ctl.wait(timeout=20) == 0
+    assert_no_leaks(dhome, secret, allowed_files=[step_out])
+    assert_invariants(dhome, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 
 @pytest.mark.parametrize("verb", ["server", "start-all"])

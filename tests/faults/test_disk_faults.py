@@ -5,26 +5,26 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import HEARTBEAT_TIMEOUT, home_of, query, write_dag
+from tests.faults.conftest import HEARTBEAT_TIMEOUT, home_of, query, run_row, spawn, write_dag
 from tests.faults.invariants import assert_invariants
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root and mount rights; skipped otherwise)."""
+def _mount_tmpfs(mnt: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs at `mnt` (needs root and mount rights; skipped otherwise, with the
+    reason); unmounted afterwards."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (id -u is not 0)")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
+    mnt.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
         capture_output=True,
@@ -37,16 +37,52 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.skip(
-    reason="the failing step is recorded correctly, but the next `dagloop start` on the full "
-    "log disk dies with an OSError traceback: controller/launch.py execute_run writes run.log "
-    "unguarded (ENOSPC) before the runner starts; fix: guard the run-log writes, record the "
-    "run failed with the ENOSPC reason (owner: launch/runner)"
-)
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs outside DAGU_HOME (for the log dir)."""
+    yield from _mount_tmpfs(tmp_path / "small")
+
+
+@pytest.fixture
+def data_disk(fenv: dict[str, str]) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted as DAGU_HOME/data, where the invariants look for the database."""
+    yield from _mount_tmpfs(home_of(fenv) / "data")
+
+
+ENOSPC = "(ENOSPC, errno 28)"
+
+
+def _one_clear_line(err: str) -> str:
+    """stderr must be exactly one line (no traceback); returns it."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _error_totals(env: dict[str, str]) -> dict[str, int]:
+    rows = query(env, "SELECT key, value FROM meta WHERE key LIKE 'errors.%'")
+    return {str(k): int(v) for k, v in rows}  # type: ignore[call-overload]
+
+
+def _fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte; the filler file (delete it to free the space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096) > 0:
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
 def test_22_disk_full_during_a_step_fails_the_step_not_the_store(
-    fenv: dict[str, str], small_disk: Path
+    fenv: dict[str, str], small_disk: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     env = dict(fenv, DAGU_LOG_DIR=str(small_disk))
+    ctl = spawn(env, procs, "scheduler")  # the controller must stay up through all of it
     write_dag(env, "fill", "steps:\n  - name: fill\n    command: head -c 4000000 /dev/zero\n")
     code, out, err = run_cli("start", "--json", "-q", "fill", env=env)
     assert code == 1, err
@@ -54,44 +90,82 @@ def test_22_disk_full_during_a_step_fails_the_step_not_the_store(
     assert doc["statusLabel"] == "failed"
     node = doc["nodes"][0]
     assert node["statusLabel"] == "failed" and node["exitCode"] != 0
-    # the store is consistent and later runs record their own outcome
+    assert f"no space left on device {ENOSPC} on {small_disk}" in node["error"], node["error"]
+    # the next run on the full log disk fails with the reason recorded, one line on stderr
     write_dag(env, "small", 'steps:\n  - command: "true"\n')
     code, out, err = run_cli("start", "-q", "small", env=env)
-    assert code in (0, 1), err
-    assert "Traceback" not in err
+    assert code == 1
+    line = _one_clear_line(err)
+    row = run_row(env, "small")
+    assert row is not None and row["status"] == 2, row  # failed
+    assert str(row["log_file"]) in line and ENOSPC in line, line
+    assert f"cannot write the run log {row['log_file']}: " in str(row["error"]), row
+    assert _error_totals(env).get("errors.disk_full", 0) >= 2  # dagloop_disk_full_total
+    # a run the controller launches records its failure too; the controller stays up
+    code, out, err = run_cli("enqueue", "small", env=env)
+    assert code == 0, err
+    queued = out.strip()
+    wait_until(
+        lambda: query(env, "SELECT status FROM runs WHERE run_id=?", (queued,)) == [(2,)], 20
+    )
+    assert ctl.poll() is None
     statuses = [r[0] for r in query(env, "SELECT status FROM runs")]
     assert all(s in (2, 3, 4, 6) for s in statuses), statuses
+    ctl.send_signal(signal.SIGTERM)
+    assert ctl.wait(timeout=20) == 0
     assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 
-@pytest.mark.skip(
-    reason="`dagloop start` on a full data disk dies with a sqlite3.OperationalError "
-    "traceback (disk I/O error) instead of a clear error; fix: catch sqlite3.OperationalError "
-    "in the start/retry commands and around Runner transitions (owner: start/launch)"
-)
 def test_22_disk_full_during_a_state_write_leaves_no_running_row(
-    fenv: dict[str, str], small_disk: Path
+    fenv: dict[str, str], data_disk: Path
 ) -> None:
-    env = dict(fenv, DAGU_DATA_DIR=str(small_disk))
+    env = fenv
     write_dag(env, "ok", 'steps:\n  - command: "true"\n')
     assert run_cli("start", "-q", "ok", env=env)[0] == 0
-    filler = small_disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:  # fill the disk to the last byte
-        while os.write(fd, b"\0" * 4096) > 0:
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    code, _out, err = run_cli("start", "-q", "ok", env=env)
-    assert code != 0
-    assert "disk" in err.lower() or "space" in err.lower(), err
-    assert "Traceback" not in err
+    filler = _fill(data_disk)
+    db = data_disk / "dagloop.db"
+    for args in (("start", "-q", "ok"), ("enqueue", "ok"), ("status", "ok")):
+        code, _out, err = run_cli(*args, env=env)
+        assert code != 0, args
+        line = _one_clear_line(err)
+        assert str(db) in line and ENOSPC in line, line
     filler.unlink()
     statuses = [r[0] for r in query(env, "SELECT status FROM runs")]
-    assert 1 not in statuses, statuses  # nothing stuck `running`
+    assert statuses == [4], statuses  # nothing half-written, nothing stuck `running`
     assert run_cli("start", "-q", "ok", env=env)[0] == 0  # recovers once space is back
+    assert [r[0] for r in query(env, "SELECT status FROM runs")] == [4, 4]
+    assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
+
+
+def test_22_disk_filling_up_mid_run_fails_the_write_cleanly_and_the_run_reads_lost(
+    fenv: dict[str, str], data_disk: Path
+) -> None:
+    """A step fills the data disk; the runner's next state write is refused: one clear line,
+    the transaction rolled back, the steps cleaned up, and the row reads `lost` (then failed
+    when reaped) instead of `running` forever."""
+    env = fenv
+    filler = data_disk / "filler"
+    write_dag(
+        env,
+        "mid",
+        f"""\
+        steps:
+          - name: a
+            command: sh -c "head -c 2000000 /dev/zero > {filler}; true"
+          - name: b
+            command: sleep 30
+        """,
+    )
+    code, _out, err = run_cli("start", "-q", "mid", env=env)
+    assert code == 1
+    line = _one_clear_line(err)
+    assert "cannot write the state database" in line and ENOSPC in line, line
+    code, out, _err = run_cli("status", "mid", env=env)
+    assert code == 1 and "lost" in out.splitlines()[0], out
+    filler.unlink()
+    code, out, _err = run_cli("status", "mid", "--reap", env=env)
+    assert "failed" in out.splitlines()[0], out
+    assert [r[0] for r in query(env, "SELECT status FROM runs")] == [2]
     assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 
