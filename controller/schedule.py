@@ -17,7 +17,9 @@ Cron expressions are evaluated on the *wall clock* of their zone (`CRON_TZ=Zone 
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,11 +29,27 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from model.spec import split_cron
+# `model.spec.split_cron`'s pattern (a unit test keeps them equal): importing model.spec would
+# import pydantic into every reader of schedules (`dagloop plan`, the API's fast paths).
+_CRON_TZ = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
+
+
+def split_cron(expression: str) -> tuple[str | None, str]:
+    """Split ``CRON_TZ=Zone expr`` into (zone or None, expr), as `model.spec.split_cron`."""
+    expr = expression.strip()
+    m = _CRON_TZ.match(expr)
+    if m:
+        return m.group(1), m.group(2).strip()
+    return None, expr
+
 
 # How far wall time and UTC can disagree around a transition; candidates are generated from a
 # wall-time window this much wider than asked, then filtered on the UTC instant.
 _MARGIN = timedelta(hours=3)
+# Fast path (`_fixed_offset`): windows up to this long with one UTC offset throughout; croniter
+# starts this far before the window (it rounds its start) and candidates are filtered.
+_FIXED_MAX_SPAN = timedelta(days=7)
+_FIXED_STEP_BACK = timedelta(minutes=2)
 
 
 @lru_cache(maxsize=64)
@@ -91,9 +109,12 @@ class CronSchedule:
         """Fire instants `t` (aware UTC) with `after < t <= until`, sorted, without duplicates."""
         if until <= after:
             return []
+        fixed = _fixed_offset(self.zone, after, until)
+        if fixed is not None:
+            return self._between_fixed(after, until, fixed)
         start = after.astimezone(self.zone).replace(tzinfo=None) - _MARGIN
         stop = until.astimezone(self.zone).replace(tzinfo=None) + _MARGIN
-        it = croniter(self.cron, start)
+        it = _croniter_at(self.cron, start)
         out: set[datetime] = set()
         while True:
             wall = it.get_next(datetime)
@@ -102,8 +123,42 @@ class CronSchedule:
             out.update(t for t in self._instants(wall) if after < t <= until)
         return sorted(out)
 
+    def _between_fixed(self, after: datetime, until: datetime, offset: timedelta) -> list[datetime]:
+        """`between` for a window in which the zone's UTC offset does not change: wall time
+        is UTC + `offset` throughout, so no margin (hours of candidates of an every-minute
+        expression) is needed, only a small step back for croniter's rounding."""
+        start = after.astimezone(UTC).replace(tzinfo=None) + offset - _FIXED_STEP_BACK
+        stop = until.astimezone(UTC).replace(tzinfo=None) + offset
+        it = _croniter_at(self.cron, start)
+        out: list[datetime] = []
+        while True:
+            wall = it.get_next(datetime)
+            if wall > stop:
+                return out
+            t = (wall - offset).replace(tzinfo=UTC)
+            if after < t <= until:
+                out.append(t)
+
+    def _first_fixed(self, after: datetime, until: datetime, offset: timedelta) -> datetime | None:
+        """The first instant of `_between_fixed(after, until, offset)`, or None."""
+        start = after.astimezone(UTC).replace(tzinfo=None) + offset - _FIXED_STEP_BACK
+        it = _croniter_at(self.cron, start)
+        while True:
+            t = (it.get_next(datetime) - offset).replace(tzinfo=UTC)
+            if t > until:
+                return None
+            if t > after:
+                return t
+
     def next_after(self, after: datetime) -> datetime:
         """The first fire instant strictly after `after` (aware UTC)."""
+        fixed = _fixed_offset(self.zone, after, after + _FIXED_MAX_SPAN)
+        if fixed is not None:
+            # One offset for a week: the first candidate is the answer (an every-minute
+            # expression costs one croniter step, not a day of them).
+            first = self._first_fixed(after, after + _FIXED_MAX_SPAN, fixed)
+            if first is not None:
+                return first
         span = timedelta(days=1)
         while True:
             found = self.between(after, after + span)
@@ -123,6 +178,34 @@ class CronSchedule:
                 return found[-1]
             span *= 4
         return None
+
+
+@lru_cache(maxsize=4096)
+def _croniter_template(cron: str) -> croniter:
+    return croniter(cron, datetime(2000, 1, 1))
+
+
+def _croniter_at(cron: str, start: datetime) -> croniter:
+    """A croniter of `cron` positioned at `start`: a copy of one parsed template per
+    expression (parsing is most of the cost of a fresh croniter; the copy shares the
+    read-only expansion and owns its position)."""
+    it = copy.copy(_croniter_template(cron))
+    it.set_current(start, force=True)
+    return it
+
+
+def _fixed_offset(zone: ZoneInfo, after: datetime, until: datetime) -> timedelta | None:
+    """The zone's UTC offset when it is the same over the whole window (plus the margin),
+    else None. Windows longer than `_FIXED_MAX_SPAN` always take the general path: equal
+    offsets at both ends of a short window mean no transition inside it (no zone changes its
+    offset twice within a week)."""
+    if until - after > _FIXED_MAX_SPAN:
+        return None
+    lo = (after - _MARGIN).astimezone(zone).utcoffset()
+    hi = (until + _MARGIN).astimezone(zone).utcoffset()
+    if lo is None or lo != hi:
+        return None
+    return lo
 
 
 def _transition(zone: ZoneInfo, lo: datetime, hi: datetime) -> datetime:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.catalog import Catalog
+from controller.catalog import Catalog, spec_cache_dir
 from controller.logs import setup_logging
 from controller.store import Store, StoreError
 from model.config import ConfigError, Settings, load_settings
@@ -62,7 +62,12 @@ def build_app(
     return create_app(
         settings=settings,
         store_factory=lambda: Store(db_path, readonly=True),
-        catalog=Catalog(settings.dags_dir, settings.base_config, settings.max_dag_file_bytes),
+        catalog=Catalog(
+            settings.dags_dir,
+            settings.base_config,
+            settings.max_dag_file_bytes,
+            cache_dir=spec_cache_dir(settings),
+        ),
         started_at=started_at,
         scheduler_running=scheduler_running,
         collectors=collectors,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from controller.schedule import CronSchedule, TickCache, due_ticks, next_fire, parse_all
 
 
@@ -78,3 +80,40 @@ def test_tick_cache_keeps_ticks_within_window_and_advances() -> None:
         utc(2026, 1, 1, 0, 50),
         utc(2026, 1, 1, 1, 0),
     ]
+
+
+def test_split_cron_is_model_specs() -> None:
+    """schedule.py keeps its own copy (it must not import pydantic); the two stay equal."""
+    from controller.schedule import split_cron
+    from model.spec import split_cron as spec_split_cron
+
+    for expr in ("* * * * *", " CRON_TZ=Europe/Berlin 30 2 * * * ", "TZ=UTC 0 0 * * *", "x"):
+        assert split_cron(expr) == spec_split_cron(expr)
+
+
+def test_fixed_offset_fast_path_agrees_with_the_general_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows without an offset change skip the ±3 h candidate margin; same answers."""
+    import random
+
+    from controller import schedule
+
+    exprs = ["* * * * *", "*/7 * * * *", "30 2 * * *", "0 */3 * * *", "15 1 * * 0", "5 4 L * *"]
+    zones = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+    spans = [30, 60, 3600, 86400, 7 * 86400]
+    rnd = random.Random(7)
+    cases = []
+    for _ in range(300):
+        s = CronSchedule.parse(rnd.choice(exprs), default_zone=rnd.choice(zones))
+        at = utc(2026, 1, 1) + timedelta(seconds=rnd.randint(0, 366 * 86400), microseconds=5)
+        # every DST day of 2026 in Berlin and New York is hit by some cases too
+        cases.append((s, at, at + timedelta(seconds=rnd.choice(spans))))
+    for day in (utc(2026, 3, 8, 6), utc(2026, 3, 29, 0), utc(2026, 10, 25, 0), utc(2026, 11, 1, 5)):
+        for e in exprs:
+            for z in zones:
+                cases.append((CronSchedule.parse(e, default_zone=z), day, day + timedelta(hours=3)))
+    fast = [(s.between(a, b), s.next_after(a)) for s, a, b in cases]
+    monkeypatch.setattr(schedule, "_fixed_offset", lambda *_: None)
+    slow = [(s.between(a, b), s.next_after(a)) for s, a, b in cases]
+    assert fast == slow
