@@ -17,6 +17,8 @@ Called by `controller.commands.start` / `retry` (and, through them, by the contr
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -62,6 +64,11 @@ HANDLER_KINDS = {
 }
 _RESEND_SECONDS = 2.0
 _PIPE_LINGER_SECONDS = 0.2  # see Runner._drain_after_exit
+# One read per wake-up moves up to this much from a step's pipe into its log; a pipe found
+# full (a chatty step) is grown to it, so a 50 MB step costs ~50 wake-ups, not 800.
+_PUMP_BYTES = 1 << 20
+_PIPE_BYTES = 1 << 16  # Linux's default pipe capacity
+_MARKER_ROOM = 4096  # bytes of truncation markers a capped log may take beyond the cap
 _TAIL_BYTES = 1024
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -140,7 +147,8 @@ _DAG_TYPES = frozenset({"dag", "subworkflow", "parallel"})
 class _Proc:
     popen: subprocess.Popen[bytes]
     pidfd: int
-    capture: IO[bytes] | None = None  # pipe we read (output capture / sub-DAG JSON)
+    capture: IO[bytes] | None = None  # stdout pipe we pump (log, `output:`, sub-DAG JSON)
+    errpipe: IO[bytes] | None = None  # stderr pipe we pump into the .err log
     item: Any = None  # parallel item
     sub_run_id: str = ""
     sub_params: str = ""
@@ -176,6 +184,12 @@ class Node:
     err_file: IO[bytes] | None = None
     captured: bytearray = field(default_factory=bytearray)
     captured_runs: list[str] = field(default_factory=list)
+    # per-step log cap (issue 8 #24), per stream "out"/"err": bytes the log file may still
+    # take, bytes discarded beyond the cap since the last marker, last byte kept was b"\n"
+    log_room: dict[str, int] = field(default_factory=dict)
+    log_dropped: dict[str, int] = field(default_factory=dict)
+    log_nl: dict[str, bool] = field(default_factory=dict)
+    log_error: str = ""  # a log write failed (e.g. ENOSPC): the execution fails with this
     overflow: bool = False
     timeout_at: float | None = None
     timed_out: bool = False
@@ -731,10 +745,17 @@ class Runner:
         self._save(node)
 
     def _open_logs(self, node: Node) -> None:
+        cap = self.o.settings.max_step_log_bytes
         if node.out_file is None:
             node.out_file = open(node.stdout_path, "ab", buffering=0)
+            node.log_room["out"] = cap - os.fstat(node.out_file.fileno()).st_size
         if node.err_file is None:
             node.err_file = open(node.stderr_path, "ab", buffering=0)
+            node.log_room["err"] = cap - os.fstat(node.err_file.fileno()).st_size
+        for stream in ("out", "err"):
+            node.log_dropped[stream] = 0
+            # a log already at its cap ends with the previous execution's marker line
+            node.log_nl.setdefault(stream, True)
 
     def _log_paths(self, node: Node) -> tuple[str, str]:
         base = safe_name(node.name) if node.kind == "step" else node.kind
@@ -771,6 +792,7 @@ class Runner:
         node.captured = bytearray()
         node.overflow = False
         node.wait_until = None
+        node.log_error = ""
         try:
             self._open_logs(node)
         except OSError as exc:  # e.g. a full log disk (issue 8 #22): the step fails, not us
@@ -858,14 +880,15 @@ class Runner:
     def _spawn_next(self, node: Node) -> None:
         argv = node.queue.pop(0)
         assert node.out_file is not None and node.err_file is not None
-        capture = node.step.output is not None
         try:
+            # Both streams through pipes the loop pumps into the log files, so a log stops at
+            # settings.max_step_log_bytes while the step writes on (issue 8 #24; `_drain`).
             popen = proc.spawn(
                 argv,
                 env=node.env,
                 cwd=node.cwd,
-                stdout=subprocess.PIPE if capture else node.out_file,
-                stderr=node.err_file,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
         except FileNotFoundError as exc:
             msg = f'exec: "{exc.filename or argv[0]!s}": executable file not found in $PATH'
@@ -878,7 +901,7 @@ class Runner:
             node.err_file.write(f"{exc}\n".encode())
             self._end_execution(node, 126, str(exc))
             return
-        self._track(node, popen, capture=popen.stdout if capture else None)
+        self._track(node, popen, capture=popen.stdout, errpipe=popen.stderr)
 
     def _track(
         self, node: Node, popen: subprocess.Popen[bytes], *, capture: IO[bytes] | None, **kw: Any
@@ -887,9 +910,10 @@ class Runner:
         p = _Proc(popen=popen, pidfd=pidfd, capture=capture, **kw)
         node.procs.append(p)
         self.sel.register(pidfd, selectors.EVENT_READ, ("exit", (node, p)))
-        if capture is not None:
-            os.set_blocking(capture.fileno(), False)
-            self.sel.register(capture, selectors.EVENT_READ, ("out", (node, p)))
+        for kind, pipe in (("out", capture), ("err", p.errpipe)):
+            if pipe is not None:
+                os.set_blocking(pipe.fileno(), False)
+                self.sel.register(pipe, selectors.EVENT_READ, (kind, (node, p)))
         if len(node.procs) == 1 and node.kind == "step" and node.done_count + node.retry_count:
             # a retry or repeat: the group changed (the first one is saved by _start_node)
             self.store.update_step(node.row, pgid=popen.pid)
@@ -1103,10 +1127,10 @@ class Runner:
                     ):
                         code = node.thread_result.pop()
                         self._end_execution(node, code, "" if code == 0 else f"exit status {code}")
-            elif kind == "out":
+            elif kind in ("out", "err"):
                 node, p = data
-                if p.capture is not None:
-                    self._drain(node, p)
+                if (p.capture if kind == "out" else p.errpipe) is not None:
+                    self._drain(node, p, kind)
             elif kind == "exit":
                 node, p = data
                 if p in node.procs:
@@ -1190,57 +1214,131 @@ class Runner:
         except OSError:
             pass
 
-    def _drain(self, node: Node, p: _Proc) -> bool:
-        """Read what is available on a capture pipe; False at EOF."""
-        assert p.capture is not None
+    def _drain(self, node: Node, p: _Proc, stream: str = "out") -> bool:
+        """Pump what is available on a step's stdout ("out") or stderr ("err") pipe; False
+        at EOF (the pipe is then closed).
+
+        stdout also feeds `output:` capture (up to maxOutputSize) and a sub-DAG's JSON result.
+        The log write is capped (`_write_log`): the step never blocks on a full pipe nor gets
+        EPIPE because its log is full.
+        """
+        pipe = p.capture if stream == "out" else p.errpipe
+        assert pipe is not None
         try:
-            chunk = os.read(p.capture.fileno(), 65536)
+            chunk = os.read(pipe.fileno(), _PUMP_BYTES)
         except BlockingIOError:
             return True
         except OSError:
             chunk = b""
         if not chunk:
-            self.sel.unregister(p.capture)
-            p.capture.close()
-            p.capture = None
+            self._close_pipe(node, p, stream)
             return False
-        if node.step.call is not None:
+        if len(chunk) == _PIPE_BYTES:
+            try:  # a chatty step: fewer, larger reads (may be refused past the user's quota)
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PUMP_BYTES)
+            except OSError:
+                pass
+        if stream == "out" and node.step.call is not None:
             p.data += chunk
             return True
-        assert node.out_file is not None
-        node.out_file.write(chunk)
-        limit = self.spec.max_output_size
-        if not node.overflow:
-            if len(node.captured) + len(chunk) > limit:
+        self._write_log(node, stream, chunk)
+        if stream == "out" and node.step.output is not None and not node.overflow:
+            if len(node.captured) + len(chunk) > self.spec.max_output_size:
                 node.overflow = True
                 node.captured = bytearray()
             else:
                 node.captured += chunk
         return True
 
-    def _drain_after_exit(self, node: Node, p: _Proc) -> None:
-        """The process exited: read what its pipe holds, but wait for EOF only briefly.
+    def _write_log(self, node: Node, stream: str, chunk: bytes) -> None:
+        """Append `chunk` to the step's log up to `settings.max_step_log_bytes` (issue 8 #24);
+        the rest is counted and discarded. A failed write (ENOSPC) stops the log and fails the
+        execution (`log_error`) instead of the runner."""
+        room = node.log_room.get(stream, 0)
+        if room <= 0 or node.log_error:
+            node.log_dropped[stream] = node.log_dropped.get(stream, 0) + len(chunk)
+            return
+        keep = memoryview(chunk)[:room]
+        f = node.out_file if stream == "out" else node.err_file
+        assert f is not None
+        try:
+            _write_all(f.fileno(), keep)
+        except OSError as exc:
+            node.log_error = self._log_write_error(exc, f.name)
+            node.log_dropped[stream] = node.log_dropped.get(stream, 0) + len(chunk)
+            return
+        node.log_room[stream] = room - len(keep)
+        node.log_nl[stream] = keep[-1] == ord("\n")
+        if len(keep) < len(chunk):
+            node.log_dropped[stream] = node.log_dropped.get(stream, 0) + len(chunk) - len(keep)
 
-        A descendant that left the step's group (setsid, double fork) can hold the write end
+    def _log_write_error(self, exc: OSError, path: object) -> str:
+        if exc.errno == errno.ENOSPC:
+            return f"{ENOSPC_TEXT} on {self.o.log_dir}: the step's output was not written"
+        return f"cannot write the step log {describe_os_error(exc, str(path))}"
+
+    def _close_pipe(self, node: Node, p: _Proc, stream: str) -> None:
+        """Stop pumping one pipe; a log that dropped output gets its truncation marker."""
+        pipe = p.capture if stream == "out" else p.errpipe
+        if pipe is None:
+            return
+        self.sel.unregister(pipe)
+        pipe.close()
+        if stream == "out":
+            p.capture = None
+        else:
+            p.errpipe = None
+        dropped = node.log_dropped.get(stream, 0)
+        f = node.out_file if stream == "out" else node.err_file
+        if not dropped or f is None or node.log_error:
+            return
+        node.log_dropped[stream] = 0
+        cap = self.o.settings.max_step_log_bytes
+        marker = b"" if node.log_nl.get(stream, True) else b"\n"
+        marker += (
+            f"[dagloop: output truncated after {cap} bytes; {dropped} more bytes discarded]\n"
+        ).encode()
+        room = node.log_room.get(stream, 0)
+        if room - len(marker) < -_MARKER_ROOM:
+            return  # markers of earlier executions filled their room: the disk stays bounded
+        try:
+            _write_all(f.fileno(), memoryview(marker))
+        except OSError:
+            return
+        node.log_room[stream] = room - len(marker)
+        node.log_nl[stream] = True
+
+    def _drain_after_exit(self, node: Node, p: _Proc) -> None:
+        """The process exited: pump what its pipes hold, but wait for EOF only briefly.
+
+        A descendant that left the step's group (setsid, double fork) can hold the write ends
         for ever; waiting for EOF would keep the run `running` as long as it lives (issue 8
         #6). Output written within `_PIPE_LINGER_SECONDS` after the exit still counts.
         """
-        assert p.capture is not None
-        fd = p.capture.fileno()
         deadline = time.monotonic() + _PIPE_LINGER_SECONDS
-        while p.capture is not None:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        poller = select.poll()
+        open_pipes = {
+            pipe.fileno(): stream
+            for stream, pipe in (("out", p.capture), ("err", p.errpipe))
+            if pipe is not None
+        }
+        for fd in open_pipes:
+            poller.register(fd, select.POLLIN)
+        while open_pipes:
+            left_ms = max(0.0, deadline - time.monotonic()) * 1000
+            ready = poller.poll(left_ms)
             if not ready:
                 break
-            if not self._drain(node, p):
-                return  # EOF: the pipe is closed and unregistered
-        if p.capture is not None:
-            self.sel.unregister(p.capture)
-            p.capture.close()
-            p.capture = None
+            for fd, _ev in ready:
+                stream = open_pipes.get(fd)
+                if stream is not None and not self._drain(node, p, stream):
+                    poller.unregister(fd)  # EOF: the pipe is closed and unregistered
+                    del open_pipes[fd]
+        for stream in ("out", "err"):
+            self._close_pipe(node, p, stream)
 
     def _reap(self, node: Node, p: _Proc) -> None:
-        if p.capture is not None:
+        if p.capture is not None or p.errpipe is not None:
             self._drain_after_exit(node, p)
         self.sel.unregister(p.pidfd)
         os.close(p.pidfd)
@@ -1292,6 +1390,9 @@ class Runner:
         if node.step.output is not None:
             # Dagu keeps only the last execution's stdout (retries and repetitions alike)
             node.captured_runs = [node.captured.decode("utf-8", "replace")]
+        if node.log_error and exit_code == 0:
+            exit_code = 1
+            err = node.log_error
         if node.overflow and exit_code == 0:
             exit_code = 1
             err = (
@@ -1517,6 +1618,13 @@ class Runner:
             os.close(self._wake_w)
         except OSError:
             pass
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """os.write until all of `data` is written (a regular file may take part of it)."""
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
 
 
 _SIGNAL_TEXT: dict[int, str] = {

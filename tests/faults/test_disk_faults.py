@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from api import logfile
 from tests.faults.conftest import HEARTBEAT_TIMEOUT, home_of, query, run_row, spawn, write_dag
 from tests.faults.invariants import assert_invariants
 from tests.helpers import run_cli, wait_until
@@ -169,19 +170,71 @@ def test_22_disk_filling_up_mid_run_fails_the_write_cleanly_and_the_run_reads_lo
     assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 
-@pytest.mark.skip(
-    reason="per-step log cap (settings.max_step_log_bytes, default 50 MiB) is not enforced: "
-    "steps write their stdout/stderr straight to the log file; enforcing it needs the runner "
-    "to pump output through a pipe (os.read/os.write in its selector) and write a truncation "
-    "marker — not done within the time box"
-)
+CAP = 1024 * 1024  # the test's settings.max_step_log_bytes (default 50 MiB)
+
+
+def _marker(dropped: int) -> bytes:
+    return (
+        f"[dagloop: output truncated after {CAP} bytes; {dropped} more bytes discarded]\n".encode()
+    )
+
+
 def test_24_step_output_is_capped_with_a_truncation_marker(fenv: dict[str, str]) -> None:
-    env = dict(fenv, DAGU_CONTROLLER_MAX_STEP_LOG_BYTES=str(1024 * 1024))
-    write_dag(env, "big", "steps:\n  - name: big\n    command: head -c 8000000 /dev/zero\n")
+    """5 MB on stdout and 3 MB on stderr against a 1 MiB cap: the step runs to its end
+    (exit 0: no blocked or refused write), each log keeps its first MiB and one marker line
+    with the exact count discarded, the API's tail reads the marker, the next step runs."""
+    env = dict(fenv, DAGU_CONTROLLER_MAX_STEP_LOG_BYTES=str(CAP))
+    write_dag(
+        env,
+        "big",
+        """\
+        steps:
+          - name: big
+            command: sh -c 'yes 0123456789 | head -c 5000000; yes e | head -c 3000000 >&2'
+          - name: after
+            command: echo still-here
+        """,
+    )
     code, out, err = run_cli("start", "--json", "-q", "big", env=env)
     assert code == 0, err
     doc = json.loads(out.strip().splitlines()[-1])
-    path = Path(doc["nodes"][0]["stdout"])
-    assert path.stat().st_size <= 1024 * 1024 + 4096
-    assert b"truncated" in path.read_bytes()[-4096:]
+    big, after = doc["nodes"]
+    assert big["statusLabel"] == "succeeded" and big["exitCode"] == 0, big
+    stdout = Path(big["stdout"]).read_bytes()
+    assert stdout == b"0123456789\n" * (CAP // 11) + b"0123456789"[: CAP % 11] + b"\n" + _marker(
+        5_000_000 - CAP
+    )
+    stderr = Path(big["stderr"]).read_bytes()
+    assert stderr == b"e\n" * (CAP // 2) + _marker(3_000_000 - CAP)
+    page = logfile.read_log(Path(big["stdout"]), tail=1)
+    assert page["content"] == _marker(5_000_000 - CAP).decode().rstrip("\n")
+    assert after["statusLabel"] == "succeeded"
+    assert Path(after["stdout"]).read_bytes() == b"still-here\n"
+    assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
+
+
+def test_24_repeated_executions_keep_the_capped_log_bounded(fenv: dict[str, str]) -> None:
+    """Every repetition appends to the same log: the cap holds across executions, each adds
+    at most one marker line, and the disk stays bounded (cap + a few markers)."""
+    env = dict(fenv, DAGU_CONTROLLER_MAX_STEP_LOG_BYTES=str(CAP))
+    write_dag(
+        env,
+        "again",
+        """\
+        steps:
+          - name: chatty
+            command: head -c 700000 /dev/zero
+            repeatPolicy:
+              repeat: true
+              limit: 4
+              intervalSec: 0
+        """,
+    )
+    code, out, err = run_cli("start", "--json", "-q", "again", env=env)
+    assert code == 0, err
+    node = json.loads(out.strip().splitlines()[-1])["nodes"][0]
+    assert node["doneCount"] == 4, node
+    data = Path(node["stdout"]).read_bytes()
+    # 1st: 700000 kept; 2nd: 348576 kept, 351424 dropped; 3rd and 4th: all dropped
+    assert data == b"\0" * CAP + b"\n" + _marker(351_424) + _marker(700_000) * 2
     assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
