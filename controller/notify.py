@@ -329,9 +329,10 @@ def _find_step(dag: Dag, name: str) -> StepSpec | None:
     for step in dag.spec.steps:
         if step.name == name:
             return step
-    for _, step in dag.spec.handler_on.items():
-        if step.name == name:
-            return step
+    for _, handler in dag.spec.handler_on.items():
+        found: StepSpec = handler
+        if found.name == name:
+            return found
     return None
 
 
