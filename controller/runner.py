@@ -522,15 +522,16 @@ class Runner:
         if self.spec.timeout_sec:
             self._dag_deadline = time.monotonic() + self.spec.timeout_sec
         # DAG-level preconditions: not met -> aborted, steps not started; the abort and exit
-        # handlers still run, the init handler does not (Dagu, precondition_dag).
-        for cond in self.spec.preconditions:
+        # handlers still run, the init handler does not (Dagu, precondition_dag). A DAG without
+        # steps succeeds whatever its preconditions say (Dagu, no_steps_handlers).
+        for cond in self.spec.preconditions if self.nodes else ():
             ok, why = self._check_condition(cond, self.base_env, str(self.workdir))
             if not ok:
                 self.last_error = f"precondition not met: {why}"
                 status = self._run_end_handlers(RunStatus.ABORTED)
                 return self._finish(status, self.last_error)
         init_ok = True
-        if "init" in self.handlers:
+        if "init" in self.handlers and self.nodes:  # no init handler without steps (Dagu)
             init_ok = self._run_handler("init", None)
         if not init_ok:
             # Dagu: a failed init handler aborts the run (exit 1), steps stay not_started and

@@ -608,7 +608,9 @@ def _build(
                 "expected a list of steps or a map of name to step",
             )
         )
-    elif not raw_steps:
+    elif not raw_steps and not data:
+        # Only an empty document is refused (Dagu: "no DAGs found"); a DAG without steps is
+        # valid in Dagu 1.30.2 and its run succeeds at once (handlers still run).
         errors.append(
             LoadError(file, doc.line_of(("steps",)), "steps", "at least one step is required")
         )

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -526,6 +527,18 @@ class StepSpec(StepBehaviour, _Spec):
     @classmethod
     def _optional_text(cls, value: Any) -> str | None:
         return None if value is None else _scalar_text(value)
+
+    @field_validator("worker_selector")
+    @classmethod
+    def _worker_selector(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # Dagu 1.30.2 refuses a step-level selector on steps that do not launch a sub-DAG.
+        if not value or info.data.get("call") or info.data.get("parallel"):
+            return value
+        executor = info.data.get("executor")
+        kind = executor.type if executor is not None else ""
+        if kind not in ("dag", "subworkflow", "parallel"):
+            raise ValueError(f"executor type {kind!r} does not support workerSelector")
+        return value
 
     @field_validator("signal_on_stop")
     @classmethod

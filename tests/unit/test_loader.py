@@ -235,6 +235,14 @@ def test_error_in_a_field_inherited_from_base_names_that_field(tmp_path: Path) -
     assert [e.field for e in info.value.errors] == ["maxActiveSteps"]
 
 
+def test_a_dag_without_steps_is_valid_as_in_dagu(tmp_path: Path) -> None:
+    dag_file = tmp_path / "handlers_only.yaml"
+    dag_file.write_text("handlerOn:\n  exit:\n    command: echo bye\n", encoding="utf-8")
+    dag = load_dag(dag_file)
+    assert dag.spec.steps == []
+    assert [event for event, _ in dag.spec.handler_on.items()] == ["exit"]
+
+
 def test_empty_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("", encoding="utf-8")
