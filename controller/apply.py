@@ -23,8 +23,9 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from controller import faults
@@ -134,7 +135,11 @@ class Applier:
             self._prune(action)
         elif isinstance(action, SkipTick):
             if action.kind == "start":
-                self.missed_runs[action.dag_name] += 1
+                # Persisted once per (DAG, instant): a restarted controller deciding the same
+                # tick again neither counts it twice nor loses it (dagloop_missed_runs_total).
+                self.missed_runs[action.dag_name] += self.store.record_skipped_ticks(
+                    action.dag_name, [action.at.timestamp()], reason=action.reason, now=self.clock()
+                )
             log.info(
                 "tick skipped: %s at %s: %s",
                 action.kind,
@@ -147,6 +152,24 @@ class Applier:
             log.error("invalid DAG file %s: %s", action.path, "; ".join(action.errors))
         elif isinstance(action, CompleteRequest):
             self.store.record_request_done(action.request_id, action.result)
+
+    def record_missed(self, dag_name: str, ticks: Sequence[datetime], *, reason: str) -> int:
+        """Record start ticks that passed while no controller ran (`controller.loop` on its
+        first pass) as skipped, once each; returns how many were new (and counted)."""
+        added = self.store.record_skipped_ticks(
+            dag_name, [t.timestamp() for t in ticks], reason=reason, now=self.clock()
+        )
+        self.missed_runs[dag_name] += added
+        if added:
+            log.warning(
+                "%d tick(s) missed from %s to %s: %s",
+                added,
+                ticks[0].isoformat(),
+                ticks[-1].isoformat(),
+                reason,
+                extra={"dag": dag_name},
+            )
+        return added
 
     def _launch(self, action: Launch) -> None:
         entry = self.catalog.find_dag(action.dag_name)

@@ -4,7 +4,10 @@
 watchdog events and periodically), the settings (global queues, zone) and the store's open
 requests into a `reconcile.DesiredState`. It keeps one `schedule.TickCache` per DAG (dropped when
 the DAG's file or base.yaml changes), so a pass over 1,000 DAGs runs croniter only for DAGs whose
-next fire time has come. `next_due_at()` tells the loop how long it may sleep.
+next fire time has come, and it reuses each DAG's `DagDesired` (and the whole DAG map) while the
+catalog generation is unchanged and nothing became due. `next_due_at()` tells the loop how long it
+may sleep; `missed_ticks()` lists the start ticks a stopped controller missed (recorded once by
+the loop on start-up, see `controller.loop`).
 
 Callers: the control loop (`controller.loop`) and `dagloop plan`.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from controller.catalog import Catalog, CatalogEntry
 from controller.reconcile import (
@@ -33,22 +37,86 @@ from controller.reconcile import (
     RequestView,
     StartTick,
 )
-from controller.schedule import CronSchedule, TickCache, parse_all
+from controller.schedule import CronSchedule, TickCache, due_ticks, parse_all
 from model.config import Settings
-from model.loader import Dag, resolve_params
+from model.params import resolve_params
+
+if TYPE_CHECKING:
+    from model.loader import Dag
 
 # A tick stays due this long after its instant when no catch-up window is set.
 CURRENT_MINUTE = timedelta(seconds=60)
 
 
+# Ticks missed while no controller ran are recorded at most this far back (enumerating a year
+# of an every-minute schedule at start-up would block the loop for minutes).
+MISSED_LOOKBACK = timedelta(days=1)
+
+
 @dataclass
 class _DagCache:
+    """One DAG's schedules, fire-time memos and its last `DagDesired`, kept while the file
+    (and base.yaml) is unchanged. The `DagDesired` is reused until `valid_until`: the next
+    fire instant of any schedule, or the instant a tick in the window leaves it."""
+
     dag: Dag
     start: TickCache
     stop: TickCache
     restart: TickCache
     start_schedules: tuple[CronSchedule, ...]
     params: tuple[str, ...]
+    desired: DagDesired | None = None
+    built_at: datetime | None = None
+    valid_until: datetime | None = None  # None (with `desired`): valid until the file changes
+
+    def current(self, path: str, now: datetime) -> DagDesired:
+        """The DAG's desired entry at `now`, rebuilt only when it may have changed."""
+        if (
+            self.desired is not None
+            and self.built_at is not None
+            and self.built_at <= now
+            and (self.valid_until is None or now < self.valid_until)
+        ):
+            return self.desired
+        dag = self.dag
+        spec = dag.spec
+        start = _ticks(self.start, now)
+        stop = _ticks(self.stop, now)
+        restart = _ticks(self.restart, now)
+        self.desired = DagDesired(
+            name=dag.name,
+            file=path,
+            queue=dag.queue,
+            max_active_runs=spec.max_active_runs,
+            hist_retention_days=spec.hist_retention_days,
+            skip_if_successful=spec.skip_if_successful,
+            overlap_policy=spec.overlap_policy,
+            start_ticks=tuple(
+                StartTick(
+                    t, _previous(self.start_schedules, t) if spec.skip_if_successful else None
+                )
+                for t in start
+            ),
+            stop_ticks=stop,
+            restart_ticks=restart,
+            next_start_at=self.start.next_at,
+            next_stop_at=self.stop.next_at,
+            next_restart_at=self.restart.next_at,
+            params=self.params,
+        )
+        ends = [
+            *(c.next_at for c in (self.start, self.stop, self.restart) if c.next_at is not None),
+            *(t + self.start.window for t in start),
+            *(t + CURRENT_MINUTE for t in (*stop, *restart)),
+        ]
+        self.built_at = now
+        self.valid_until = min(ends) if ends else None
+        return self.desired
+
+
+def _ticks(cache: TickCache, now: datetime) -> tuple[datetime, ...]:
+    # A DAG without such a schedule (most have no stop/restart one) costs nothing.
+    return tuple(cache.ticks(now)) if cache.schedules else ()
 
 
 def tick_window(dag: Dag) -> timedelta:
@@ -63,11 +131,25 @@ def default_params(dag: Dag) -> tuple[str, ...]:
 
 @dataclass
 class DesiredBuilder:
-    """Builds `DesiredState` from a catalog; keeps per-DAG fire-time caches between passes."""
+    """Builds `DesiredState` from a catalog; keeps per-DAG fire-time caches between passes.
+
+    While the catalog's generation is unchanged and no DAG has a due tick (or a tick leaving
+    its window), `build` reuses the previous pass's DAG map: an idle pass over 1,000 DAGs
+    costs a few comparisons, not 1,000 `DagDesired` objects.
+    """
 
     settings: Settings
     catalog: Catalog
     _caches: dict[str, _DagCache] = field(default_factory=dict)
+    _generation: int = -1
+    _valid: list[CatalogEntry] = field(default_factory=list)  # loaded, first of their name
+    _invalid: tuple[InvalidFile, ...] = ()
+    _dags: dict[str, DagDesired] | None = None
+    _built_at: datetime | None = None
+    _until: datetime | None = None  # the DAG map is valid until then (None: until a change)
+    _next_due: datetime | None = None
+    _retention: dict[str, int] = field(default_factory=dict)
+    _max_window: float = CURRENT_MINUTE.total_seconds()
 
     def _cache(self, entry: CatalogEntry) -> _DagCache:
         dag = entry.dag
@@ -89,16 +171,11 @@ class DesiredBuilder:
         self._caches[entry.file_name] = cached
         return cached
 
-    def build(
-        self,
-        now: datetime,
-        *,
-        requests: Sequence[RequestView] = (),
-        shutting_down: bool = False,
-    ) -> DesiredState:
-        """The desired state at `now` (the catalog must have been refreshed by the caller)."""
-        dags: dict[str, DagDesired] = {}
+    def _index(self, generation: int) -> None:
+        """Re-read the catalog's entries (only after it changed)."""
+        valid: list[CatalogEntry] = []
         invalid: list[InvalidFile] = []
+        names: dict[str, str] = {}
         seen: set[str] = set()
         for entry in self.catalog.entries():
             seen.add(entry.file_name)
@@ -112,47 +189,77 @@ class DesiredBuilder:
                     )
                 )
                 continue
-            dag = entry.dag
-            if dag.name in dags:
+            name = entry.dag.name
+            if name in names:
                 invalid.append(
                     InvalidFile(
                         entry.file_name,
                         str(entry.path),
-                        (f"DAG name {dag.name!r} is also used by {dags[dag.name].file}",),
+                        (f"DAG name {name!r} is also used by {names[name]}",),
                         key=f"{entry.file_name}@dup:{entry.stamp[0]}",
                     )
                 )
                 continue
-            c = self._cache(entry)
-            start_ticks = tuple(
-                StartTick(
-                    t, _previous(c.start_schedules, t) if dag.spec.skip_if_successful else None
-                )
-                for t in c.start.ticks(now)
-            )
-            spec = dag.spec
-            dags[dag.name] = DagDesired(
-                name=dag.name,
-                file=str(entry.path),
-                queue=dag.queue,
-                max_active_runs=spec.max_active_runs,
-                hist_retention_days=spec.hist_retention_days,
-                skip_if_successful=spec.skip_if_successful,
-                overlap_policy=spec.overlap_policy,
-                start_ticks=start_ticks,
-                stop_ticks=tuple(c.stop.ticks(now)),
-                restart_ticks=tuple(c.restart.ticks(now)),
-                next_start_at=c.start.next_at,
-                next_stop_at=c.stop.next_at,
-                next_restart_at=c.restart.next_at,
-                params=c.params,
-            )
+            names[name] = str(entry.path)
+            valid.append(entry)
         for gone in set(self._caches) - seen:
             del self._caches[gone]
+        caches = [self._cache(e) for e in valid]
+        self._valid = valid
+        self._invalid = tuple(invalid)
+        self._retention = {
+            e.dag.name: e.dag.spec.hist_retention_days for e in valid if e.dag is not None
+        }
+        self._max_window = max(
+            [CURRENT_MINUTE.total_seconds(), *(c.start.window.total_seconds() for c in caches)]
+        )
+        self._generation = generation
+        self._dags = None
+
+    def _dag_map(self, now: datetime) -> dict[str, DagDesired]:
+        if (
+            self._dags is not None
+            and self._built_at is not None
+            and self._built_at <= now
+            and (self._until is None or now < self._until)
+        ):
+            return self._dags
+        dags: dict[str, DagDesired] = {}
+        ends: list[datetime] = []
+        dues: list[datetime] = []
+        for entry in self._valid:
+            c = self._cache(entry)
+            d = c.current(str(entry.path), now)
+            dags[d.name] = d
+            if c.valid_until is not None:
+                ends.append(c.valid_until)
+            dues.extend(
+                t for t in (c.start.next_at, c.stop.next_at, c.restart.next_at) if t is not None
+            )
+        self._dags = dags
+        self._built_at = now
+        self._until = min(ends) if ends else None
+        self._next_due = min(dues) if dues else None
+        return dags
+
+    def build(
+        self,
+        now: datetime,
+        *,
+        requests: Sequence[RequestView] = (),
+        shutting_down: bool = False,
+    ) -> DesiredState:
+        """The desired state at `now` (the catalog must have been refreshed by the caller).
+
+        The returned `dags` mapping may be shared with later passes: never mutate it."""
+        generation = self.catalog.generation  # read before the entries: a race only re-reads
+        if generation != self._generation:
+            self._index(generation)
+        dags = self._dag_map(now)
         queues = {q.name: q.max_active_runs for q in self.settings.queues}
         return DesiredState(
             dags=dags,
-            invalid=tuple(invalid),
+            invalid=self._invalid,
             requests=tuple(requests),
             global_queues=queues,
             default_retention_days=DEFAULT_RETENTION_DAYS,
@@ -161,22 +268,16 @@ class DesiredBuilder:
 
     def max_window_seconds(self) -> float:
         """How far back start ticks of any DAG stay due (60 s, or the largest catch-up window)."""
-        return max(
-            [
-                CURRENT_MINUTE.total_seconds(),
-                *(c.start.window.total_seconds() for c in self._caches.values()),
-            ]
-        )
+        return self._max_window
+
+    def retention_days(self) -> dict[str, int]:
+        """histRetentionDays of every valid DAG by name (the same object until the catalog
+        changes: the observer compares it to decide whether to rescan retention)."""
+        return self._retention
 
     def next_due_at(self) -> datetime | None:
         """The earliest next fire instant over every cached schedule (for the loop's sleep)."""
-        found = [
-            t
-            for c in self._caches.values()
-            for t in (c.start.next_at, c.stop.next_at, c.restart.next_at)
-            if t is not None
-        ]
-        return min(found) if found else None
+        return self._next_due
 
     def min_retention_days(self) -> int:
         """The smallest non-negative retention of any DAG (30 for removed DAGs included)."""
@@ -185,6 +286,23 @@ class DesiredBuilder:
             if c.dag.spec.hist_retention_days >= 0:
                 days.append(c.dag.spec.hist_retention_days)
         return min(days)
+
+    def missed_ticks(self, since: datetime, now: datetime) -> dict[str, list[datetime]]:
+        """Start ticks that passed while no controller ran and can no longer be launched:
+        instants in `(since, now - window]` of each valid DAG (its window: the current
+        minute, or `catchupWindowSec`), at most `MISSED_LOOKBACK` back. The caller drops the
+        ones that have a run row. Needs a `build` at `now` first."""
+        out: dict[str, list[datetime]] = {}
+        after = max(since, now - MISSED_LOOKBACK)
+        for entry in self._valid:
+            c = self._cache(entry)
+            lower = now - c.start.window
+            if not c.start_schedules or lower <= after:
+                continue
+            ticks = due_ticks(c.start_schedules, after=after, until=lower)
+            if ticks and entry.dag is not None:
+                out[entry.dag.name] = ticks
+        return out
 
 
 def _previous(schedules: Sequence[CronSchedule], at: datetime) -> datetime | None:

@@ -19,6 +19,11 @@ through the queue, i.e. not foreground `dagloop start` runs) finish for up to
 processes killed and are recorded aborted "controller shutdown". Then release the lock, exit 0.
 Queued runs stay queued for the next controller.
 
+Missed ticks: every pass records its instant (`meta['controller.last_pass_at']`, at most every
+resync interval); the first pass of a new leader records as skipped, once each, the start ticks
+between that instant and now that fell out of their window without a run (a controller down over
+ticks and no `catchupWindowSec` covering them), so they show in `dagloop_missed_runs_total`.
+
 Time: every decision takes `now` from the injected `clock`; only the sleeps use real time.
 systemd: READY/WATCHDOG/STOPPING through `controller.sdnotify` (the unit is `Type=notify` with
 `WatchdogSec=`); a pass pings the watchdog, and the sleep between passes is capped at half the
@@ -45,11 +50,11 @@ from types import FrameType
 from typing import IO
 
 from controller.apply import Applier
-from controller.catalog import Catalog
+from controller.catalog import Catalog, spec_cache_dir
 from controller.desired import DesiredBuilder
 from controller.ids import new_run_id
 from controller.liveness import reap_lost_run
-from controller.observed import default_liveness, observe
+from controller.observed import PruneCache, default_liveness, observe
 from controller.reconcile import (
     Action,
     DesiredState,
@@ -72,6 +77,10 @@ STANDBY_POLL_SECONDS = 0.25
 SHUTDOWN_STOP_SECONDS = 8.0  # after SIGTERM to runners: their cleanup (5 s default) + margin
 
 LOCK_FILE = "controller.lock"
+# meta key: the injected clock's instant of the leader's latest pass (missed ticks on restart)
+LAST_PASS_KEY = "controller.last_pass_at"
+SKIPPED_TICKS_KEEP = timedelta(days=30)  # rows of skipped ticks kept (their totals stay)
+HOUSEKEEPING_SECONDS = 3600.0
 
 
 @dataclass
@@ -100,7 +109,10 @@ class Controller:
         self.clock = clock
         self.store = store if store is not None else Store(settings.db_path)
         self.catalog = catalog or Catalog(
-            settings.dags_dir, settings.base_config, max_file_bytes=settings.max_dag_file_bytes
+            settings.dags_dir,
+            settings.base_config,
+            max_file_bytes=settings.max_dag_file_bytes,
+            cache_dir=spec_cache_dir(settings),
         )
         self.builder = DesiredBuilder(settings, self.catalog)
         self.applier = Applier(
@@ -110,6 +122,10 @@ class Controller:
         self.notifier = Notifier()
         self.liveness = default_liveness(settings.heartbeat_timeout_seconds)
         self.decided: dict[TickKey, datetime] = {}
+        self.prune_cache = PruneCache()
+        self._missed_checked = False  # missed ticks of the downtime before our first pass
+        self._last_pass_written: float | None = None
+        self._housekeeping_at: float | None = None
         self.shutting_down = False
         self.stop_requested = False
         self._last_rescan = float("-inf")
@@ -153,8 +169,9 @@ class Controller:
             dispatched=self.applier.probes(),
             decided=frozenset(self.decided),
             reported_invalid=frozenset(self.applier.reported_invalid),
-            retention_days={d.name: d.hist_retention_days for d in desired.dags.values()},
+            retention_days=self.builder.retention_days(),
             default_retention_days=desired.default_retention_days,
+            prune_cache=self.prune_cache,
         )
         return Snapshot(now, desired, observed, plan(desired, observed, now))
 
@@ -169,8 +186,42 @@ class Controller:
             if key is not None:
                 self.decided[key] = snap.now
         horizon = snap.now - timedelta(days=2)
-        self.decided = {k: v for k, v in self.decided.items() if k[2] > horizon}
+        if self.decided:
+            self.decided = {k: v for k, v in self.decided.items() if k[2] > horizon}
+        if not self._missed_checked:
+            self._record_missed(snap.now)
+        self._record_pass(snap.now)
         return snap.actions
+
+    def _record_missed(self, now: datetime) -> None:
+        """Once, on the first pass: record as skipped the start ticks that passed since the
+        last recorded pass of any leader and fell out of their window unlaunched (a controller
+        down over ticks without `catchupWindowSec`). Idempotent: rows are unique per tick."""
+        raw = self.store.get_meta(LAST_PASS_KEY)
+        if raw is not None:
+            since = datetime.fromtimestamp(float(raw), UTC)
+            missed = self.builder.missed_ticks(since, now)
+            if missed:
+                launched = set(self.store.list_scheduled_runs(since=since.timestamp()))
+                why = f"controller not running since {since.isoformat()} (outside the window)"
+                for name, ticks in sorted(missed.items()):
+                    left = [t for t in ticks if (name, t.timestamp()) not in launched]
+                    if left:
+                        self.applier.record_missed(name, left, reason=why)
+        self._missed_checked = True
+
+    def _record_pass(self, now: datetime) -> None:
+        """Remember the instant of this pass (at most every resync interval of the injected
+        clock), and now and then drop old skipped-tick rows."""
+        t = now.timestamp()
+        last = self._last_pass_written
+        if last is None or t < last or t - last >= self.settings.resync_interval_seconds:
+            self.store.set_meta(LAST_PASS_KEY, repr(t))
+            self._last_pass_written = t
+        mono = time.monotonic()
+        if self._housekeeping_at is None or mono - self._housekeeping_at >= HOUSEKEEPING_SECONDS:
+            self._housekeeping_at = mono
+            self.store.prune_skipped_ticks(before=t - SKIPPED_TICKS_KEEP.total_seconds())
 
     # ------------------------------------------------------------------ lock
 

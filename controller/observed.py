@@ -1,8 +1,9 @@
 """The observed state: runs as the store records them, plus whether their runners live.
 
-`observe(...)` reads the store (active runs, latest run per DAG, scheduled instants within the
-window, retention candidates) and checks liveness (`controller.liveness.runner_alive`: pid and
-process start time, or a fresh heartbeat) into a `reconcile.ObservedState`. A run that looks dead
+`observe(...)` reads the store (active runs, latest run per DAG, scheduled instants and recorded
+skipped ticks within the window, retention candidates — rescanned only on change, `PruneCache`)
+and checks liveness (`controller.liveness.runner_alive`: pid and process start time, or a fresh
+heartbeat) into a `reconcile.ObservedState`. A run that looks dead
 is re-read before it is reported lost, so a runner that recorded its final status and exited a
 moment ago is never mistaken for a lost one.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from controller.liveness import runner_alive
@@ -59,6 +61,46 @@ def default_liveness(heartbeat_timeout_seconds: float) -> Liveness:
     return alive
 
 
+@dataclass
+class PruneCache:
+    """The last retention scan, reused while nothing it depends on changed.
+
+    Rescans when a run finished since (the newest `finished_at` moved), the DAGs' retention
+    changed, the last scan found something (the next batch), the injected clock went back, or
+    `rescan_seconds` of it passed (runs age into retention). Kept by the loop across passes.
+    """
+
+    rescan_seconds: float = 60.0
+    _at: datetime | None = None
+    _key: tuple[object, ...] = ()
+    _retention: Mapping[str, int] | None = None
+    _result: tuple[RunView, ...] = ()
+
+    def prunable(
+        self,
+        store: Store,
+        now: datetime,
+        retention: Mapping[str, int],
+        default_days: int,
+        limit: int,
+    ) -> tuple[RunView, ...]:
+        """Finished runs that may be due for retention (see `_prunable`)."""
+        key = (store.max_finished_at(), default_days, limit)
+        same_retention = retention is self._retention or retention == self._retention
+        if (
+            self._at is not None
+            and not self._result
+            and key == self._key
+            and same_retention
+            and self._at <= now
+            and (now - self._at).total_seconds() < self.rescan_seconds
+        ):
+            return ()
+        self._result = _prunable(store, now.timestamp(), retention, default_days, limit)
+        self._at, self._key, self._retention = now, key, retention
+        return self._result
+
+
 def observe(
     store: Store,
     *,
@@ -72,11 +114,14 @@ def observe(
     retention_days: Mapping[str, int] | None = None,
     default_retention_days: int = 30,
     prune_limit: int = 200,
+    prune_cache: PruneCache | None = None,
 ) -> ObservedState:
     """Read the world. `dispatched` maps run rows whose runner this controller spawned to a
     callable telling whether that process still lives; `retention_days` (DAG name ->
     histRetentionDays of every known DAG; other DAGs get `default_retention_days`) bounds the
-    retention scan: one indexed query per distinct retention, oldest first."""
+    retention scan: one indexed query per distinct retention, oldest first; with `prune_cache`
+    the scan is repeated only when something changed. Start ticks recorded as skipped (by any
+    controller) within the window count as decided."""
     dispatched = dispatched or {}
     active: list[RunView] = []
     for run in store.list_active_runs():
@@ -109,9 +154,16 @@ def observe(
     scheduled = frozenset(
         (dag, datetime.fromtimestamp(at, UTC)) for dag, at in store.list_scheduled_runs(since=since)
     )
-    prunable = _prunable(
-        store, now.timestamp(), retention_days or {}, default_retention_days, prune_limit
-    )
+    retention = retention_days or {}
+    if prune_cache is not None:
+        prunable = prune_cache.prunable(store, now, retention, default_retention_days, prune_limit)
+    else:
+        prunable = _prunable(store, now.timestamp(), retention, default_retention_days, prune_limit)
+    skipped = store.list_skipped_ticks(since=since)
+    if skipped:
+        decided = decided | {
+            (dag, "start", datetime.fromtimestamp(at, UTC)) for dag, at, _ in skipped
+        }
     return ObservedState(
         active=tuple(active),
         latest=latest,

@@ -157,6 +157,26 @@ BEGIN
     INSERT INTO run_totals (dag_name, status, count) VALUES (NEW.dag_name, NEW.status, 1)
         ON CONFLICT (dag_name, status) DO UPDATE SET count = count + 1;
 END;
+-- Start ticks that did not run (overlapPolicy, skipIfSuccessful, superseded, controller down),
+-- one row per (DAG, instant) whoever records it; skipped_totals counts them for
+-- dagloop_missed_runs_total and survives pruning of old rows.
+CREATE TABLE IF NOT EXISTS skipped_ticks (
+    dag_name TEXT NOT NULL,
+    scheduled_at REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (dag_name, scheduled_at)
+);
+CREATE INDEX IF NOT EXISTS skipped_ticks_at ON skipped_ticks (scheduled_at);
+CREATE TABLE IF NOT EXISTS skipped_totals (
+    dag_name TEXT PRIMARY KEY,
+    count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS skipped_ticks_count AFTER INSERT ON skipped_ticks
+BEGIN
+    INSERT INTO skipped_totals (dag_name, count) VALUES (NEW.dag_name, 1)
+        ON CONFLICT (dag_name) DO UPDATE SET count = count + 1;
+END;
 """
 
 # Upper bounds (seconds) of the run-duration buckets kept in `run_totals` (columns le_*).
@@ -770,6 +790,67 @@ class Store:
         """Controller instances, newest first."""
         rows = self._db.execute("SELECT * FROM instances ORDER BY started_at DESC")
         return [InstanceRecord(**dict(r)) for r in rows]
+
+    # ------------------------------------------------------------------ skipped ticks, meta
+
+    def record_skipped_ticks(
+        self, dag_name: str, instants: Sequence[float], *, reason: str, now: float
+    ) -> int:
+        """Record start ticks of `dag_name` that did not run, in one commit; a tick recorded
+        before is kept as it was. Returns how many were new (what the counter grew by)."""
+        if not instants:
+            return 0
+        with self.transaction() as db:
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO skipped_ticks (dag_name, scheduled_at, reason, recorded_at) "
+                "VALUES (?,?,?,?)",
+                [(dag_name, at, reason, now) for at in instants],
+            )
+        return max(cur.rowcount, 0)  # rows inserted (ignored ones and trigger writes excluded)
+
+    def list_skipped_ticks(
+        self, *, since: float, dag_name: str | None = None
+    ) -> list[tuple[str, float, str]]:
+        """(dag_name, scheduled_at, reason) of skipped ticks after `since`, oldest first."""
+        sql = "SELECT dag_name, scheduled_at, reason FROM skipped_ticks WHERE scheduled_at > ?"
+        args: list[Any] = [since]
+        if dag_name is not None:
+            sql += " AND dag_name = ?"
+            args.append(dag_name)
+        rows = self._db.execute(sql + " ORDER BY scheduled_at, dag_name", args)
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def skipped_totals(self) -> dict[str, int]:
+        """Skipped start ticks ever recorded, per DAG (monotonic: pruning keeps the totals)."""
+        return {r[0]: r[1] for r in self._db.execute("SELECT dag_name, count FROM skipped_totals")}
+
+    def prune_skipped_ticks(self, *, before: float) -> int:
+        """Delete skipped-tick rows of instants before `before`; the totals stay."""
+        with self.transaction() as db:
+            cur = db.execute("DELETE FROM skipped_ticks WHERE scheduled_at < ?", (before,))
+        return cur.rowcount
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the `meta` table, or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the `meta` table in one commit."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    def max_finished_at(self) -> float | None:
+        """The newest `finished_at` of any run (indexed; a cheap "did a run finish?" probe)."""
+        row = self._db.execute(
+            "SELECT finished_at FROM runs WHERE finished_at IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else float(row[0])
 
     # ------------------------------------------------------------------ error totals
 

@@ -387,11 +387,6 @@ def test_16_controller_down_over_three_ticks_catch_up_policy_and_missed_count(
     assert_invariants(loop_home, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 
-@pytest.mark.skip(
-    reason="missed slots of a controller downtime outside catchupWindowSec are not recorded: "
-    "the loop would need the previous leader's last pass (instances.heartbeat_at) and a "
-    "SkipTick per tick in (last pass, window start); desired/reconcile owners' change"
-)
 def test_16_ticks_missed_while_down_are_recorded(loop_home: Path) -> None:
     (loop_home / "dags" / "nocu.yaml").write_text(
         'schedule: "* * * * *"\nsteps:\n  - command: "true"\n'
@@ -400,10 +395,25 @@ def test_16_ticks_missed_while_down_are_recorded(loop_home: Path) -> None:
     c = _controller(clock)
     _settle(c, "nocu", 1)
     _close(c)
-    clock.t += 3 * 60 + 30
+    clock.t += 3 * 60 + 30  # down over 12:01, 12:02 (missed) and 12:03 (still in its minute)
     c = _controller(clock)
     _settle(c, "nocu", 2)
     assert c.applier.missed_runs["nocu"] == 2
+    start = datetime.fromtimestamp(T0, UTC).replace(microsecond=0)
+    skipped = c.store.list_skipped_ticks(since=0)
+    assert [(d, at) for d, at, _ in skipped] == [
+        ("nocu", (start + timedelta(minutes=m)).timestamp()) for m in (1, 2)
+    ]
+    assert all("controller not running" in why for _, _, why in skipped)
+    assert c.store.skipped_totals() == {"nocu": 2}
+    _close(c)
+    # a second restart (same instant, as after a crash loop) records nothing twice
+    c = _controller(clock)
+    for _ in range(3):
+        c.pass_once()
+    assert c.applier.missed_runs["nocu"] == 0
+    assert c.store.skipped_totals() == {"nocu": 2}
+    assert len(c.store.list_runs(dag_name="nocu")) == 2
     _close(c)
     assert_invariants(loop_home, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
