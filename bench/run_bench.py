@@ -176,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
 
     table = render(results, args.reps, dagloop, peer)
     print(table)
-    args.out.write_text(table)
+    # Only the first part is ours: the other scripts' sections (from the first `<!-- name -->`
+    # marker, or a `## Soak` heading) are kept as they are.
+    rest = ""
+    if args.out.exists():
+        old = args.out.read_text()
+        cuts = [i for i in (old.find("\n<!-- "), old.find("\n## Soak")) if i >= 0]
+        rest = old[min(cuts) :] if cuts else ""
+    args.out.write_text(table.rstrip("\n") + "\n" + rest if rest else table)
     return 0
 
 
