@@ -106,6 +106,27 @@ class ExecRequest:
     expand: Callable[[str], str]
 
 
+class _CaptureWriter:
+    """stdout of a Python executor: the step's log file, and `output:` capture as for a
+    process (up to maxOutputSize, then nothing is published)."""
+
+    def __init__(self, node: Node, log: IO[bytes], limit: int) -> None:
+        self._node, self._log, self._limit = node, log, limit
+
+    def write(self, data: bytes) -> int:
+        node = self._node
+        if node.step.output is not None and not node.overflow:
+            if len(node.captured) + len(data) > self._limit:
+                node.overflow = True
+                node.captured = bytearray()
+            else:
+                node.captured += data
+        return self._log.write(data)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+
 def _http(req: ExecRequest) -> int:
     from controller.httpexec import run_http_step
 
@@ -134,8 +155,23 @@ def _mail(req: ExecRequest) -> int:
     )
 
 
+def _jq(req: ExecRequest) -> int:
+    from controller.jqexec import run_jq_step
+
+    ex_spec = req.step.executor
+    return run_jq_step(
+        command=list(req.step.command),
+        script=req.step.script,
+        config=dict(ex_spec.config) if ex_spec is not None else {},
+        expand=req.expand,
+        stdout=req.stdout,  # type: ignore[arg-type]
+        stderr=req.stderr,  # type: ignore[arg-type]
+        timeout_seconds=req.timeout_seconds,
+    )
+
+
 # executor type -> callable(ExecRequest) -> exit code; run in a worker thread.
-EXECUTORS: dict[str, Callable[[ExecRequest], int]] = {"http": _http, "mail": _mail}
+EXECUTORS: dict[str, Callable[[ExecRequest], int]] = {"http": _http, "mail": _mail, "jq": _jq}
 _SHELL_TYPES = frozenset({"", "command", "shell"})
 _DAG_TYPES = frozenset({"dag", "subworkflow", "parallel"})
 
@@ -925,7 +961,7 @@ class Runner:
             step=node.step,
             env=node.env,
             cwd=node.cwd,
-            stdout=node.out_file,
+            stdout=_CaptureWriter(node, node.out_file, self.spec.max_output_size),  # type: ignore[arg-type]
             stderr=node.err_file,
             timeout_seconds=float(node.step.timeout_sec) or None,
             dag=self.dag,
