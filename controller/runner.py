@@ -226,6 +226,7 @@ class Node:
     log_dropped: dict[str, int] = field(default_factory=dict)
     log_nl: dict[str, bool] = field(default_factory=dict)
     log_error: str = ""  # a log write failed (e.g. ENOSPC): the execution fails with this
+    redirects: dict[str, IO[bytes]] = field(default_factory=dict)  # step `stdout:`/`stderr:`
     overflow: bool = False
     timeout_at: float | None = None
     timed_out: bool = False
@@ -819,10 +820,27 @@ class Runner:
             threading.Thread(target=work, daemon=True, name="logs").start()
 
     def _close_logs(self, node: Node) -> None:
-        for f in (node.out_file, node.err_file):
+        for f in (node.out_file, node.err_file, *node.redirects.values()):
             if f is not None:
                 f.close()
         node.out_file = node.err_file = None
+        node.redirects = {}
+
+    def _open_redirects(self, node: Node) -> str:
+        """Open the step's `stdout:`/`stderr:` files (append; a relative path is relative to
+        the DAG's working directory, not the step's); the error text when one cannot be."""
+        for stream, target in (("out", node.step.stdout), ("err", node.step.stderr)):
+            if not target or stream in node.redirects:
+                continue
+            path = Path(ex.expand(target, self._scope(node), fallback=self.o.environ))
+            if not path.is_absolute():
+                path = self.workdir / path
+            try:
+                node.redirects[stream] = open(path, "ab", buffering=0)
+            except OSError as exc:
+                which = "stdout" if stream == "out" else "stderr"
+                return f"failed to setup {which} file: {describe_os_error(exc)}"
+        return ""
 
     def _begin_execution(self, node: Node) -> None:
         """Start one execution (attempt / repetition) of a running node."""
@@ -834,6 +852,11 @@ class Runner:
             self._open_logs(node)
         except OSError as exc:  # e.g. a full log disk (issue 8 #22): the step fails, not us
             self._end_execution(node, 1, f"cannot open the step log {describe_os_error(exc)}")
+            return
+        # Dagu tees stdout/stderr into these files too; one that cannot be opened (missing
+        # directory) fails the step before it runs (Dagu 1.30.2, step_stdout_redirect).
+        if (node.step.stdout or node.step.stderr) and (problem := self._open_redirects(node)):
+            self._end_execution(node, 1, problem)
             return
         step = node.step
         if step.call is not None:
@@ -1279,6 +1302,11 @@ class Runner:
             p.data += chunk
             return True
         self._write_log(node, stream, chunk)
+        if stream in node.redirects:
+            try:
+                node.redirects[stream].write(chunk)
+            except OSError as exc:
+                node.log_error = node.log_error or describe_os_error(exc)
         if stream == "out" and node.step.output is not None and not node.overflow:
             if len(node.captured) + len(chunk) > self.spec.max_output_size:
                 node.overflow = True
