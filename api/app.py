@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from api import errors
 from api.auth import AuthMiddleware
 from api.dags import DagDetail, DagList, DagRunHistory, DagSpecText, DagTags
-from api.metrics import build_registry
+from api.metrics import build_exposition
 from api.runs import RunDetails, RunList, RunLogs
 from api.state import ApiContext, CatalogView, StorePool
 from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers
@@ -77,7 +77,7 @@ def create_app(
     # `?perPage=` is a bad value, not an absent one: keep blank values so they are checked.
     app.req_options.keep_blank_qs_values = True
     errors.install(app)
-    registry = build_registry(ctx, scheduler_running=scheduler_running, extra=collectors)
+    exposition = build_exposition(ctx, scheduler_running=scheduler_running, extra=collectors)
 
     dag_runs = DagRunHistory(ctx)
     run_details = RunDetails(ctx)
@@ -85,7 +85,7 @@ def create_app(
     logs = RunLogs(ctx)
     routes: list[tuple[str, object, str | None]] = [
         ("/health", Health(ctx), None),
-        ("/metrics", Metrics(registry), None),
+        ("/metrics", Metrics(exposition), None),
         ("/openapi.yaml", OpenApi(), None),
         ("/dags", DagList(ctx), None),
         ("/dags/tags", DagTags(ctx), None),

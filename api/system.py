@@ -5,16 +5,19 @@ and `/plan`. Routed by `api.app.create_app`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.state import ApiContext, scheduler_status
 from controller.planview import plan_document
 from controller.views import rfc3339, run_summary
 from model import __version__
 from model.status import RunStatus
+
+if TYPE_CHECKING:
+    from api.metrics import Exposition
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 
@@ -41,13 +44,13 @@ class Health:
 class Metrics:
     """GET /api/v2/metrics: Prometheus text exposition."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+    def __init__(self, exposition: Exposition) -> None:
+        self.exposition = exposition
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Scrape the registry."""
+        """Scrape (`api.metrics.Exposition`: the run history is cached until it changes)."""
         resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = generate_latest(self.registry)
+        resp.data = self.exposition.render()
 
     on_head = on_get
 

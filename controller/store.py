@@ -844,6 +844,14 @@ class Store:
                 (key, value),
             )
 
+    def run_totals_signature(self) -> tuple[int, int, float]:
+        """(rows, finished runs, summed durations) of `run_totals`: changes whenever a run
+        finishes (the triggers), so a reader can cache what it derived from the totals."""
+        row = self._db.execute(
+            "SELECT COUNT(*), TOTAL(count), TOTAL(duration_sum) FROM run_totals"
+        ).fetchone()
+        return (int(row[0]), int(row[1]), float(row[2]))
+
     def max_finished_at(self) -> float | None:
         """The newest `finished_at` of any run (indexed; a cheap "did a run finish?" probe)."""
         row = self._db.execute(

@@ -6,17 +6,25 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import falcon.testing
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import PREFIX
+from api.app import PREFIX, create_app
+from controller.catalog import Catalog
+from controller.store import Store
 from model.status import RunStatus
-from tests.api.conftest import Home, make_client
+from tests.api.conftest import NOW, Home, make_client
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 
-def scrape(home: Home) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    text = make_client(home).simulate_get(PREFIX + "/metrics").text
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+def scrape(home: Home) -> Samples:
+    return parse(make_client(home).simulate_get(PREFIX + "/metrics").text)
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
@@ -75,6 +83,47 @@ def test_queued_gauge(home: Home) -> None:
     home.store.record_run(dag_name="other", run_id="q1", status=RunStatus.QUEUED)
     home.store.record_run(dag_name="other", run_id="q2", status=RunStatus.QUEUED)
     assert scrape(home)["dagu_dag_runs_queued_total"][()] == 2
+
+
+def test_cached_history_follows_finished_runs_and_uptime_stays_live(home: Home) -> None:
+    now = [NOW]
+    app = create_app(
+        settings=home.settings,
+        store_factory=lambda: Store(home.settings.db_path, readonly=True),
+        catalog=Catalog(home.settings.dags_dir, home.settings.base_config),
+        started_at=NOW - 42,
+        clock=lambda: now[0],
+    )
+    client = falcon.testing.TestClient(app)
+
+    def get() -> Samples:
+        return parse(client.simulate_get(PREFIX + "/metrics").text)
+
+    first = get()
+    now[0] += 10
+    again = get()  # the history text comes from the cache; the gauges do not
+    assert again["dagu_uptime_seconds"][()] == 52
+    hello = (("dag", "hello"),)
+    assert again["dagu_dag_run_duration_seconds_count"][hello] == 2
+    running = home.store.get_run("hello", "run-2")
+    assert running.started_at is not None
+    home.store.update_run(
+        running.id, status=RunStatus.SUCCEEDED, finished_at=running.started_at + 7
+    )
+    after = get()
+    succeeded = (("status", "succeeded"),)
+    assert after["dagu_dag_runs_total"][succeeded] == first["dagu_dag_runs_total"][succeeded] + 1
+    assert after["dagu_dag_run_duration_seconds_count"][hello] == 3
+    assert after["dagu_dag_run_duration_seconds_bucket"][(*hello, ("le", "15.0"))] == 3
+
+
+def test_missed_runs_counter_from_the_stores_skipped_ticks(home: Home) -> None:
+    assert "dagloop_missed_runs_total" not in scrape(home)
+    home.store.record_skipped_ticks("hello", [NOW - 120, NOW - 60], reason="down", now=NOW)
+    home.store.record_skipped_ticks("hello", [NOW - 60], reason="again", now=NOW)  # once
+    home.store.record_skipped_ticks("other", [NOW], reason="overlap", now=NOW)
+    got = scrape(home)["dagloop_missed_runs_total"]
+    assert got == {(("dag", "hello"),): 2, (("dag", "other"),): 1}
 
 
 @pytest.mark.skipif(
