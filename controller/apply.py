@@ -6,9 +6,12 @@ index (`IntegrityError` = already done), a queued run is started only while stil
 runner's claim is atomic, so a second runner for the same row exits 1), aborting a queued run is a
 conditional update, reaping a lost run re-reads it, pruning skips active runs.
 
-Runners are spawned detached (`start_new_session=True`, stdin from /dev/null, output to a file in
-the run's log directory) so that killing the controller — even with SIGKILL — leaves them
-running; they record their own final status.
+Runners are launched detached (their own session, stdin from /dev/null, stderr to
+`runner.err` in the run's log directory) so that killing the controller — even with SIGKILL —
+leaves them running; they record their own final status. With a fork-server
+(`controller.forkserver`, started by the loop) a launch is one request line and the fork happens
+there, without waiting; without one, or when it is unavailable, the runner is spawned as
+`python -m controller start -q --run-id ID FILE` (`start_new_session=True`).
 
 Callers: `controller.loop` only.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from controller import faults
 from controller.catalog import Catalog
+from controller.forkserver import Dispatch, ForkServer, ForkServerUnavailable, start_argv
 from controller.liveness import reap_lost_run, runner_alive
 from controller.reconcile import (
     Action,
@@ -74,9 +78,13 @@ class Applier:
     catalog: Catalog
     clock: Callable[[], float]
     spawn_runners: bool = True  # False in tests of the applier without runners
-    dispatched: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    forkserver: ForkServer | None = None  # set by the loop; None: spawn with Popen
+    dispatched: dict[int, subprocess.Popen[bytes] | Dispatch] = field(default_factory=dict)
     reported_invalid: set[str] = field(default_factory=set)
     missed_runs: Counter[str] = field(default_factory=Counter)  # dagloop_missed_runs_total
+    _warmed: set[tuple[str, str]] = field(default_factory=set)  # (file, snapshot) sent to warm
+    _warmed_generation: int = -1
+    _warmed_base: bytes | None = None
     _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ children
@@ -85,7 +93,9 @@ class Applier:
         """Collect exited runners (no zombies) and forget dispatches that are settled."""
         self._children = [p for p in self._children if p.poll() is None]
         for row, p in list(self.dispatched.items()):
-            if p.poll() is not None:
+            if isinstance(p, Dispatch) and p.abandoned:
+                del self.dispatched[row]  # never forked: the next pass starts it again
+            elif p.poll() is not None:
                 try:
                     status = self.store.get_run_by_id(row).status
                 except NotFound:
@@ -97,24 +107,41 @@ class Applier:
         """Liveness probes of the runners this controller spawned, by run row."""
         return {row: _probe(p) for row, p in self.dispatched.items()}
 
-    def running_children(self) -> list[subprocess.Popen[bytes]]:
-        """Spawned runners still running."""
-        return [p for p in self._children if p.poll() is None]
+    def running_children(self) -> list[subprocess.Popen[bytes] | Dispatch]:
+        """Launched runners still running (spawned, or forked by the fork-server)."""
+        forked = [
+            d
+            for d in self.dispatched.values()
+            if isinstance(d, Dispatch) and d.pid is not None and d.poll() is None
+        ]
+        return [*(p for p in self._children if p.poll() is None), *forked]
 
     # ------------------------------------------------------------------ actions
 
     def apply(self, actions: Iterable[Action]) -> None:
         """Carry out every action; a failing action is logged and retried by a later pass."""
-        for action in actions:
-            try:
-                self._one(action)
-            except Exception as exc:  # transient by default: the next pass repeats the plan
-                log.error(
-                    "action failed: %s: %s",
-                    type(action).__name__,
-                    exc,
-                    extra={"dag": getattr(action, "dag_name", "")},
-                )
+        self._warm_runners()
+        try:
+            for action in actions:
+                if not isinstance(action, Launch | StartQueued):
+                    self._send_launches()  # slow actions (prune, reaping) must not delay them
+                try:
+                    self._one(action)
+                except Exception as exc:  # transient by default: the next pass repeats the plan
+                    log.error(
+                        "action failed: %s: %s",
+                        type(action).__name__,
+                        exc,
+                        extra={"dag": getattr(action, "dag_name", "")},
+                    )
+        finally:
+            self._send_launches()
+
+    def _send_launches(self) -> None:
+        """Hand the fork-server the launches buffered so far: a pass's rows are all created
+        before any of its runners competes for the CPU and the database."""
+        if self.forkserver is not None:
+            self.forkserver.flush()
 
     def _one(self, action: Action) -> None:
         if isinstance(action, Launch):
@@ -152,6 +179,28 @@ class Applier:
             log.error("invalid DAG file %s: %s", action.path, "; ".join(action.errors))
         elif isinstance(action, CompleteRequest):
             self.store.record_request_done(action.request_id, action.result)
+
+    def _warm_runners(self) -> None:
+        """After a catalog change, have the fork-server fill the spec cache for the DAGs that
+        changed, so their first runner does not import pydantic at the minute boundary."""
+        if self.forkserver is None or self.catalog.generation == self._warmed_generation:
+            return
+        self._warmed_generation = self.catalog.generation
+        try:
+            base = self.settings.base_config.read_bytes()
+        except OSError:
+            base = None
+        if base != self._warmed_base:
+            self._warmed_base = base
+            self._warmed.clear()  # every cache key depends on base.yaml
+        items = [
+            (str(e.path), e.dag.source)
+            for e in self.catalog.entries()
+            if e.dag is not None and (str(e.path), e.dag.source) not in self._warmed
+        ]
+        self._warmed.update(items)
+        config = self.settings.config_file
+        self.forkserver.warm(items, config_file=None if config is None else str(config))
 
     def record_missed(self, dag_name: str, ticks: Sequence[datetime], *, reason: str) -> int:
         """Record start ticks that passed while no controller ran (`controller.loop` on its
@@ -204,11 +253,31 @@ class Applier:
         if not self.spawn_runners:
             return
         log_dir = self.settings.log_dir / safe_dir(run.dag_name) / run.run_id
+        config = self.settings.config_file
+        args = start_argv(run.run_id, run.file, None if config is None else str(config))
+        if self.forkserver is not None:
+            try:
+                # The child makes the log directory: the loop only writes one line here.
+                handle = self.forkserver.launch(
+                    row=run.id,
+                    argv=args,
+                    err_path=str(log_dir / "runner.err"),
+                    env=runner_env(self.settings),
+                    cwd=os.getcwd(),
+                    flush=False,  # sent by `apply` after the pass's other launches
+                )
+            except ForkServerUnavailable as exc:
+                log.warning("fork-server unavailable (%s): spawning the runner", exc)
+            else:
+                self.dispatched[run.id] = handle
+                log.info(
+                    "runner requested from the fork-server: %s",
+                    reason,
+                    extra={"dag": run.dag_name, "run_id": run.run_id},
+                )
+                return
         log_dir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "controller", "start", "-q", "--run-id", run.run_id]
-        if self.settings.config_file is not None:
-            argv += ["-c", str(self.settings.config_file)]
-        argv.append(run.file)
+        argv = [sys.executable, "-m", "controller", *args]
         with open(log_dir / "runner.err", "ab") as err:
             proc = subprocess.Popen(
                 argv,
@@ -243,7 +312,7 @@ class Applier:
         self.store.update_run(run.id, stop_requested_at=self.clock())
         pid = run.pid
         if pid is None and run.id in self.dispatched:
-            pid = self.dispatched[run.id].pid
+            pid = self.dispatched[run.id].pid  # None while the fork-server has not forked yet
         if pid is not None and (run.pid is None or runner_alive(run)):
             try:
                 os.kill(pid, signal.SIGTERM)  # the runner stops its steps and escalates
@@ -282,5 +351,5 @@ class Applier:
             shutil.rmtree(resolved, ignore_errors=True)
 
 
-def _probe(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
+def _probe(proc: subprocess.Popen[bytes] | Dispatch) -> Callable[[], bool]:
     return lambda: proc.poll() is None

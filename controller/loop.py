@@ -49,9 +49,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from controller.apply import Applier
+from controller.apply import Applier, runner_env
 from controller.catalog import Catalog, spec_cache_dir
 from controller.desired import DesiredBuilder
+from controller.forkserver import ForkServer
 from controller.ids import new_run_id
 from controller.liveness import reap_lost_run
 from controller.observed import PruneCache, default_liveness, observe
@@ -292,6 +293,14 @@ class Controller:
                 last_beat = time.monotonic()
         signal.signal(signal.SIGCHLD, self._on_child)
         log.info("controller active (dags: %s)", self.settings.dags_dir)
+        if self.applier.spawn_runners and self.applier.forkserver is None:
+            # Runners are forked from a warm helper (controller/forkserver.py); its answers
+            # (a runner exited) ring the doorbell as SIGCHLD does for spawned runners.
+            self.applier.forkserver = ForkServer(runner_env(self.settings), on_exit=self.bell.ring)
+            try:
+                self.applier.forkserver.start()
+            except OSError as exc:  # launches fall back to spawning; the next one retries
+                log.warning("cannot start the fork-server: %s", exc)
         self._record_instance("active")
         self.notifier.status("active")
         watcher = Watcher(
@@ -317,6 +326,9 @@ class Controller:
             self.shutdown()
         finally:
             watcher.stop()
+            if self.applier.forkserver is not None:
+                self.applier.forkserver.close()  # its runners keep running
+                self.applier.forkserver = None
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self._record_instance("stopped")
             self.release_lock()

@@ -1,0 +1,694 @@
+"""The fork-server: launches runners by `fork()` from a warm helper instead of a new interpreter.
+
+A runner started as `python -m controller start -q --run-id ID FILE` pays ~135 ms of interpreter
+start-up and imports before its first step; fifty of them at one minute boundary on two cores
+queue for seconds. The fork-server is a small single-threaded helper process that the control
+loop starts once (`python -m controller.forkserver --parent PID`), with the runner's modules
+imported (not pydantic: a cached DAG never needs it). It reads launch requests, one JSON line
+each, on its stdin and forks one runner per request. The child:
+
+- calls `os.setsid()` (its own session, as `start_new_session=True` did: killing the
+  controller or the fork-server, even with SIGKILL, leaves it running; `PR_SET_PDEATHSIG` is
+  cleared by fork), resets the signal handlers and mask to those of a fresh interpreter;
+- puts /dev/null on stdin and stdout and `logs/<dag>/<run_id>/runner.err` on stderr, closes
+  every other descriptor of the server, applies the request's environment and cwd, reseeds
+  `random`;
+- runs exactly `dagloop start -q --run-id ID [-c CONFIG] FILE` (`controller.cli.main` with
+  those arguments, so the claim of the QUEUED row stays the runner's atomic claim: a second
+  runner for the same row exits 1) and `os._exit`s with its code.
+
+The server answers on its stdout, one line per event: `R` (ready, imports done),
+`S <seq> <pid> <start ticks>` (request `seq` forked), `F <seq> <error>` (fork failed: not
+dispatched),
+`X <pid> <exit code>` (a runner exited; reaped at once on SIGCHLD, so no zombie stays). It
+exits on EOF of its stdin (the controller closed the pipe or died) and, as a second guard,
+on its parent's death (`PR_SET_PDEATHSIG`); its runners are not affected.
+
+The client side (`ForkServer`, `Dispatch`) lives in the controller: `launch()` only writes the
+request and returns a `Dispatch` handle at once (no wait for the fork); a reader thread fills
+in the pid and exit code and rings the loop's doorbell when a runner exits. If the server is
+gone, `launch()` raises `ForkServerUnavailable` and the applier falls back to spawning the
+runner with `subprocess.Popen`; the next launch starts a new server.
+
+Callers: `controller.loop` (start/stop), `controller.apply` (launch); `python -m
+controller.forkserver` is only ever started by `ForkServer.start`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import IO, NoReturn
+
+log = logging.getLogger("dagloop.controller")
+
+__all__ = [
+    "Dispatch",
+    "ForkServer",
+    "ForkServerUnavailable",
+    "env_overrides",
+    "main",
+    "start_argv",
+]
+
+# Crash-loop guard: after this many server deaths without a single successful fork, the
+# applier spawns with Popen for DISABLE_SECONDS before trying a server again.
+MAX_FAILED_STARTS = 3
+DISABLE_SECONDS = 60.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ForkServerUnavailable(Exception):
+    """The fork-server cannot take a request now (dead, disabled or its pipe is broken)."""
+
+
+def start_argv(run_id: str, file: str, config_file: str | None) -> list[str]:
+    """The `dagloop` arguments of a runner for a QUEUED row (the Popen path prefixes them with
+    `python -m controller`; the fork-server passes them to `controller.cli.main`)."""
+    argv = ["start", "-q", "--run-id", run_id]
+    if config_file is not None:
+        argv += ["-c", config_file]
+    argv.append(file)
+    return argv
+
+
+def env_overrides(base: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str | None]:
+    """What turns `base` into `env`: changed or new values, and None for removed names."""
+    out: dict[str, str | None] = {k: v for k, v in env.items() if base.get(k) != v}
+    out.update({k: None for k in base if k not in env})
+    return out
+
+
+# =========================================================================== server side
+
+
+# What a runner of a cached DAG imports (`python -X importtime -m controller start` without
+# pydantic or yaml): imported once here, so a forked child imports nothing.
+PRELOAD = (
+    "controller.cli",
+    "controller.commands.start",
+    "controller.expand",
+    "controller.launch",
+    "controller.liveness",
+    "controller.process",
+    "controller.runner",
+    "controller.runparams",
+    "controller.secrets",
+    "controller.store",
+    "model.config",
+    "model.params",
+    "model.speccache",
+    "model.status",
+)
+
+
+def _preload() -> None:
+    """Import `PRELOAD` (a module missing here is imported by the child on demand)."""
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a warm-up only: the child's own import reports a real problem
+            pass
+
+
+def _warm_caches() -> None:
+    """Fill the per-process caches every runner fills before its first step (compiled regular
+    expressions of argparse, of the secret-name patterns, of step names), so each forked child
+    inherits them instead of compiling them again. Pure calls: nothing is written."""
+    try:
+        import argparse
+
+        from controller.commands import start
+        from controller.expand import filtered_os_env
+        from controller.runner import safe_name
+
+        parser = argparse.ArgumentParser(prog="dagloop start", description="warm-up")
+        start.configure(parser)
+        parser.parse_args(["-q", "--run-id", "warm-up", "-c", "c.yaml", "f.yaml"])
+        filtered_os_env(os.environ)
+        safe_name("warm up")
+    except Exception:  # a warm-up only
+        pass
+
+
+def _set_pdeathsig(sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (best effort)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux, or no prctl: EOF on stdin still ends us
+        pass
+
+
+def _write(fd: int, line: str) -> None:
+    data = (line + "\n").encode()
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _start_ticks(pid: int) -> str:
+    from controller.process import proc_start_ticks
+
+    ticks = proc_start_ticks(pid)
+    return "-" if ticks is None else repr(ticks)
+
+
+def _run_child(req: dict[str, object]) -> NoReturn:
+    """In the forked child: become a detached runner and run `dagloop start`; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for sig in (
+            signal.SIGCHLD,
+            signal.SIGTERM,
+            signal.SIGHUP,
+            signal.SIGQUIT,
+            signal.SIGUSR1,
+            signal.SIGUSR2,
+            signal.SIGALRM,
+        ):
+            signal.signal(sig, signal.SIG_DFL)
+        # What a fresh interpreter installs: KeyboardInterrupt on SIGINT, SIGPIPE ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        err_path = str(req["err"])
+        os.makedirs(os.path.dirname(err_path), exist_ok=True)
+        err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(err, 2)
+        # The server's request and reply pipes, its wake-up pipe and anything else it held.
+        os.closerange(3, 1 << 20)
+        env = req.get("env") or {}
+        assert isinstance(env, dict)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        os.chdir(str(req["cwd"]))
+        import random
+
+        random.seed()
+        argv = req["argv"]
+        assert isinstance(argv, list)
+        sys.argv = [sys.executable, "-m", "controller", *argv]
+        from controller.cli import main as cli_main
+
+        code = cli_main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+    os._exit(code)
+
+
+class _Warmer:
+    """Fills the spec cache for DAGs the controller may launch, in a child process.
+
+    A runner whose DAG snapshot misses the cache imports pydantic and validates (~10x the
+    cost of a hit); right after the controller starts, or after an edit, every DAG would miss
+    at its first fire. The warmer child (nice 10, one at a time; a request arriving meanwhile
+    waits for it) loads each snapshot exactly as a runner does, so the runners forked at the
+    minute boundary hit.
+    """
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.queued: list[tuple[str, str]] = []
+        self.config: str | None = None
+
+    def request(self, items: list[tuple[str, str]], config: str | None) -> None:
+        self.queued += items
+        self.config = config
+        if self.pid is None:
+            self._start()
+
+    def exited(self) -> None:
+        self.pid = None
+        if self.queued:
+            self._start()
+
+    def _start(self) -> None:
+        items, self.queued = self.queued, []
+        try:
+            pid = os.fork()
+        except OSError:
+            return  # only a warm-up: the runners load what they need themselves
+        if pid == 0:
+            _run_warmer(items, self.config)
+        self.pid = pid
+
+
+def _run_warmer(items: list[tuple[str, str]], config: str | None) -> NoReturn:
+    """In the warmer child: load every (file, snapshot) as `dagloop start --run-id` would."""
+    try:
+        # Unlike a runner, the warmer is only the server's helper: it dies with it.
+        _set_pdeathsig(signal.SIGKILL)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.nice(10)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, 1 << 20)
+        import argparse
+
+        from controller import launch
+
+        # As the runners get them: `-c CONFIG` if the controller has one, else the env.
+        settings = launch.settings_from(argparse.Namespace(config=config, dagu_home=None))
+        for file, text in items:
+            try:
+                path = launch.find_dag_file(file, settings.dags_dir)
+                launch.load(path, settings, text=text or None)
+            except Exception:  # an invalid or vanished DAG: its runner reports it
+                continue
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+def _reap(out: int, warmer: _Warmer | None = None) -> None:
+    """Collect every exited runner (no zombies) and report it."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if warmer is not None and pid == warmer.pid:
+            warmer.exited()
+            continue
+        try:
+            _write(out, f"X {pid} {os.waitstatus_to_exitcode(status)}")
+        except OSError:
+            pass  # the controller is gone; keep reaping until our own exit
+
+
+def serve(parent_pid: int, *, stdin: int = 0, stdout: int = 1) -> int:
+    """The server loop: fork a runner per request line until EOF; returns the exit code."""
+    _set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        return 0  # the controller died before prctl took effect
+    # No process group games: the controller started us in our own session, so a terminal's
+    # Ctrl-C reaches neither us nor our runners.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake_w)
+    _preload()
+    _warm_caches()
+    # Nothing may sit in Python's stdio buffers at fork, or every child would write it again.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _write(stdout, "R")
+    buf = b""
+    warmer = _Warmer()
+    while True:
+        _reap(stdout, warmer)
+        try:
+            ready, _, _ = select.select([stdin, wake_r], [], [], 30.0)
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            try:
+                while os.read(wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        if stdin not in ready:
+            continue
+        data = os.read(stdin, 65536)
+        if not data:
+            break  # the controller closed the pipe or died
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line.strip():
+                _fork_one(line, stdout, warmer)
+    _reap(stdout, warmer)
+    return 0
+
+
+def _fork_one(line: bytes, out: int, warmer: _Warmer) -> None:
+    try:
+        req = json.loads(line)
+        if "warm" in req:
+            config = req.get("config")
+            warmer.request(
+                [(str(f), str(t)) for f, t in req["warm"]], None if config is None else str(config)
+            )
+            return
+        seq = int(req["seq"])
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"dagloop forkserver: bad request {line[:200]!r}: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        return
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        _write(out, f"F {seq} {exc}".replace("\n", " "))
+        return
+    if pid == 0:
+        _run_child(req)
+    _write(out, f"S {seq} {pid} {_start_ticks(pid)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m controller.forkserver --parent PID`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "--parent" or not args[1].isdigit():
+        print("usage: python -m controller.forkserver --parent PID", file=sys.stderr)
+        return 2
+    try:
+        return serve(int(args[1]))
+    except BrokenPipeError:
+        return 0  # the controller went away while we answered
+
+
+# =========================================================================== client side
+
+
+class Dispatch:
+    """A runner handed to the fork-server: `pid` once forked, `poll()`/`wait()` like Popen.
+
+    `abandoned` is set when the server died (or failed to fork) before reporting the fork: the
+    request may never have run, so the applier forgets it and the next pass starts the run
+    again (the runner's atomic claim makes a duplicate harmless).
+    """
+
+    def __init__(self, row: int) -> None:
+        self.row = row
+        self.pid: int | None = None
+        self.start_ticks: float | None = None
+        self.returncode: int | None = None
+        self.abandoned = False
+        self.orphaned = False  # forked, but the server died: exits are no longer reported
+        self._done = threading.Event()
+
+    def poll(self) -> int | None:
+        """The exit code once the runner exited, else None (also while not yet forked)."""
+        if self.returncode is None and self.orphaned and self.pid is not None:
+            from controller.process import pid_alive, proc_start_ticks
+
+            same = self.start_ticks is None or proc_start_ticks(self.pid) == self.start_ticks
+            if not (pid_alive(self.pid) and same):
+                self._exited(-1)  # its real code went with the server; the store has the status
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the runner's exit; raises `subprocess.TimeoutExpired` after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None and not self.abandoned:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(f"runner of row {self.row}", timeout or 0.0)
+            self._done.wait(0.1 if left is None else min(left, 0.1))
+        return -1 if self.returncode is None else self.returncode
+
+    def _exited(self, code: int) -> None:
+        self.returncode = code
+        self._done.set()
+
+
+class ForkServer:
+    """The controller's handle on its fork-server process (started lazily, restarted on need).
+
+    `env` is the runner environment the server starts with (requests carry only differences);
+    `on_exit` is called from the reader thread whenever a runner exits or the server dies (the
+    loop rings its doorbell); `executable` is the Python that runs the server (and so the
+    runners). Not thread-safe for `launch`: only the loop's thread launches.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        on_exit: Callable[[], None] = lambda: None,
+        stderr: IO[bytes] | int | None = None,
+        executable: str = sys.executable,
+    ) -> None:
+        self.env = dict(env)
+        self.executable = executable
+        self.on_exit = on_exit
+        self.stderr = stderr
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pending: dict[int, Dispatch] = {}  # request seq -> not yet forked
+        self._seq = 0
+        self._by_pid: dict[int, Dispatch] = {}  # forked, not yet exited
+        self._forked_since_start = False
+        self._failed_starts = 0
+        self._disabled_until = 0.0
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def alive(self) -> bool:
+        """Whether the server process runs and its pipe is open."""
+        return self.proc is not None and self.proc.poll() is None and self.proc.stdin is not None
+
+    def start(self) -> None:
+        """Start the server process (no wait for its imports: requests queue in the pipe)."""
+        if self.alive:
+            return
+        self._forget_server()
+        self.ready.clear()
+        self.proc = subprocess.Popen(
+            [self.executable, "-m", "controller.forkserver", "--parent", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=self.env,
+            start_new_session=True,
+            close_fds=True,
+        )
+        self._forked_since_start = False
+        self._reader = threading.Thread(
+            target=self._read, args=(self.proc,), daemon=True, name="forkserver-reader"
+        )
+        self._reader.start()
+        log.info("fork-server started (pid %d)", self.proc.pid)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the request pipe (the server exits on EOF) and collect the server; its
+        runners keep running."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=timeout)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._forget_server()
+        self.proc = None
+
+    # ------------------------------------------------------------------ launch
+
+    def launch(
+        self,
+        *,
+        row: int,
+        argv: list[str],
+        err_path: str,
+        env: Mapping[str, str],
+        cwd: str,
+        flush: bool = True,
+    ) -> Dispatch:
+        """Hand one runner to the server without waiting for the fork; its `Dispatch`.
+
+        Starts a server first if there is none (or it died). Raises `ForkServerUnavailable`
+        when the server cannot be used now; the caller then spawns the runner itself. With
+        `flush=False` the request waits in the pipe's buffer until `flush()` (the applier
+        sends a pass's launches together, after creating their rows).
+        """
+        if time.monotonic() < self._disabled_until:
+            raise ForkServerUnavailable("disabled after repeated failures")
+        if not self.alive:
+            if self.proc is not None:
+                self._note_death()
+                if time.monotonic() < self._disabled_until:
+                    raise ForkServerUnavailable("disabled after repeated failures")
+            try:
+                self.start()
+            except OSError as exc:
+                raise ForkServerUnavailable(f"cannot start: {exc}") from exc
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None
+        self._seq += 1
+        seq = self._seq
+        request = {
+            "seq": seq,
+            "row": row,
+            "argv": argv,
+            "err": err_path,
+            "env": env_overrides(self.env, env),
+            "cwd": cwd,
+        }
+        dispatch = Dispatch(row)
+        with self._lock:
+            self._pending[seq] = dispatch
+        try:
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            if flush:
+                proc.stdin.flush()
+        except (OSError, ValueError) as exc:  # EPIPE: it died; ValueError: pipe closed
+            with self._lock:
+                self._pending.pop(seq, None)
+            raise ForkServerUnavailable(f"request pipe: {exc}") from exc
+        return dispatch
+
+    def flush(self) -> None:
+        """Send the buffered requests. If the server is gone they are abandoned (their runs
+        are started again by a later pass) and `on_exit` rings the loop."""
+        proc = self.proc
+        if proc is None or proc.stdin is None:
+            return
+        try:
+            proc.stdin.flush()
+        except (OSError, ValueError):
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            for d in pending.values():
+                d.abandoned = True
+                d._done.set()
+            self.on_exit()
+
+    def warm(self, items: list[tuple[str, str]], *, config_file: str | None = None) -> None:
+        """Ask the server to fill the spec cache for (DAG file, snapshot text) pairs, in the
+        background; best effort (ignored when the server is not running)."""
+        proc = self.proc
+        if not items or proc is None or proc.stdin is None or not self.alive:
+            return
+        try:
+            request = {"warm": items, "config": config_file}
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    # ------------------------------------------------------------------ internals
+
+    def _note_death(self) -> None:
+        """Count a server death; too many without a fork disable the server for a while."""
+        if self._forked_since_start:
+            self._failed_starts = 0
+        else:
+            self._failed_starts += 1
+        if self._failed_starts >= MAX_FAILED_STARTS:
+            self._disabled_until = time.monotonic() + DISABLE_SECONDS
+            self._failed_starts = 0
+            log.error(
+                "fork-server died %d times without launching; spawning runners directly for %.0f s",
+                MAX_FAILED_STARTS,
+                DISABLE_SECONDS,
+            )
+        else:
+            log.warning("fork-server is gone; falling back to spawning, restarting it")
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+            self.proc.wait()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+        self._forget_server()
+        self.proc = None
+
+    def _forget_server(self) -> None:
+        """The server is gone: unforked requests are abandoned, forked runners orphaned."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            forked, self._by_pid = self._by_pid, {}
+        for d in pending.values():
+            d.abandoned = True
+            d._done.set()
+        for d in forked.values():
+            d.orphaned = True
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        """Reader thread: apply the server's answers until EOF."""
+        assert proc.stdout is not None
+        try:
+            for raw in proc.stdout:
+                self._answer(raw.decode(errors="replace").split())
+        except (OSError, ValueError):
+            pass
+        if self.proc is proc:
+            self._forget_server()
+        self.on_exit()
+
+    def _answer(self, parts: list[str]) -> None:
+        if not parts:
+            return
+        kind = parts[0]
+        if kind == "R":
+            self.ready.set()
+        elif kind == "S" and len(parts) == 4:
+            seq, pid = int(parts[1]), int(parts[2])
+            with self._lock:
+                d = self._pending.pop(seq, None)
+                if d is not None:
+                    d.pid = pid
+                    d.start_ticks = None if parts[3] == "-" else float(parts[3])
+                    self._by_pid[pid] = d
+            self._forked_since_start = True
+        elif kind == "F" and len(parts) >= 2:
+            with self._lock:
+                d = self._pending.pop(int(parts[1]), None)
+            if d is not None:
+                log.warning("fork-server could not fork: %s", " ".join(parts[2:]))
+                d.abandoned = True
+                d._done.set()
+                self.on_exit()
+        elif kind == "X" and len(parts) == 3:
+            with self._lock:
+                d = self._by_pid.pop(int(parts[1]), None)
+            if d is not None:
+                d._exited(int(parts[2]))
+            self.on_exit()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

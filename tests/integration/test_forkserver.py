@@ -1,0 +1,297 @@
+"""The fork-server (controller/forkserver.py) with real processes: runners forked from it run
+and are recorded, survive the controller's SIGKILL, are reaped (no zombies), a dead fork-server
+is replaced at the next launch, an unusable one falls back to spawning, and the claim of a
+QUEUED row stays atomic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.apply import runner_env
+from controller.forkserver import Dispatch, ForkServer, start_argv
+from controller.loop import Controller
+from controller.store import RunRecord, Store
+from model.config import Settings, load_settings
+from model.status import RunStatus
+from tests.helpers import run_cli, wait_until
+
+# --------------------------------------------------------------------------- process table
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat from the state on (index 0 = state, 1 = ppid, 3 = session)."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :].decode().split()
+
+
+def _pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def children(ppid: int) -> list[int]:
+    """Processes whose parent is `ppid` (zombies included)."""
+    return [p for p in _pids() if (st := _stat(p)) is not None and int(st[1]) == ppid]
+
+
+def zombies(ppid: int) -> list[int]:
+    """Unreaped children of `ppid`."""
+    return [p for p in children(ppid) if (st := _stat(p)) is not None and st[0] == "Z"]
+
+
+def processes_of(home: Path) -> list[int]:
+    """Live processes (not zombies) whose environment has DAGU_HOME=<home>."""
+    want = f"DAGU_HOME={home}".encode()
+    found = []
+    for pid in _pids():
+        if pid == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        st = _stat(pid)
+        if want in env and st is not None and st[0] != "Z":
+            found.append(pid)
+    return found
+
+
+def forkserver_of(controller_pid: int) -> int | None:
+    """The fork-server child of a `dagloop scheduler` process."""
+    for pid in children(controller_pid):
+        try:
+            if b"controller.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def home(dagu_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An isolated DAGU_HOME (also in this process's env); after the test no process of it
+    may be left: any found is killed, then the test fails."""
+    for key in [k for k in os.environ if k.startswith("DAGU_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("DAGU_HOME", dagu_env["DAGU_HOME"])
+    monkeypatch.setenv("PYTHONPATH", dagu_env["PYTHONPATH"])
+    path = Path(dagu_env["DAGU_HOME"])
+    yield path
+
+    def gone() -> bool:
+        return not processes_of(path)
+
+    try:
+        wait_until(gone, 10)
+    except TimeoutError:
+        left = processes_of(path)
+        for pid in left:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"processes left behind: {left}")
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[tuple[ForkServer, Settings]]:
+    settings = load_settings()
+    fs = ForkServer(runner_env(settings))
+    fs.start()
+    yield fs, settings
+    fs.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def write_dag(home: Path, name: str, text: str) -> Path:
+    path = home / "dags" / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def queue_run(store: Store, path: Path, run_id: str) -> RunRecord:
+    """A QUEUED row as the controller records it before launching."""
+    return store.record_run(
+        dag_name=path.stem,
+        run_id=run_id,
+        status=RunStatus.QUEUED,
+        file=str(path),
+        spec_yaml=path.read_text(),
+    )
+
+
+def launch(fs: ForkServer, settings: Settings, run: RunRecord, **env: str) -> Dispatch:
+    return fs.launch(
+        row=run.id,
+        argv=start_argv(run.run_id, run.file, None),
+        err_path=str(settings.log_dir / run.dag_name / run.run_id / "runner.err"),
+        env={**runner_env(settings), **env},
+        cwd=os.getcwd(),
+    )
+
+
+def scheduler(home: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(
+        [sys.executable, "-m", "controller", "scheduler"],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    procs.append(p)
+    return p
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_forked_runners_run_detached_and_are_recorded(
+    server: tuple[ForkServer, Settings], home: Path
+) -> None:
+    fs, settings = server
+    out = home / "out"
+    path = write_dag(
+        home, "probe", f"steps:\n  - command: sh -c 'echo $DAGU_FS_PROBE >> {out}; sleep 0.5'\n"
+    )
+    with Store(settings.db_path) as store:
+        runs = [queue_run(store, path, f"r{i}") for i in range(3)]
+        handles = [launch(fs, settings, r, DAGU_FS_PROBE=f"v{i}") for i, r in enumerate(runs)]
+
+        def running() -> list[RunRecord] | None:
+            rows = [store.get_run_by_id(r.id) for r in runs]
+            return rows if all(r.status == RunStatus.RUNNING and r.pid for r in rows) else None
+
+        rows = wait_until(running, 15)
+        assert isinstance(rows, list)
+        server_pid = fs.proc.pid if fs.proc is not None else -1
+        for row, handle in zip(rows, handles, strict=True):
+            st = _stat(row.pid or 0)
+            assert st is not None
+            # forked by the server, leader of its own session, not of the server's
+            assert (handle.pid, int(st[1]), int(st[3])) == (row.pid, server_pid, row.pid)
+        assert [h.wait(15) for h in handles] == [0, 0, 0]
+        for r in runs:
+            final = store.get_run_by_id(r.id)
+            assert final.status == RunStatus.SUCCEEDED
+            assert (settings.log_dir / "probe" / r.run_id / "runner.err").is_file()
+    # each runner got the environment of its own request
+    assert sorted(out.read_text().split()) == ["v0", "v1", "v2"]
+    wait_until(lambda: not zombies(server_pid), 5)
+
+
+def test_second_runner_for_one_row_exits_1(server: tuple[ForkServer, Settings], home: Path) -> None:
+    fs, settings = server
+    path = write_dag(home, "once", "steps:\n  - command: sleep 0.3\n")
+    with Store(settings.db_path) as store:
+        run = queue_run(store, path, "only")
+        first, second = launch(fs, settings, run), launch(fs, settings, run)
+        assert sorted([first.wait(15), second.wait(15)]) == [0, 1]
+        assert store.get_run_by_id(run.id).status == RunStatus.SUCCEEDED
+        assert len(store.list_runs(dag_name="once")) == 1
+
+
+def test_runners_survive_a_sigkilled_controller(
+    home: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    write_dag(home, "slow", "steps:\n  - command: sleep 2\n")
+    ctl = scheduler(home, procs)
+    server_pid = wait_until(lambda: forkserver_of(ctl.pid), 10)
+    assert isinstance(server_pid, int)
+    code, out, err = run_cli("enqueue", "slow", env=dict(os.environ))
+    assert code == 0, err
+    run_id = out.strip()
+    db = home / "data" / "dagloop.db"
+
+    def run() -> RunRecord:
+        with Store(db) as s:
+            return s.get_run("slow", run_id)
+
+    wait_until(lambda: run().status == RunStatus.RUNNING and run().pid, 15)
+    runner_pid = run().pid
+    assert runner_pid is not None and int((_stat(runner_pid) or ["", "0"])[1]) == server_pid
+    ctl.kill()
+    ctl.wait()
+    # the fork-server follows its controller (EOF / PR_SET_PDEATHSIG) ...
+    wait_until(lambda: _stat(server_pid) is None or _stat(server_pid)[0] == "Z", 5)  # type: ignore[index]
+    # ... its runner does not: it finishes and records its own final status
+    assert run().status == RunStatus.RUNNING
+    wait_until(lambda: run().status == RunStatus.SUCCEEDED, 15)
+
+
+def test_killed_forkserver_is_restarted_at_next_launch(
+    home: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    write_dag(home, "quick", "steps:\n  - command: 'true'\n")
+    ctl = scheduler(home, procs)
+    first = wait_until(lambda: forkserver_of(ctl.pid), 10)
+    assert isinstance(first, int)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: _stat(first) is None, 5)  # the controller reaped it (SIGCHLD)
+    env = dict(os.environ)
+    db = home / "data" / "dagloop.db"
+    for _ in range(3):
+        code, _, err = run_cli("enqueue", "quick", env=env)
+        assert code == 0, err
+
+    def all_done() -> bool:
+        with Store(db) as s:
+            rs = s.list_runs(dag_name="quick")
+            return len(rs) == 3 and all(r.status == RunStatus.SUCCEEDED for r in rs)
+
+    wait_until(all_done, 20)
+    second = forkserver_of(ctl.pid)
+    assert second is not None and second != first
+    wait_until(lambda: not zombies(second), 5)
+    ctl.send_signal(signal.SIGTERM)
+    assert ctl.wait(timeout=15) == 0
+    wait_until(lambda: _stat(second) is None, 5)  # closed with its controller
+
+
+def test_unusable_forkserver_falls_back_to_spawning(home: Path) -> None:
+    """A fork-server that cannot start (here: an interpreter that exits at once) never loses
+    a run: its requests are dropped, relaunched, and after repeated failures spawned."""
+    write_dag(home, "fallback", "steps:\n  - command: 'true'\n")
+    settings = load_settings()
+    c = Controller(settings)
+    c.applier.forkserver = ForkServer(runner_env(settings), executable="/bin/false")
+    try:
+        c.refresh_catalog(force=True)
+        code, _, err = run_cli("enqueue", "fallback", env=dict(os.environ))
+        assert code == 0, err
+
+        def done() -> bool:
+            c.pass_once()
+            rs = c.store.list_runs(dag_name="fallback")
+            return len(rs) == 1 and rs[0].status == RunStatus.SUCCEEDED
+
+        wait_until(done, 30, interval=0.05)
+        assert c.store.list_runs(dag_name="fallback")[0].attempt == 1
+    finally:
+        for p in c.applier.running_children():
+            p.wait(timeout=10)
+        c.applier.forkserver.close()
+        c.store.close()
