@@ -185,6 +185,7 @@ class Exposition:
         self.history = CollectorRegistry(auto_describe=False)
         self.history.register(RunHistoryCollector(ctx))
         self._lock = threading.Lock()
+        self._render_lock = threading.Lock()
         self._key: tuple[object, ...] | None = None
         self._text = b""
 
@@ -195,11 +196,16 @@ class Exposition:
         with self._lock:
             if key == self._key:
                 return live + self._text
-        # Rendered outside the lock (a slow scrape must not hold the others); two threads
-        # racing on a change render the same text.
-        text = generate_latest(self.history)
-        with self._lock:
-            self._key, self._text = key, text
+        # One render at a time: threads that missed together wait for it and take its text,
+        # instead of each building 13,000 samples at once (tens of MiB of peak RSS that the
+        # allocator keeps). The gauges above were rendered without waiting.
+        with self._render_lock:
+            with self._lock:
+                if key == self._key:
+                    return live + self._text
+            text = generate_latest(self.history)
+            with self._lock:
+                self._key, self._text = key, text
         return live + text
 
 
