@@ -52,6 +52,8 @@ from model.status import RunStatus
 
 log = logging.getLogger("dagloop.controller")
 
+STOP_FORK_WAIT_SECONDS = 2.0  # a stop waits this long for the pid of a runner being forked
+
 
 def safe_dir(name: str) -> str:
     """A DAG name as a directory name (the runner's log layout)."""
@@ -312,7 +314,14 @@ class Applier:
         self.store.update_run(run.id, stop_requested_at=self.clock())
         pid = run.pid
         if pid is None and run.id in self.dispatched:
-            pid = self.dispatched[run.id].pid  # None while the fork-server has not forked yet
+            handle = self.dispatched[run.id]
+            if isinstance(handle, Dispatch):
+                self._send_launches()
+                # Requested a moment ago: the fork is a few ms away; without its pid the
+                # runner would claim the row and clear the stop request.
+                pid = handle.wait_forked(STOP_FORK_WAIT_SECONDS)
+            else:
+                pid = handle.pid
         if pid is not None and (run.pid is None or runner_alive(run)):
             try:
                 os.kill(pid, signal.SIGTERM)  # the runner stops its steps and escalates

@@ -412,6 +412,7 @@ class Dispatch:
         self.abandoned = False
         self.orphaned = False  # forked, but the server died: exits are no longer reported
         self._done = threading.Event()
+        self._forked = threading.Event()
 
     def poll(self) -> int | None:
         """The exit code once the runner exited, else None (also while not yet forked)."""
@@ -432,6 +433,13 @@ class Dispatch:
                 raise subprocess.TimeoutExpired(f"runner of row {self.row}", timeout or 0.0)
             self._done.wait(0.1 if left is None else min(left, 0.1))
         return -1 if self.returncode is None else self.returncode
+
+    def wait_forked(self, timeout: float) -> int | None:
+        """The pid once the server reports the fork (waiting up to `timeout`), else None."""
+        deadline = time.monotonic() + timeout
+        while self.pid is None and not self.abandoned and time.monotonic() < deadline:
+            self._forked.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
+        return self.pid
 
     def _exited(self, code: int) -> None:
         self.returncode = code
@@ -673,6 +681,7 @@ class ForkServer:
                     d.pid = pid
                     d.start_ticks = None if parts[3] == "-" else float(parts[3])
                     self._by_pid[pid] = d
+                    d._forked.set()
             self._forked_since_start = True
         elif kind == "F" and len(parts) >= 2:
             with self._lock:

@@ -295,3 +295,25 @@ def test_unusable_forkserver_falls_back_to_spawning(home: Path) -> None:
             p.wait(timeout=10)
         c.applier.forkserver.close()
         c.store.close()
+
+
+def test_stop_reaches_a_forked_runner(home: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    write_dag(home, "long", "steps:\n  - command: sleep 30\n")
+    ctl = scheduler(home, procs)
+    wait_until(lambda: forkserver_of(ctl.pid), 10)
+    env = dict(os.environ)
+    code, out, err = run_cli("enqueue", "long", env=env)
+    assert code == 0, err
+    run_id = out.strip()
+    db = home / "data" / "dagloop.db"
+
+    def status() -> RunStatus:
+        with Store(db) as s:
+            return s.get_run("long", run_id).status
+
+    wait_until(lambda: status() == RunStatus.RUNNING, 15)
+    code, _, err = run_cli("stop", "long", env=env)
+    assert code == 0, err
+    wait_until(lambda: status() == RunStatus.ABORTED, 15)
+    ctl.send_signal(signal.SIGTERM)
+    assert ctl.wait(timeout=15) == 0
