@@ -65,6 +65,8 @@ MAX_FAILED_STARTS = 3
 DISABLE_SECONDS = 60.0
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+RUNNER_COMM = b"dagloop-runner"  # the children's name in ps/top (their argv stays the server's)
 
 
 class ForkServerUnavailable(Exception):
@@ -142,15 +144,20 @@ def _warm_caches() -> None:
         pass
 
 
-def _set_pdeathsig(sig: int) -> None:
-    """Ask the kernel to send `sig` to this process when its parent dies (best effort)."""
+def _prctl(option: int, arg: int | bytes) -> None:
+    """prctl(2) through ctypes, best effort (not Linux, or no prctl: nothing happens)."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux, or no prctl: EOF on stdin still ends us
+        ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):
         pass
+
+
+def _set_pdeathsig(sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (EOF on stdin is
+    the other guard)."""
+    _prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def _write(fd: int, line: str) -> None:
@@ -172,6 +179,7 @@ def _run_child(req: dict[str, object]) -> NoReturn:
     code = 1
     try:
         os.setsid()
+        _prctl(_PR_SET_NAME, RUNNER_COMM)
         signal.set_wakeup_fd(-1)
         for sig in (
             signal.SIGCHLD,

@@ -193,6 +193,7 @@ def test_forked_runners_run_detached_and_are_recorded(
             assert st is not None
             # forked by the server, leader of its own session, not of the server's
             assert (handle.pid, int(st[1]), int(st[3])) == (row.pid, server_pid, row.pid)
+            assert Path(f"/proc/{row.pid}/comm").read_text().strip() == "dagloop-runner"
         assert [h.wait(15) for h in handles] == [0, 0, 0]
         for r in runs:
             final = store.get_run_by_id(r.id)
