@@ -365,6 +365,11 @@ class RepeatPolicySpec(_Spec):
             value["repeat"] = None
         elif repeat is None and ("condition" in value or "exitCode" in value):
             value["repeat"] = "until" if "expected" in value else "while"
+        elif repeat in ("while", "until") and not (value.get("condition") or value.get("exitCode")):
+            # Dagu 1.30.2 refuses an explicit mode with nothing to test (repeat_mode_needs_test)
+            raise ValueError(
+                f"repeat mode {repeat!r} requires either 'condition' or 'exitCode' to be specified"
+            )
         b = value.get("backoff")
         if b is True:
             value["backoff"] = 2.0
