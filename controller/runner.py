@@ -10,8 +10,8 @@ stop handling (signals) and the heartbeat. Every transition is one store commit.
 Design: one thread, one selector. Each running process contributes a pidfd (readable when it
 exits) and its stdout and stderr pipes, which the loop pumps into the step's log files up to
 `settings.max_step_log_bytes` (and stdout into `output:` capture); timers (timeouts,
-retry/repeat waits, stop escalation) are the select timeout. No thread per step. Executors that are Python code
-(`http`, `mail`) run in a worker thread and wake the loop through a pipe.
+retry/repeat waits, stop escalation) are the select timeout. No thread per step. Executors
+that are Python code (`http`, `mail`) run in a worker thread and wake the loop through a pipe.
 
 Called by `controller.commands.start` / `retry` (and, through them, by the control loop).
 """
