@@ -230,10 +230,13 @@ def eval_backticks(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     runner: Callable[[str], str] | None = None,
+    strict: bool = False,
 ) -> str:
     """Replace each `` `cmd` `` by the command's trimmed stdout (run with ``sh -c``).
 
-    A failing command is replaced by its (possibly empty) output, as Dagu does not stop there.
+    A failing command is replaced by its (possibly empty) output, as Dagu does not stop there
+    in step text; with `strict` (DAG `env:` and `params:`, which Dagu refuses to start with)
+    it raises ValueError naming the command and its exit status.
     """
     if "`" not in text:
         return text
@@ -251,6 +254,8 @@ def eval_backticks(
             check=False,
             timeout=60,
         )
+        if strict and proc.returncode != 0:
+            raise ValueError(f"command substitution `{cmd}` failed: exit status {proc.returncode}")
         return proc.stdout.decode("utf-8", "replace").strip()
 
     return _BACKTICK.sub(lambda m: run(m.group(1)), text)

@@ -376,7 +376,9 @@ class Runner:
         for key, value in self.spec.env:
             scope = {**raw_params, **dag_vars}
             v = ex.expand(value, scope, fallback=environ, keep_unknown=False)
-            v = ex.eval_backticks(v, env={**env, **dag_vars}, cwd=str(self.workdir))
+            v = ex.eval_backticks(
+                v, env={**env, **dag_vars}, cwd=str(self.workdir), strict=True
+            )
             dag_vars[key] = v
             env[key] = v
         dotenv = self.spec.dotenv
@@ -403,7 +405,7 @@ class Runner:
         named: dict[str, str] = {}
         for key, value in params:
             v = ex.expand(value, dag_vars, fallback=environ)
-            v = ex.eval_backticks(v, env=env, cwd=str(self.workdir))
+            v = ex.eval_backticks(v, env=env, cwd=str(self.workdir), strict=True)
             named[key] = v
             dag_vars[key] = v
             env[key] = v

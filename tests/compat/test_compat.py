@@ -67,6 +67,13 @@ ALLOWANCES: dict[str, dict[str, tuple[Any, str]]] = {
         "nodes.retry_wait": ("aborted", "a retry pending at a stop is aborted (Dagu: succeeded)"),
         "exit_code": (1, "start exits 1 for a run aborted by a stop/signal (Dagu: 0)"),
     },
+    # docs/compatibility.md "A failing command substitution in the DAG's env or params": Dagu
+    # refuses to start (exit 1, no run recorded); dagloop records the run failed before any
+    # step, with the command in its error, so the failure is visible in the history and API.
+    "env_backtick_fails": {
+        "status": ("failed", "recorded as a failed run (Dagu: no run)"),
+        "nodes.never": ("not_started", "no step starts"),
+    },
     # Not a difference: Dagu keeps map-form steps in Go map order (random per run), so only the
     # statuses are comparable here; dagloop keeps the file order.
     "steps_map_form": {
