@@ -105,6 +105,11 @@ class DaguCollector(Collector):
         for dag, count in sorted(store.skipped_totals().items()):
             missed.add_metric([dag], count)
         yield missed
+        yield CounterMetricFamily(
+            "dagloop_disk_full",
+            "Runs that failed because a disk (logs or state) was full",
+            value=store.list_error_totals().get("disk_full", 0),
+        )
 
 
 class RunHistoryCollector(Collector):

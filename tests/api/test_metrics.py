@@ -126,6 +126,13 @@ def test_missed_runs_counter_from_the_stores_skipped_ticks(home: Home) -> None:
     assert got == {(("dag", "hello"),): 2, (("dag", "other"),): 1}
 
 
+def test_disk_full_counter_from_the_stores_error_totals(home: Home) -> None:
+    assert scrape(home)["dagloop_disk_full_total"] == {(): 0}
+    home.store.record_error("disk_full")
+    home.store.record_error("disk_full")
+    assert scrape(home)["dagloop_disk_full_total"] == {(): 2}
+
+
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed"
 )
