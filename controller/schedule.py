@@ -261,8 +261,14 @@ class TickCache:
             return []  # the common case: nothing fired since the last look
         lower = now - self.window
         if self.next_at is None or self.next_at <= lower:
-            self.recent = due_ticks(self.schedules, after=lower, until=now)
-            self.next_at = next_fire(self.schedules, after=now)
+            # Walk from the window's start: the first instant after it is a recent tick or the
+            # next one (one croniter step for a daily schedule instead of two).
+            self.recent = []
+            t = next_fire(self.schedules, after=lower)
+            while t is not None and t <= now:
+                self.recent.append(t)
+                t = next_fire(self.schedules, after=t)
+            self.next_at = t
         else:
             while self.next_at is not None and self.next_at <= now:
                 self.recent.append(self.next_at)

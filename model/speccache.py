@@ -20,6 +20,7 @@ controller launches). The long-running processes (controller, API) keep using th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -37,8 +38,12 @@ CACHE_SUBDIR = "cache/spec"
 _SOURCES = ("spec.py", "specbase.py", "loader.py", "speccache.py")
 
 
+@functools.lru_cache(maxsize=1)
 def _code_stamp() -> bytes:
-    """Stamps of the loader's source files: an edited loader invalidates every entry."""
+    """Stamps of the loader's source files: an edited loader invalidates every entry.
+
+    Read once per process: a long-running process (controller, API) keeps running the loader
+    it imported, so the stamps of that code are the right ones for every key it computes."""
     here = Path(__file__).parent
     parts = []
     for name in _SOURCES:
