@@ -376,9 +376,7 @@ class Runner:
         for key, value in self.spec.env:
             scope = {**raw_params, **dag_vars}
             v = ex.expand(value, scope, fallback=environ, keep_unknown=False)
-            v = ex.eval_backticks(
-                v, env={**env, **dag_vars}, cwd=str(self.workdir), strict=True
-            )
+            v = ex.eval_backticks(v, env={**env, **dag_vars}, cwd=str(self.workdir), strict=True)
             dag_vars[key] = v
             env[key] = v
         dotenv = self.spec.dotenv

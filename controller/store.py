@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS steps (
     id INTEGER PRIMARY KEY,
     run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,              -- definition order; handlers come after steps
-    kind TEXT NOT NULL DEFAULT 'step',      -- step | onInit | onSuccess | onFailure | onCancel | onExit | onWait
+    kind TEXT NOT NULL DEFAULT 'step',      -- step, or a handler: onInit, onSuccess, onExit, …
     name TEXT NOT NULL,
     spec TEXT NOT NULL DEFAULT '{}',        -- JSON of the step as run (Dagu's node.step)
     status INTEGER NOT NULL DEFAULT 0,
@@ -325,7 +325,10 @@ class Store:
             if readonly:
                 uri = f"file:{path}?mode=ro"
                 self._db = sqlite3.connect(
-                    uri, uri=True, timeout=timeout_seconds, isolation_level=None,
+                    uri,
+                    uri=True,
+                    timeout=timeout_seconds,
+                    isolation_level=None,
                     check_same_thread=False,
                 )
             else:
@@ -450,11 +453,22 @@ class Store:
                    root_run_id, created_at, updated_at)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (
-                    dag_name, run_id, file, spec_yaml, queue or dag_name, int(status), trigger,
-                    json.dumps(list(params)), scheduled_at,
+                    dag_name,
+                    run_id,
+                    file,
+                    spec_yaml,
+                    queue or dag_name,
+                    int(status),
+                    trigger,
+                    json.dumps(list(params)),
+                    scheduled_at,
                     now if status == RunStatus.QUEUED else None,
-                    parent_dag, parent_run_id, root_dag or dag_name, root_run_id or run_id,
-                    now, now,
+                    parent_dag,
+                    parent_run_id,
+                    root_dag or dag_name,
+                    root_run_id or run_id,
+                    now,
+                    now,
                 ),
             )
             row_id = cur.lastrowid
@@ -494,9 +508,7 @@ class Store:
             values.append(json.dumps(list(value)) if key == "params" else value)
         values += [run, int(RunStatus.QUEUED)]
         with self.transaction() as db:
-            cur = db.execute(
-                f"UPDATE runs SET {', '.join(cols)} WHERE id=? AND status=?", values
-            )
+            cur = db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=? AND status=?", values)
         return cur.rowcount == 1
 
     def get_run_by_id(self, run: int) -> RunRecord:
@@ -696,7 +708,6 @@ class Store:
                 "UPDATE requests SET done_at=?, result=? WHERE id=?",
                 (time.time(), result, request),
             )
-
 
     # ------------------------------------------------------------------ controller
 
