@@ -335,18 +335,19 @@ def test_08_signal_on_stop_sigint_first_then_sigkill(
             signalOnStop: SIGINT
             command: >-
               trap 'echo INT >> {marks}' INT; trap 'echo TERM >> {marks}' TERM;
-              while :; do sleep 0.1; done
+              echo READY >> {marks}; while :; do sleep 0.1; done
         """,
     )
     p = _start_fg(fenv, procs, "int")
     pgid = wait_until(lambda: step_pgid(fenv, "noint"), 15)
     assert isinstance(pgid, int)
-    time.sleep(0.3)  # let bash install its traps (it has no readiness signal)
+    # the step says when its traps are installed
+    wait_until(lambda: marks.exists() and "READY" in marks.read_text(), 15)
     assert run_cli("stop", "int", env=fenv)[0] == 0
     assert p.wait(timeout=15) == 1
     assert not group_alive(pgid)
     got = marks.read_text().split()
-    assert got and got[0] == "INT" and "TERM" not in got
+    assert got[:2] == ["READY", "INT"] and "TERM" not in got
     row = run_row(fenv, "int")
     assert row is not None and row["status"] == 3
     assert "SIGKILL" in Path(str(row["log_file"])).read_text()
