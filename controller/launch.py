@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ __all__ = [
     "execute_run",
     "find_dag_file",
     "load",
-    "new_run_id",
     "params_for_runner",
     "params_to_pairs",
     "stored_params",
@@ -91,19 +89,6 @@ def load(path: Path, settings: Any, *, text: str | None = None, local: str | Non
             raise FileNotFoundError(f"no sub-DAG {local!r} in {path}")
         return sub
     return dag
-
-
-def new_run_id() -> str:
-    """A UUIDv7 (time-ordered), as Dagu makes them."""
-    ms = int(time.time() * 1000)
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def params_to_pairs(params: list[str]) -> list[tuple[str, str]]:

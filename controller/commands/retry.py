@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from controller import launch
+from controller.ids import new_run_id
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +71,7 @@ def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
         previous = {s.name: s for s in store.list_steps(row.id) if s.kind == "step"}
         was_queued = row.status == RunStatus.QUEUED
         if was_queued:
-            if not store.claim_queued_run(row.id, attempt_id=launch.new_run_id()[-6:]):
+            if not store.claim_queued_run(row.id, attempt_id=new_run_id(time.time())[-6:]):
                 print(f"dagloop retry: run {row.run_id} is no longer queued", file=sys.stderr)
                 return 1
             previous = {}
@@ -78,7 +80,7 @@ def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
                 row.id,
                 status=RunStatus.RUNNING,
                 attempt=row.attempt + 1,
-                attempt_id=launch.new_run_id()[-6:],
+                attempt_id=new_run_id(time.time())[-6:],
             )
         row = store.get_run_by_id(row.id)
         return launch.execute_run(

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+import time
 
 from controller import launch
+from controller.ids import new_run_id
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"dagloop start: run {args.run_id!r} already exists", file=sys.stderr)
                 return 1
         if queued is not None:
-            attempt_id = launch.new_run_id()[-6:]
+            attempt_id = new_run_id(time.time())[-6:]
             if not store.claim_queued_run(queued.id, attempt_id=attempt_id):
                 print(
                     f"dagloop start: run {args.run_id!r} is no longer queued "
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 run_row = store.record_run(
                     dag_name=dag.name,
-                    run_id=args.run_id or launch.new_run_id(),
+                    run_id=args.run_id or new_run_id(time.time()),
                     status=RunStatus.RUNNING,
                     file=str(path),
                     spec_yaml=dag.source or (path.read_text(encoding="utf-8")),
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             except sqlite3.IntegrityError:
                 print(f"dagloop start: run id {args.run_id!r} is taken", file=sys.stderr)
                 return 1
-            store.update_run(run_row.id, attempt_id=launch.new_run_id()[-6:])
+            store.update_run(run_row.id, attempt_id=new_run_id(time.time())[-6:])
             run_row = store.get_run_by_id(run_row.id)
         return launch.execute_run(
             store=store,
