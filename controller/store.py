@@ -344,15 +344,36 @@ class Store:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA foreign_keys=ON")
             if not readonly:
+                self._prepare(timeout_seconds)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{path}: cannot open the state database: {exc}{full_note(path.parent)}"
+            ) from None
+
+    def _prepare(self, timeout_seconds: float) -> None:
+        """WAL mode and the schema, retried while another process creates the same file.
+
+        Switching a new file to WAL does not wait on SQLite's busy handler: two processes
+        opening a fresh database at once (two controllers, a controller and a runner) get
+        "database is locked" for a moment, which is transient, not an error to report.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        delay = 0.01
+        while True:
+            try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode: a commit survives a process crash; only power loss
                 # can drop the last commits, never corrupt the file.
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{path}: cannot open the state database: {exc}{full_note(path.parent)}"
-            ) from None
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            time.sleep(delay)  # back off: the other process holds the file for milliseconds
+            delay = min(delay * 2, 0.2)
 
     def close(self) -> None:
         """Close the connection."""
