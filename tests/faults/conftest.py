@@ -52,6 +52,29 @@ def procs(fenv: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
     kill_all(home, run_ids(home))
 
 
+class Clock:
+    """The controller's injected clock, moved by the test."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def loop_home(fenv: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """This process's environment set to the test's home, for in-process controllers."""
+    for k in [k for k in os.environ if k.startswith("DAGU_")]:
+        monkeypatch.delenv(k)
+    for k, v in fenv.items():
+        if k.startswith("DAGU_") or k == "PYTHONPATH":
+            monkeypatch.setenv(k, v)
+    home = home_of(fenv)
+    yield home
+    kill_all(home, run_ids(home))
+
+
 def home_of(env: dict[str, str]) -> Path:
     """The DAGU_HOME of an env."""
     return Path(env["DAGU_HOME"])

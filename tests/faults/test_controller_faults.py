@@ -24,6 +24,7 @@ from model.config import load_settings
 from tests.faults.conftest import (
     HEARTBEAT_TIMEOUT,
     RESYNC,
+    Clock,
     home_of,
     instance_status,
     query,
@@ -32,7 +33,7 @@ from tests.faults.conftest import (
     step_pgid,
     write_dag,
 )
-from tests.faults.invariants import assert_invariants, db_path, kill_all, run_ids
+from tests.faults.invariants import assert_invariants, db_path
 from tests.helpers import run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -313,28 +314,6 @@ def test_21_controller_killed_between_record_and_spawn_starts_the_run_once(
 T0 = datetime(2026, 3, 2, 12, 0, 0, 500000, tzinfo=UTC).timestamp()
 
 
-class Clock:
-    """The controller's injected clock."""
-
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def loop_home(fenv: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for k in [k for k in os.environ if k.startswith("DAGU_")]:
-        monkeypatch.delenv(k)
-    for k, v in fenv.items():
-        if k.startswith("DAGU_") or k == "PYTHONPATH":
-            monkeypatch.setenv(k, v)
-    home = home_of(fenv)
-    yield home
-    kill_all(home, run_ids(home))
-
-
 def _controller(clock: Clock) -> Controller:
     c = Controller(load_settings(), clock=clock)
     c.refresh_catalog(force=True)
@@ -366,7 +345,7 @@ def test_16_controller_down_over_three_ticks_catch_up_policy_and_missed_count(
     (loop_home / "dags" / "nocu.yaml").write_text(
         'schedule: "* * * * *"\nsteps:\n  - command: "true"\n'
     )
-    clock = Clock()
+    clock = Clock(T0)
     c = _controller(clock)
     _settle(c, "cu", 1)
     _settle(c, "nocu", 1)
@@ -391,7 +370,7 @@ def test_16_ticks_missed_while_down_are_recorded(loop_home: Path) -> None:
     (loop_home / "dags" / "nocu.yaml").write_text(
         'schedule: "* * * * *"\nsteps:\n  - command: "true"\n'
     )
-    clock = Clock()
+    clock = Clock(T0)
     c = _controller(clock)
     _settle(c, "nocu", 1)
     _close(c)
@@ -422,7 +401,7 @@ def test_17_restart_inside_a_fired_minute_launches_nothing_twice(loop_home: Path
     (loop_home / "dags" / "m.yaml").write_text(
         'schedule: "* * * * *"\nsteps:\n  - command: "true"\n'
     )
-    clock = Clock()
+    clock = Clock(T0)
     c = _controller(clock)
     _settle(c, "m", 1)
     _close(c)
@@ -438,7 +417,7 @@ def test_17_restart_inside_a_fired_minute_launches_nothing_twice(loop_home: Path
 def test_25_retention_prunes_runs_of_deleted_and_renamed_dags(loop_home: Path) -> None:
     dag = loop_home / "dags" / "old.yaml"
     dag.write_text('histRetentionDays: 1\nsteps:\n  - command: "true"\n')
-    clock = Clock()
+    clock = Clock(T0)
     c = _controller(clock)
     assert run_cli("enqueue", "old", env=dict(os.environ))[0] == 0
     _settle(c, "old", 1)
@@ -460,7 +439,7 @@ def test_31_a_stuck_run_skips_ticks_with_a_record_but_not_for_ever(loop_home: Pa
     (loop_home / "dags" / "stuck.yaml").write_text(
         'schedule: "* * * * *"\nmaxCleanUpTimeSec: 1\nsteps:\n  - command: sleep 300\n'
     )
-    clock = Clock()
+    clock = Clock(T0)
     c = _controller(clock)
     run = wait_until(
         lambda: (

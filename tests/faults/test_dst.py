@@ -8,8 +8,6 @@ the fault list is complete in one directory, plus the loop over the spring-forwa
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,8 +15,8 @@ import pytest
 
 from controller.loop import Controller
 from model.config import load_settings
-from tests.faults.conftest import HEARTBEAT_TIMEOUT, home_of
-from tests.faults.invariants import assert_invariants, kill_all, run_ids
+from tests.faults.conftest import HEARTBEAT_TIMEOUT, Clock
+from tests.faults.invariants import assert_invariants
 from tests.helpers import wait_until
 from tests.unit.test_schedule import (
     test_berlin_fall_back_fires_once as test_30_berlin_fall_back_fires_once,
@@ -35,28 +33,6 @@ __all__ = [
     "test_30_spring_forward_end_of_gap",
     "test_30_walk_over_dst_days",
 ]
-
-
-class Clock:
-    """The controller's injected clock."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def loop_home(fenv: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for k in [k for k in os.environ if k.startswith("DAGU_")]:
-        monkeypatch.delenv(k)
-    for k, v in fenv.items():
-        if k.startswith("DAGU_") or k == "PYTHONPATH":
-            monkeypatch.setenv(k, v)
-    home = home_of(fenv)
-    yield home
-    kill_all(home, run_ids(home))
 
 
 @pytest.mark.timeout(60)
