@@ -140,22 +140,6 @@ def step_pgid(env: dict[str, str], step: str) -> int | None:
     return int(rows[0][0]) if rows and rows[0][0] else None  # type: ignore[call-overload]
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether process group `pgid` has a member that is not a zombie."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
 def instance_status(env: dict[str, str], pid: int) -> str | None:
     """The recorded status (standby/active/stopped) of the controller with `pid`."""
     rows = query(env, "SELECT status FROM instances WHERE pid=?", (pid,))

@@ -15,7 +15,6 @@ import pytest
 from tests.faults.conftest import (
     HEARTBEAT_TIMEOUT,
     RESYNC,
-    group_alive,
     home_of,
     instance_status,
     query,
@@ -25,7 +24,7 @@ from tests.faults.conftest import (
     write_dag,
 )
 from tests.faults.invariants import assert_invariants, processes_of
-from tests.helpers import run_cli, wait_until
+from tests.helpers import group_alive, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

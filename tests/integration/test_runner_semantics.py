@@ -495,3 +495,36 @@ def test_call_local_sub_dag_and_parallel(dagu_env: dict[str, str]) -> None:
     assert one["children"][0]["dagRunId"] == res["dagRunId"]
     many = json.loads(Path(nodes(doc)["many"]["stdout"]).read_text())
     assert many["summary"] == {"total": 3, "succeeded": 3, "failed": 0}
+
+
+def test_parallel_results_are_in_item_order(dagu_env: dict[str, str]) -> None:
+    """Unlike Dagu (finish order), index i of `results`/`outputs` is always item i."""
+    code, doc = run_dag(
+        dagu_env,
+        """
+        steps:
+          - name: fan
+            call: child
+            parallel:
+              items: ["0.6", "0.3", "0"]
+              maxConcurrent: 3
+            params: "DELAY=${ITEM}"
+            output: FAN
+          - name: order
+            command: echo "${FAN.outputs[0].GOT} ${FAN.outputs[1].GOT} ${FAN.outputs[2].GOT}"
+            output: ORDER
+        ---
+        name: child
+        params: DELAY=0
+        steps:
+          - name: nap
+            command: sleep ${DELAY} && echo slept-${DELAY}
+            output: GOT
+        """,
+    )
+    assert code == 0, doc
+    assert Path(nodes(doc)["order"]["stdout"]).read_text().strip() == (
+        "slept-0.6 slept-0.3 slept-0"
+    )
+    fan = json.loads(Path(nodes(doc)["fan"]["stdout"]).read_text())
+    assert [r["params"] for r in fan["results"]] == ["DELAY=0.6", "DELAY=0.3", "DELAY=0"]

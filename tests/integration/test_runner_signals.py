@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, wait_until
+from tests.helpers import group_alive, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,14 +46,6 @@ def step_pgid(env: dict[str, str], step: str) -> int | None:
     finally:
         con.close()
     return row[0] if row and row[0] else None
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_stop_command_aborts_and_runs_abort_handlers(
