@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -46,7 +45,7 @@ from controller.reconcile import (
     StartQueued,
     Stop,
 )
-from controller.store import NotFound, RunRecord, Store
+from controller.store import Conflict, NotFound, RunRecord, Store
 from model.config import Settings
 from model.status import RunStatus
 
@@ -242,7 +241,7 @@ class Applier:
                 ),
                 now=self.clock(),
             )
-        except sqlite3.IntegrityError:
+        except Conflict:
             return  # already launched (another pass or another controller): done
         faults.point("apply.launch.recorded")  # test-only crash point (controller/faults.py)
         log.info("run created: %s", action.reason, extra={"dag": dag.name, "run_id": action.run_id})

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("server", "run the read-only API server only"),
     "start-all": ("start_all", "run the controller and the API server"),
     "config": ("config", "print the effective configuration and where each value comes from"),
+    "migrate": ("migrate", "bring the state database to this version's schema"),
     "version": ("version", "print the version"),
 }
 

@@ -190,7 +190,9 @@ def execute_run(
         return _fail_before_steps(store, run, dag, describe_log_error(exc, log_file), as_json)
     out = sys.stderr if as_json else sys.stdout
     progress = Progress(out, quiet=quiet)
-    beat = Heartbeat(settings.db_path, run.id, settings.heartbeat_interval_seconds)
+    beat = Heartbeat(
+        settings.database_url or settings.db_path, run.id, settings.heartbeat_interval_seconds
+    )
     beat.start()
     try:
         runner = Runner(

@@ -66,7 +66,7 @@ from controller.reconcile import (
     tick_of,
 )
 from controller.sdnotify import Notifier
-from controller.store import Store, StoreError
+from controller.store import Store, StoreError, open_store
 from controller.watcher import Doorbell, Watcher
 from model.config import Settings
 from model.status import RunStatus
@@ -108,7 +108,7 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = store if store is not None else Store(settings.db_path)
+        self.store = store if store is not None else open_store(settings, role="controller")
         self.catalog = catalog or Catalog(
             settings.dags_dir,
             settings.base_config,
@@ -417,7 +417,7 @@ def run_controller(settings: Settings) -> int:
     lose runs. Callers: `dagloop scheduler`, `dagloop start-all`.
     """
     try:
-        store = Store(settings.db_path)
+        store = open_store(settings, role="controller")
         problems = store.check_integrity()
     except (StoreError, OSError) as exc:
         log.error("cannot start: %s", exc)

@@ -1771,8 +1771,8 @@ class Heartbeat:
     never pays for it.
     """
 
-    def __init__(self, db_path: Path, run: int, interval_seconds: float) -> None:
-        self._db_path = db_path
+    def __init__(self, location: Path | str, run: int, interval_seconds: float) -> None:
+        self._location = location  # the SQLite file or the PostgreSQL URL
         self._run = run
         self._interval = max(0.05, interval_seconds)
         self._stop = threading.Event()
@@ -1793,7 +1793,7 @@ class Heartbeat:
             while not self._stop.wait(self._interval):
                 try:
                     if store is None:
-                        store = Store(self._db_path)
+                        store = Store(self._location, role="runner")
                     store.update_run(self._run, heartbeat_at=time.time())
                 except Exception:  # a busy database must not kill the run
                     continue

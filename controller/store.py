@@ -1,12 +1,22 @@
-"""The store: the only code that talks SQL. Runs, steps and requests in one SQLite file (WAL).
+"""The store: the only code that talks SQL. Runs, steps, requests, controller instances and
+workers — in one SQLite file (WAL, the embedded default) or in PostgreSQL (`DAGU_DATABASE_URL`,
+for several hosts).
 
 Every state change is one short transaction, so a process killed at any instant leaves a
 consistent record. Verbs follow one naming scheme: `get_*` (one row or `NotFound`), `list_*`,
 `record_*` (a transition), `claim_*`, `prune_*`.
 
-Why stdlib `sqlite3` and not SQLModel here: `dagloop start` must run a one-step DAG in under
-150 ms as a whole process, and importing SQLAlchemy alone costs ~190 ms on this machine. The
-schema lives in `SCHEMA` below, in one place.
+One SQL text serves both databases: SQLite's dialect where both agree (`ON CONFLICT`,
+`RETURNING`, partial indexes), written with `?` parameters that `controller.pgconn` rewrites for
+psycopg. Why stdlib `sqlite3` and not SQLModel here: `dagloop start` must run a one-step DAG in
+under 150 ms as a whole process, and importing SQLAlchemy alone costs ~190 ms on this machine.
+The schema and its versions live in `controller.schema`; Alembic (`dagloop migrate`) upgrades
+an existing database, and every process refuses a database whose schema is older or newer than
+its own.
+
+Writers: SQLite serialises them (`BEGIN IMMEDIATE`); on PostgreSQL the few check-then-write
+transactions (`record_run` with a `maxActiveRuns` check, `claim_dispatched_runs`) take a
+transaction-level advisory lock, so the same invariants hold across hosts.
 
 Callers: the runner (writes its run and steps), the controller loop (claims, marks lost,
 prunes), the CLI (requests) and the API (reads, opening the file read-only).
@@ -14,7 +24,6 @@ prunes), the CLI (requests) and the API (reads, opening the file read-only).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -26,163 +35,8 @@ from typing import Any
 
 from controller import faults
 from controller.diskfull import full_note
+from controller.schema import HEAD_REVISION, SCHEMA_VERSION, STEPS, statements
 from model.status import RunStatus, StepStatus
-
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    dag_name TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    file TEXT NOT NULL DEFAULT '',          -- the DAG file the run was made from
-    spec_yaml TEXT NOT NULL DEFAULT '',     -- snapshot of the DAG file text used by the run
-    queue TEXT NOT NULL DEFAULT '',
-    status INTEGER NOT NULL,
-    trigger TEXT NOT NULL DEFAULT 'manual', -- manual | schedule | enqueue | retry | restart | sub
-    params TEXT NOT NULL DEFAULT '[]',      -- JSON list of "NAME=value"
-    scheduled_at REAL,                      -- the cron instant for scheduled runs (UTC epoch)
-    queued_at REAL,
-    started_at REAL,
-    finished_at REAL,
-    attempt INTEGER NOT NULL DEFAULT 1,
-    attempt_id TEXT NOT NULL DEFAULT '',
-    pid INTEGER,
-    pid_started REAL,                       -- process start time, guards against PID reuse
-    host TEXT NOT NULL DEFAULT '',
-    heartbeat_at REAL,
-    stop_requested_at REAL,
-    error TEXT NOT NULL DEFAULT '',
-    log_file TEXT NOT NULL DEFAULT '',
-    parent_dag TEXT NOT NULL DEFAULT '',
-    parent_run_id TEXT NOT NULL DEFAULT '',
-    root_dag TEXT NOT NULL DEFAULT '',
-    root_run_id TEXT NOT NULL DEFAULT '',
-    notes TEXT NOT NULL DEFAULT '',         -- e.g. mail delivery failures, never the status
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    UNIQUE (dag_name, run_id)
-);
--- A scheduled instant of a DAG is launched at most once, whoever races for it.
-CREATE UNIQUE INDEX IF NOT EXISTS runs_schedule_once ON runs (dag_name, scheduled_at)
-    WHERE scheduled_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
-CREATE INDEX IF NOT EXISTS runs_dag_created ON runs (dag_name, created_at);
-CREATE INDEX IF NOT EXISTS runs_queue ON runs (queue, status);
-CREATE TABLE IF NOT EXISTS steps (
-    id INTEGER PRIMARY KEY,
-    run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,              -- definition order; handlers come after steps
-    kind TEXT NOT NULL DEFAULT 'step',      -- step, or a handler: onInit, onSuccess, onExit, …
-    name TEXT NOT NULL,
-    spec TEXT NOT NULL DEFAULT '{}',        -- JSON of the step as run (Dagu's node.step)
-    status INTEGER NOT NULL DEFAULT 0,
-    exit_code INTEGER,
-    retry_count INTEGER NOT NULL DEFAULT 0,
-    done_count INTEGER NOT NULL DEFAULT 0,
-    started_at REAL,
-    finished_at REAL,
-    retried_at REAL,
-    stdout TEXT NOT NULL DEFAULT '',
-    stderr TEXT NOT NULL DEFAULT '',
-    error TEXT NOT NULL DEFAULT '',
-    pgid INTEGER,                           -- process group of the running command
-    outputs TEXT NOT NULL DEFAULT '{}',     -- JSON {VAR: value}
-    children TEXT NOT NULL DEFAULT '[]',    -- JSON [{dagRunId, params}]
-    UNIQUE (run, kind, name)
-);
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,                     -- stop | retry | restart | dequeue
-    dag_name TEXT NOT NULL,
-    run_id TEXT NOT NULL DEFAULT '',
-    args TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    done_at REAL,
-    result TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS requests_open ON requests (done_at);
--- Controller (scheduler) instances, for /api/v2/services/scheduler; written by `dagloop scheduler`.
-CREATE TABLE IF NOT EXISTS instances (
-    id TEXT PRIMARY KEY,
-    host TEXT NOT NULL DEFAULT '',
-    pid INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'standby', -- standby | active | stopped
-    started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL
-);
--- The loop reads the scheduled instants of the last minutes on every pass.
-CREATE INDEX IF NOT EXISTS runs_scheduled ON runs (scheduled_at) WHERE scheduled_at IS NOT NULL;
--- Retention scans finished runs by age.
-CREATE INDEX IF NOT EXISTS runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
--- Monotonic totals of finished runs for /metrics, kept by triggers so that they survive history
--- pruning (histRetentionDays 0 deletes a run right after it ends) and need no writer's help.
--- One row per (DAG, final status); le_* are cumulative duration-bucket counts (Dagu's buckets).
-CREATE TABLE IF NOT EXISTS run_totals (
-    dag_name TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    count INTEGER NOT NULL DEFAULT 0,
-    duration_count INTEGER NOT NULL DEFAULT 0,
-    duration_sum REAL NOT NULL DEFAULT 0,
-    le_1 INTEGER NOT NULL DEFAULT 0, le_5 INTEGER NOT NULL DEFAULT 0,
-    le_15 INTEGER NOT NULL DEFAULT 0, le_30 INTEGER NOT NULL DEFAULT 0,
-    le_60 INTEGER NOT NULL DEFAULT 0, le_120 INTEGER NOT NULL DEFAULT 0,
-    le_300 INTEGER NOT NULL DEFAULT 0, le_600 INTEGER NOT NULL DEFAULT 0,
-    le_1800 INTEGER NOT NULL DEFAULT 0, le_3600 INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (dag_name, status)
-);
-CREATE TRIGGER IF NOT EXISTS runs_finished_update AFTER UPDATE OF status ON runs
-WHEN NEW.status IN (2, 3, 4, 6, 8) AND OLD.status NOT IN (2, 3, 4, 6, 8)
-BEGIN
-    INSERT INTO run_totals (dag_name, status) VALUES (NEW.dag_name, NEW.status)
-        ON CONFLICT (dag_name, status) DO NOTHING;
-    UPDATE run_totals SET count = count + 1,
-        duration_count = duration_count + (NEW.finished_at - NEW.started_at IS NOT NULL),
-        duration_sum = duration_sum + IFNULL(NEW.finished_at - NEW.started_at, 0),
-        le_1 = le_1 + IFNULL(NEW.finished_at - NEW.started_at <= 1, 0),
-        le_5 = le_5 + IFNULL(NEW.finished_at - NEW.started_at <= 5, 0),
-        le_15 = le_15 + IFNULL(NEW.finished_at - NEW.started_at <= 15, 0),
-        le_30 = le_30 + IFNULL(NEW.finished_at - NEW.started_at <= 30, 0),
-        le_60 = le_60 + IFNULL(NEW.finished_at - NEW.started_at <= 60, 0),
-        le_120 = le_120 + IFNULL(NEW.finished_at - NEW.started_at <= 120, 0),
-        le_300 = le_300 + IFNULL(NEW.finished_at - NEW.started_at <= 300, 0),
-        le_600 = le_600 + IFNULL(NEW.finished_at - NEW.started_at <= 600, 0),
-        le_1800 = le_1800 + IFNULL(NEW.finished_at - NEW.started_at <= 1800, 0),
-        le_3600 = le_3600 + IFNULL(NEW.finished_at - NEW.started_at <= 3600, 0)
-    WHERE dag_name = NEW.dag_name AND status = NEW.status;
-END;
-CREATE TRIGGER IF NOT EXISTS runs_finished_insert AFTER INSERT ON runs
-WHEN NEW.status IN (2, 3, 4, 6, 8)
-BEGIN
-    INSERT INTO run_totals (dag_name, status, count) VALUES (NEW.dag_name, NEW.status, 1)
-        ON CONFLICT (dag_name, status) DO UPDATE SET count = count + 1;
-END;
--- Start ticks that did not run (overlapPolicy, skipIfSuccessful, superseded, controller down),
--- one row per (DAG, instant) whoever records it; skipped_totals counts them for
--- dagloop_missed_runs_total and survives pruning of old rows.
-CREATE TABLE IF NOT EXISTS skipped_ticks (
-    dag_name TEXT NOT NULL,
-    scheduled_at REAL NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    recorded_at REAL NOT NULL,
-    PRIMARY KEY (dag_name, scheduled_at)
-);
-CREATE INDEX IF NOT EXISTS skipped_ticks_at ON skipped_ticks (scheduled_at);
-CREATE TABLE IF NOT EXISTS skipped_totals (
-    dag_name TEXT PRIMARY KEY,
-    count INTEGER NOT NULL DEFAULT 0
-);
-CREATE TRIGGER IF NOT EXISTS skipped_ticks_count AFTER INSERT ON skipped_ticks
-BEGIN
-    INSERT INTO skipped_totals (dag_name, count) VALUES (NEW.dag_name, 1)
-        ON CONFLICT (dag_name) DO UPDATE SET count = count + 1;
-END;
-"""
-
-# What `_migrate` compares with the file's meta row: the DDL and its version, so any change
-# of either runs the IF NOT EXISTS script again.
-_SCHEMA_DIGEST = hashlib.sha256(f"{SCHEMA_VERSION}\n{SCHEMA}".encode()).hexdigest()
 
 # Upper bounds (seconds) of the run-duration buckets kept in `run_totals` (columns le_*).
 DURATION_BUCKETS_SECONDS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
@@ -197,7 +51,12 @@ class LimitReached(RuntimeError):
 
 
 class StoreError(RuntimeError):
-    """The database cannot be used (corrupt, wrong schema, read-only, disk full)."""
+    """The database cannot be used (corrupt, wrong schema, read-only, disk full, unreachable)."""
+
+
+class Conflict(RuntimeError):
+    """A new row collides with an existing one (the run id, or the scheduled instant of the
+    DAG, is taken): a repeated create is refused instead of duplicated."""
 
 
 # SQLite's texts for a write the file system refused (SQLITE_FULL, SQLITE_IOERR).
@@ -247,6 +106,23 @@ class RunRecord:
     notes: str
     created_at: float
     updated_at: float
+    dispatched_at: float | None = None  # handed to workers by the leader (None: run locally)
+    worker_id: str = ""  # the worker that claimed it
+    worker_selector: dict[str, str] | None = None  # labels a worker must have
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker (`dagloop worker`) as it last reported itself."""
+
+    id: str
+    host: str
+    pid: int
+    labels: dict[str, str]
+    max_active_runs: int
+    status: str  # active | stopped
+    started_at: float
+    heartbeat_at: float
 
 
 @dataclass(frozen=True)
@@ -304,14 +180,15 @@ _RUN_COLUMNS = [f for f in RunRecord.__dataclass_fields__]
 _STEP_COLUMNS = [f for f in StepRecord.__dataclass_fields__]
 
 
-def _run(row: sqlite3.Row) -> RunRecord:
+def _run(row: Any) -> RunRecord:
     d = dict(row)
     d["status"] = RunStatus(d["status"])
     d["params"] = json.loads(d["params"])
+    d["worker_selector"] = json.loads(d["worker_selector"]) or None
     return RunRecord(**d)
 
 
-def _step(row: sqlite3.Row) -> StepRecord:
+def _step(row: Any) -> StepRecord:
     d = dict(row)
     d["status"] = StepStatus(d["status"])
     d["spec"] = json.loads(d["spec"])
@@ -321,11 +198,34 @@ def _step(row: sqlite3.Row) -> StepRecord:
 
 
 class Store:
-    """A connection to the state database. Not shared between threads."""
+    """A connection to the state database. Not shared between threads.
 
-    def __init__(self, path: Path, *, readonly: bool = False, timeout_seconds: float = 30.0):
-        self.path = path
+    `location` is the SQLite file's path or a PostgreSQL URL (`postgresql+psycopg://…`);
+    `open_store` picks it from the settings. `role` names the process in PostgreSQL's
+    `pg_stat_activity` (controller, runner, worker, api, cli). `check_schema=False` (for
+    `dagloop migrate` only) opens a database of another schema version.
+    """
+
+    def __init__(
+        self,
+        location: Path | str,
+        *,
+        readonly: bool = False,
+        timeout_seconds: float = 30.0,
+        role: str = "cli",
+        check_schema: bool = True,
+    ):
         self.readonly = readonly
+        self._checks_schema = check_schema
+        self._db: Any
+        if isinstance(location, str) and location.startswith("postgres"):
+            self._open_postgres(location, readonly, timeout_seconds, role)
+            return
+        path = Path(location)
+        self.dialect = "sqlite"
+        self.path: Path | None = path
+        self.where = str(path)
+        self._integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
         try:
             if readonly:
                 uri = f"file:{path}?mode=ro"
@@ -343,12 +243,34 @@ class Store:
                 )
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA foreign_keys=ON")
-            if not readonly:
+            if readonly:
+                self._check_schema()
+            else:
                 self._prepare(timeout_seconds)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{path}: cannot open the state database: {exc}{full_note(path.parent)}"
             ) from None
+
+    def _open_postgres(self, url: str, readonly: bool, timeout_seconds: float, role: str) -> None:
+        import psycopg  # only PostgreSQL deployments pay for the import
+
+        from controller.pgconn import PgConnection, application_name, redact_url
+
+        self.dialect = "postgresql"
+        self.path = None
+        self.where = redact_url(url)
+        self._integrity_errors = (psycopg.IntegrityError,)
+        try:
+            self._db = PgConnection(
+                url,
+                readonly=readonly,
+                timeout_seconds=timeout_seconds,
+                application_name=application_name(role),
+            )
+            self._check_schema()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: cannot open the state database: {exc}") from None
 
     def _prepare(self, timeout_seconds: float) -> None:
         """WAL mode and the schema, retried while another process creates the same file.
@@ -365,7 +287,7 @@ class Store:
                 # NORMAL in WAL mode: a commit survives a process crash; only power loss
                 # can drop the last commits, never corrupt the file.
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                self._migrate()
+                self._check_schema()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
@@ -385,43 +307,72 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _migrate(self) -> None:
-        # Every runner opens the store once per run: when the file already holds this exact
-        # SCHEMA text (its digest in meta), the DDL script and its write transaction are
-        # skipped (~1 ms and a WAL commit per runner). Any edit of SCHEMA changes the digest,
-        # so the IF NOT EXISTS script runs again once and records the new digest.
+    def schema_version(self) -> int | None:
+        """The database's schema version (`meta['schema_version']`); None when it has none."""
         try:
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_digest'").fetchone()
-        except sqlite3.OperationalError:  # a new file: no meta table yet
-            row = None
-        if row is not None and row[0] == _SCHEMA_DIGEST:
-            return
-        # executescript commits on its own; every statement is idempotent (IF NOT EXISTS).
-        self._db.executescript(SCHEMA)
-        with self.transaction():
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_digest', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (_SCHEMA_DIGEST,),
-            )
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-                )
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {row[0]} is newer than this dagloop "
-                    f"({SCHEMA_VERSION}); upgrade dagloop"
-                )
+        except sqlite3.OperationalError:  # a new SQLite file: no meta table yet
+            return None
+        except Exception as exc:  # PostgreSQL: "relation meta does not exist"
+            if type(exc).__name__ != "UndefinedTable":
+                raise
+            return None
+        return None if row is None else int(row[0])
+
+    def _check_schema(self) -> None:
+        # Every process opens the store (a runner once per run): one indexed read when the
+        # database is at this dagloop's version.
+        version = self.schema_version()
+        if version == SCHEMA_VERSION or not self._checks_schema:
+            return
+        if version is None and self.dialect == "sqlite" and not self.readonly:
+            self._create_sqlite()
+            return
+        if version is None:
+            raise StoreError(
+                f"{self.where}: the database has no dagloop schema; run `dagloop migrate` first"
+            )
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.where}: schema version {version} is older than this dagloop's "
+                f"({SCHEMA_VERSION}); run `dagloop migrate` first"
+            )
+        raise StoreError(
+            f"{self.where}: schema version {version} is newer than this dagloop's "
+            f"({SCHEMA_VERSION}); upgrade dagloop"
+        )
+
+    def _create_sqlite(self) -> None:
+        """A new embedded database: every schema step at once, in one transaction (so two
+        processes creating the same file cannot both run a step), stamped with the Alembic
+        head so that `dagloop migrate` knows where it stands."""
+        with self.transaction() as db:
+            if self.schema_version() is not None:
+                return  # another process made it while we waited for the write lock
+            for step in STEPS["sqlite"]:
+                for statement in statements(step):
+                    db.execute(statement)
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS alembic_version "
+                "(version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+            )
+            db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD_REVISION,))
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Any]:
         """One atomic write: BEGIN IMMEDIATE … COMMIT (ROLLBACK on error).
 
-        A write the file system refused (full disk, I/O error) raises `StoreError` naming
-        the file and the reason, after the rollback: nothing of the transaction is kept.
+        A write the file system refused (full disk, I/O error), or a PostgreSQL session lost
+        mid-transaction, raises `StoreError` naming the database and the reason, after the
+        rollback: nothing of the transaction is kept.
         """
+        if self.dialect == "postgresql":
+            with self._pg_transaction():
+                yield self._db
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -434,6 +385,7 @@ class Store:
             faults.point("commit.before")  # test-only crash points (controller/faults.py)
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
+            assert self.path is not None
             error = write_error(self.path, exc)
             if error is None:
                 raise
@@ -442,8 +394,34 @@ class Store:
             raise error from None
         faults.point("commit.after")
 
+    @contextmanager
+    def _pg_transaction(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            self._db.begin()
+            try:
+                yield
+            except BaseException:
+                self._db.finish(commit=False)
+                raise
+            faults.point("commit.before")
+            self._db.finish(commit=True)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreError(f"{self.where}: cannot write the state database: {exc}") from None
+        faults.point("commit.after")
+
+    def _lock(self, db: Any, key: str) -> None:
+        """Serialise check-then-write transactions on PostgreSQL (SQLite's writer is already
+        alone): a transaction-level advisory lock on `key`, released at COMMIT/ROLLBACK."""
+        if self.dialect == "postgresql":
+            db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"dagloop:{key}",))
+
     def check_integrity(self) -> list[str]:
-        """`PRAGMA integrity_check` problems (empty when the file is sound)."""
+        """`PRAGMA integrity_check` problems (empty when the file is sound); PostgreSQL
+        guards its own files, so nothing to report there."""
+        if self.dialect == "postgresql":
+            return []
         rows = self._db.execute("PRAGMA integrity_check").fetchall()
         return [r[0] for r in rows if r[0] != "ok"]
 
@@ -468,8 +446,8 @@ class Store:
         now: float | None = None,
         max_active: int | None = None,
     ) -> RunRecord:
-        """Insert a new run. Raises `sqlite3.IntegrityError` if the run id or the scheduled
-        instant of this DAG is taken: a repeated create collides instead of duplicating.
+        """Insert a new run. Raises `Conflict` if the run id or the scheduled instant of this
+        DAG is taken: a repeated create collides instead of duplicating.
 
         With `max_active` (the DAG's maxActiveRuns; negative = unlimited), raises
         `LimitReached` if the DAG already has that many running top-level runs — checked
@@ -478,6 +456,7 @@ class Store:
         now = time.time() if now is None else now
         with self.transaction() as db:
             if max_active is not None and max_active >= 0:
+                self._lock(db, f"dag:{dag_name}")
                 (active,) = db.execute(
                     "SELECT COUNT(*) FROM runs WHERE dag_name=? AND status IN (?, ?) "
                     "AND parent_run_id=''",
@@ -488,33 +467,34 @@ class Store:
                     raise LimitReached(
                         f"{dag_name} has {active} active run(s) (maxActiveRuns {limit})"
                     )
-            cur = db.execute(
-                """INSERT INTO runs (dag_name, run_id, file, spec_yaml, queue, status, trigger,
+            try:
+                row = db.execute(
+                    """INSERT INTO runs (dag_name, run_id, file, spec_yaml, queue, status, trigger,
                    params, scheduled_at, queued_at, parent_dag, parent_run_id, root_dag,
                    root_run_id, created_at, updated_at)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (
-                    dag_name,
-                    run_id,
-                    file,
-                    spec_yaml,
-                    queue or dag_name,
-                    int(status),
-                    trigger,
-                    json.dumps(list(params)),
-                    scheduled_at,
-                    now if status == RunStatus.QUEUED else None,
-                    parent_dag,
-                    parent_run_id,
-                    root_dag or dag_name,
-                    root_run_id or run_id,
-                    now,
-                    now,
-                ),
-            )
-            row_id = cur.lastrowid
-        assert row_id is not None
-        return self.get_run_by_id(row_id)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id""",
+                    (
+                        dag_name,
+                        run_id,
+                        file,
+                        spec_yaml,
+                        queue or dag_name,
+                        int(status),
+                        trigger,
+                        json.dumps(list(params)),
+                        scheduled_at,
+                        now if status == RunStatus.QUEUED else None,
+                        parent_dag,
+                        parent_run_id,
+                        root_dag or dag_name,
+                        root_run_id or run_id,
+                        now,
+                        now,
+                    ),
+                ).fetchone()
+            except self._integrity_errors as exc:
+                raise Conflict(f"run {run_id!r} of {dag_name!r}: {exc}") from None
+        return self.get_run_by_id(int(row[0]))
 
     def update_run(self, run: int, **fields: Any) -> None:
         """Set columns of a run in one commit (`status` may be a RunStatus)."""
@@ -528,6 +508,8 @@ class Store:
                 raise ValueError(f"unknown run column {key!r}")
             if key == "params":
                 value = json.dumps(list(value))
+            elif key == "worker_selector":
+                value = json.dumps(value or {})
             cols.append(f"{key}=?")
             values.append(int(value) if isinstance(value, RunStatus) else value)
         values.append(run)
@@ -550,7 +532,7 @@ class Store:
         values += [run, int(RunStatus.QUEUED)]
         with self.transaction() as db:
             cur = db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=? AND status=?", values)
-        return cur.rowcount == 1
+        return bool(cur.rowcount == 1)
 
     def get_run_by_id(self, run: int) -> RunRecord:
         """The run with row id `run`."""
@@ -689,11 +671,15 @@ class Store:
         """
         with self.transaction() as db:
             for s in steps:
+                # Replace, as SQLite's INSERT OR REPLACE would: columns not given get defaults.
+                db.execute(
+                    "DELETE FROM steps WHERE run=? AND kind=? AND name=?",
+                    (run, s.get("kind", "step"), s["name"]),
+                )
                 cols = ["run", *s.keys()]
                 values = [run, *(_step_value(k, v) for k, v in s.items())]
                 db.execute(
-                    f"INSERT OR REPLACE INTO steps ({', '.join(cols)}) "
-                    f"VALUES ({', '.join('?' * len(cols))})",
+                    f"INSERT INTO steps ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                     values,
                 )
 
@@ -724,13 +710,12 @@ class Store:
     ) -> int:
         """Write a request for the controller; returns its id."""
         with self.transaction() as db:
-            cur = db.execute(
+            row = db.execute(
                 "INSERT INTO requests (kind, dag_name, run_id, args, created_at) "
-                "VALUES (?,?,?,?,?)",
+                "VALUES (?,?,?,?,?) RETURNING id",
                 (kind, dag_name, run_id, json.dumps(args or {}), time.time()),
-            )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+            ).fetchone()
+        return int(row[0])
 
     def list_open_requests(self) -> list[RequestRecord]:
         """Requests not yet done, oldest first."""
@@ -798,7 +783,7 @@ class Store:
                 "WHERE id=? AND status=?",
                 (int(status), error, now, now, run, int(RunStatus.QUEUED)),
             )
-        return cur.rowcount == 1
+        return bool(cur.rowcount == 1)
 
     def prune_run_tree(self, run: int) -> list[RunRecord]:
         """Delete a finished run, its sub-runs and their steps; returns the deleted rows (the
@@ -852,13 +837,16 @@ class Store:
         before is kept as it was. Returns how many were new (what the counter grew by)."""
         if not instants:
             return 0
+        added = 0
         with self.transaction() as db:
-            cur = db.executemany(
-                "INSERT OR IGNORE INTO skipped_ticks (dag_name, scheduled_at, reason, recorded_at) "
-                "VALUES (?,?,?,?)",
-                [(dag_name, at, reason, now) for at in instants],
-            )
-        return max(cur.rowcount, 0)  # rows inserted (ignored ones and trigger writes excluded)
+            for at in instants:
+                cur = db.execute(
+                    "INSERT INTO skipped_ticks (dag_name, scheduled_at, reason, recorded_at) "
+                    "VALUES (?,?,?,?) ON CONFLICT (dag_name, scheduled_at) DO NOTHING",
+                    (dag_name, at, reason, now),
+                )
+                added += max(cur.rowcount, 0)  # 0 for a tick recorded before
+        return added
 
     def list_skipped_ticks(
         self, *, since: float, dag_name: str | None = None
@@ -880,7 +868,7 @@ class Store:
         """Delete skipped-tick rows of instants before `before`; the totals stay."""
         with self.transaction() as db:
             cur = db.execute("DELETE FROM skipped_ticks WHERE scheduled_at < ?", (before,))
-        return cur.rowcount
+        return int(cur.rowcount)
 
     def get_meta(self, key: str) -> str | None:
         """A value of the `meta` table, or None."""
@@ -900,7 +888,8 @@ class Store:
         """(rows, finished runs, summed durations) of `run_totals`: changes whenever a run
         finishes (the triggers), so a reader can cache what it derived from the totals."""
         row = self._db.execute(
-            "SELECT COUNT(*), TOTAL(count), TOTAL(duration_sum) FROM run_totals"
+            "SELECT COUNT(*), COALESCE(SUM(count), 0), COALESCE(SUM(duration_sum), 0) "
+            "FROM run_totals"
         ).fetchone()
         return (int(row[0]), int(row[1]), float(row[2]))
 
@@ -920,7 +909,7 @@ class Store:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO meta(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE "
-                "SET value = CAST(value AS INTEGER) + 1",
+                "SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)",
                 (f"errors.{kind}",),
             )
 
@@ -928,6 +917,12 @@ class Store:
         """Every error total by kind (`{"disk_full": 3}`); kinds never seen are absent."""
         rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'errors.%'")
         return {str(k).removeprefix("errors."): int(v) for k, v in rows}
+
+
+def open_store(settings: Any, *, readonly: bool = False, role: str = "cli") -> Store:
+    """The store of `settings`: PostgreSQL when `database_url` is set, else the SQLite file."""
+    location: Path | str = settings.database_url or settings.db_path
+    return Store(location, readonly=readonly, role=role)
 
 
 def _step_value(key: str, value: Any) -> Any:

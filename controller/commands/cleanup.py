@@ -15,7 +15,7 @@ from controller.apply import Applier
 from controller.catalog import Catalog
 from controller.cmdutil import add_common, dag_file, settings_from
 from controller.reconcile import DEFAULT_RETENTION_DAYS, Prune
-from controller.store import RunRecord, Store
+from controller.store import RunRecord, open_store
 from model.config import ConfigError
 from model.loader import DagLoadError, load_base, load_dag
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"retention of {name} is {days} days (keep forever): nothing to delete")
         return 0
     now = time.time()
-    with Store(settings.db_path) as store:
+    with open_store(settings) as store:
         runs: list[RunRecord] = []
         applier = Applier(store, settings, Catalog(settings.dags_dir), time.time)
         confirmed = args.yes or args.dry_run or not sys.stdin.isatty()

@@ -12,7 +12,7 @@ import sys
 import time
 
 from controller.cmdutil import add_common, settings_from
-from controller.store import NotFound, Store
+from controller.store import NotFound, open_store
 from controller.watcher import ring
 from model.config import ConfigError
 from model.status import RunStatus
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if not dag_name or not run_id:
         print("dagloop dequeue: give NAME --run-id ID or -d NAME:ID", file=sys.stderr)
         return 1
-    with Store(settings.db_path) as store:
+    with open_store(settings) as store:
         try:
             run_row = store.get_run(dag_name, run_id)
         except NotFound as exc:

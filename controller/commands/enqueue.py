@@ -8,7 +8,6 @@ queue allow (FIFO). Prints the run id. Dispatched by `controller.cli`.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any
 from controller.cmdutil import add_common, dag_file, settings_from
 from controller.ids import new_run_id
 from controller.runparams import hand_over, mask_params, secret_values, take_handed_over
-from controller.store import Store, StoreError
+from controller.store import Conflict, StoreError, open_store
 from controller.watcher import ring
-from model.config import ConfigError
+from model.config import ConfigError, Settings
 from model.loader import DagLoadError, load_base, load_dag, parse_param_overrides, resolve_params
 from model.spec import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN
 from model.status import RunStatus
@@ -74,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         _record(
-            settings.db_path,
+            settings,
             dag,
             path,
             run_id,
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             stored_params=mask_params(params, patterns),
             now=now,
         )
-    except sqlite3.IntegrityError:
+    except Conflict:
         if handed:  # the file is ours (created exclusively): the run is not
             take_handed_over(settings.data_dir, dag.name, run_id)
         print(f"dagloop enqueue: run id {run_id!r} already exists", file=sys.stderr)
@@ -98,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _record(
-    db_path: Path,
+    settings: Settings,
     dag: Any,
     path: Path,
     run_id: str,
@@ -107,8 +106,8 @@ def _record(
     stored_params: list[str],
     now: float,
 ) -> None:
-    """Insert the QUEUED row; raises `sqlite3.IntegrityError` (id taken) or `StoreError`."""
-    with Store(db_path) as store:
+    """Insert the QUEUED row; raises `Conflict` (id taken) or `StoreError`."""
+    with open_store(settings) as store:
         store.record_run(
             dag_name=dag.name,
             run_id=run_id,

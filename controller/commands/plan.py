@@ -15,7 +15,7 @@ import sys
 
 from controller.cmdutil import add_common, settings_from
 from controller.planview import plan_document
-from controller.store import Store
+from controller.store import open_store
 from model.config import ConfigError
 
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dagloop plan: {exc}", file=sys.stderr)
         return 1
-    with Store(settings.db_path) as store:
+    with open_store(settings) as store:
         doc = plan_document(settings=settings, store=store, name=args.name)
     if args.json:
         print(json.dumps(doc, indent=2))

@@ -25,13 +25,13 @@ def run(args: argparse.Namespace) -> int:
     from controller.commands import start
     from controller.liveness import reap_lost_run, runner_alive
     from controller.runparams import is_masked
-    from controller.store import NotFound, Store
+    from controller.store import NotFound, open_store
     from model.status import RunStatus
 
     settings = launch.settings_from(args)
     path = launch.find_dag_file(args.dag, settings.dags_dir)
     dag = launch.load(path, settings)
-    with Store(settings.db_path) as store:
+    with open_store(settings) as store:
         try:
             row = store.get_run(dag.name, args.run_id or "latest")
         except NotFound as exc:

@@ -42,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
 def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
     """The retry itself, on an open store."""
     from controller.liveness import reap_lost_run, runner_alive
-    from controller.store import NotFound, Store
+    from controller.store import NotFound, open_store
     from model.loader import DagLoadError
     from model.status import RunStatus
 
-    with Store(settings.db_path) as store:
+    with open_store(settings) as store:
         try:
             row = store.get_run(name, args.run_id)
         except NotFound as exc:

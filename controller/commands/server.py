@@ -22,7 +22,7 @@ from typing import Any
 
 from controller.catalog import Catalog, spec_cache_dir
 from controller.logs import setup_logging
-from controller.store import Store, StoreError
+from controller.store import StoreError, open_store
 from model.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("dagloop.server")
@@ -56,12 +56,11 @@ def build_app(
     """The falcon app on this home: read-only stores, the DAG catalog."""
     from api.app import create_app
 
-    if not settings.db_path.exists():
-        Store(settings.db_path).close()  # schema only: the API itself never writes
-    db_path = settings.db_path
+    if not settings.database_url and not settings.db_path.exists():
+        open_store(settings).close()  # schema only: the API itself never writes
     return create_app(
         settings=settings,
-        store_factory=lambda: Store(db_path, readonly=True),
+        store_factory=lambda: open_store(settings, readonly=True, role="api"),
         catalog=Catalog(
             settings.dags_dir,
             settings.base_config,

@@ -8,7 +8,6 @@ are used. Exit 0 for succeeded (and a DAG-precondition abort), 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 
@@ -31,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the run; returns the exit code."""
-    from controller.store import LimitReached, NotFound, Store, StoreError
+    from controller.store import Conflict, LimitReached, NotFound, StoreError, open_store
     from model.config import ConfigError
     from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
     from model.status import RunStatus
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop start: {exc}", file=sys.stderr)
         return 1
     try:
-        store = Store(settings.db_path)
+        store = open_store(settings, role="runner")
     except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
         print(f"dagloop start: {exc}", file=sys.stderr)
         return 1
@@ -125,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             except LimitReached as exc:
                 print(f"dagloop start: refused: {exc}; use `dagloop enqueue`", file=sys.stderr)
                 return 1
-            except sqlite3.IntegrityError:
+            except Conflict:
                 print(f"dagloop start: run id {args.run_id!r} is taken", file=sys.stderr)
                 return 1
             store.update_run(run_row.id, attempt_id=new_run_id(time.time())[-6:])

@@ -28,17 +28,17 @@ def run(args: argparse.Namespace) -> int:
     """Print the status; returns the exit code."""
     from controller.liveness import heartbeat_age, reap_lost_run, runner_alive
     from controller.runparams import mask_params
-    from controller.store import NotFound, Store, StoreError
+    from controller.store import NotFound, StoreError, open_store
     from controller.views import run_details
     from model.status import RunStatus
 
     settings = launch.settings_from(args)
     name = _dag_name(args.dag, settings)
-    if not settings.db_path.exists():
+    if not settings.database_url and not settings.db_path.exists():
         print(f"dagloop status: no runs of {name!r}", file=sys.stderr)
         return 1
     try:
-        store = Store(settings.db_path)
+        store = open_store(settings)
     except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
         print(f"dagloop status: {exc}", file=sys.stderr)
         return 1

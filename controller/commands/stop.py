@@ -26,14 +26,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Stop; returns the exit code."""
     from controller.liveness import reap_lost_run, runner_alive
-    from controller.store import NotFound, Store
+    from controller.store import NotFound, open_store
     from model.status import RunStatus
 
     settings = launch.settings_from(args)
-    if not settings.db_path.exists():
+    if not settings.database_url and not settings.db_path.exists():
         print(f"dagloop stop: no running run of {args.dag!r}", file=sys.stderr)
         return 1
-    with Store(settings.db_path) as store:
+    with open_store(settings) as store:
         if args.run_id:
             try:
                 runs = [store.get_run(args.dag, args.run_id)]

@@ -1,0 +1,17 @@
+"""Alembic's entry point: migrate the database of the URL `controller.migrate` configured."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+url = context.config.get_main_option("sqlalchemy.url")
+assert url is not None
+engine = create_engine(url, poolclass=NullPool)
+with engine.connect() as connection:
+    # One transaction per revision: a failure leaves the database at the last whole version.
+    context.configure(connection=connection, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+engine.dispose()

@@ -1,0 +1,1 @@
+"""Schema revisions, one per `controller.schema` step."""

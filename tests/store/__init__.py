@@ -1,0 +1,1 @@
+"""The store on both databases: SQLite (embedded) and PostgreSQL (a throwaway server)."""
