@@ -10,6 +10,7 @@ bytes for the content. Called by `api.runs`.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,17 +130,18 @@ def _forward(f: IO[bytes], start: int, n: int) -> tuple[list[bytes], bool]:
 
 
 def read_log(
-    path: Path,
+    path: Path | bytes,
     *,
     tail: int | None = None,
     head: int | None = None,
     offset: int | None = None,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """Dagu's `Log` document of a page of `path`. `tail` wins over `head`, which wins over
+    """Dagu's `Log` document of a page of `path` (a file, or the bytes of a log shipped into
+    the database by the worker that wrote it). `tail` wins over `head`, which wins over
     `offset`/`limit`; with none of them, the first `DEFAULT_LIMIT` lines."""
-    with path.open("rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    with path.open("rb") if isinstance(path, Path) else io.BytesIO(path) as f:
+        size = f.seek(0, os.SEEK_END)
         total, estimate = _count_lines(f, size)
         if tail is not None:
             lines, more = _tail(f, size, tail)

@@ -105,6 +105,25 @@ class DaguCollector(Collector):
         for dag, count in sorted(store.skipped_totals().items()):
             missed.add_metric([dag], count)
         yield missed
+        leader = GaugeMetricFamily(
+            "dagloop_scheduler_leader",
+            "1 for the controller instance that leads (plans and acts) now",
+            labels=["instance", "host"],
+        )
+        for inst in store.list_instances():
+            if scheduler_status(self.ctx, inst.status, inst.heartbeat_at) == "active":
+                leader.add_metric([inst.id, inst.host], 1)
+        yield leader
+        timeout = self.ctx.settings.heartbeat_timeout_seconds
+        yield GaugeMetricFamily(
+            "dagloop_workers_active",
+            "Workers (`dagloop worker`) whose heartbeat is fresh",
+            value=sum(
+                1
+                for w in store.list_workers()
+                if w.status == "active" and self.ctx.clock() - w.heartbeat_at <= timeout
+            ),
+        )
         yield CounterMetricFamily(
             "dagloop_disk_full",
             "Runs that failed because a disk (logs or state) was full",

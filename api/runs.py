@@ -156,7 +156,12 @@ class RunLogs:
             raise NotFoundError(f"{what} has no log file (yet)")
         path = contained_path(recorded, self._roots(run))
         if path is None:
-            raise NotFoundError(f"{what}: log file not found in the log directory")
+            # Written on another host (a worker): the copy it shipped when the run ended.
+            shipped = self.ctx.stores.get().get_log_blob(recorded)
+            if shipped is None:
+                raise NotFoundError(f"{what}: log file not found in the log directory")
+            resp.media = read_log(shipped[0], **page)
+            return
         try:
             resp.media = read_log(path, **page)
         except OSError as exc:

@@ -251,6 +251,16 @@ class Applier:
     def _start(self, run: RunRecord, reason: str) -> None:
         if run.status != RunStatus.QUEUED or run.id in self.dispatched:
             return
+        selector = self._worker_selector(run)
+        if selector is not None:
+            if self.store.dispatch_run(run.id, selector=selector, now=self.clock()):
+                log.info(
+                    "handed to the workers (labels %s): %s",
+                    selector or "any",
+                    reason,
+                    extra={"dag": run.dag_name, "run_id": run.run_id},
+                )
+            return
         if not self.spawn_runners:
             return
         log_dir = self.settings.log_dir / safe_dir(run.dag_name) / run.run_id
@@ -298,6 +308,24 @@ class Applier:
             extra={"dag": run.dag_name, "run_id": run.run_id},
         )
 
+    def _worker_selector(self, run: RunRecord) -> dict[str, str] | None:
+        """The labels a worker needs to run `run`, or None when this controller runs it.
+
+        Workers run it when `scheduler.dispatch` is `workers`, or when its DAG or one of its
+        steps has a `workerSelector` (as Dagu does). One worker runs the whole run, so it
+        needs the DAG's labels and every step's.
+        """
+        entry = self.catalog.find_dag(run.dag_name)
+        labels: dict[str, str] = {}
+        if entry is not None and entry.dag is not None:
+            spec = entry.dag.spec
+            labels.update(spec.worker_selector)
+            for step in spec.steps:
+                labels.update(step.worker_selector)
+        if labels or self.settings.dispatch == "workers":
+            return labels
+        return None
+
     def _stop(self, action: Stop) -> None:
         run = self.store.get_run_by_id(action.row)
         extra = {"dag": run.dag_name, "run_id": run.run_id}
@@ -321,6 +349,9 @@ class Applier:
                 pid = handle.wait_forked(STOP_FORK_WAIT_SECONDS)
             else:
                 pid = handle.pid
+        on_other_host = run.host not in ("", os.uname().nodename)
+        if on_other_host:
+            pid = None  # its worker sees stop_requested_at and signals the runner there
         if pid is not None and (run.pid is None or runner_alive(run)):
             try:
                 os.kill(pid, signal.SIGTERM)  # the runner stops its steps and escalates

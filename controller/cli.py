@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scheduler": ("scheduler", "run the controller (control loop) only"),
     "server": ("server", "run the read-only API server only"),
     "start-all": ("start_all", "run the controller and the API server"),
+    "worker": ("worker", "run runs handed out by the controller, on this host"),
     "config": ("config", "print the effective configuration and where each value comes from"),
     "migrate": ("migrate", "bring the state database to this version's schema"),
     "version": ("version", "print the version"),

@@ -75,8 +75,9 @@ def reap_lost_run(store: Store, run: RunRecord, reason: str) -> RunRecord:
         except ProcessLookupError:
             pass
     steps = store.list_steps(run.id)
-    pgids = [s.pgid for s in steps if s.pgid]
-    kill_run_processes(run.dag_name, run.run_id, pgids, grace_seconds=0.0)
+    if local:  # process groups of another host are not ours to signal (its host is gone)
+        pgids = [s.pgid for s in steps if s.pgid]
+        kill_run_processes(run.dag_name, run.run_id, pgids, grace_seconds=0.0)
     now = time.time()
     for s in steps:
         if s.status in (StepStatus.RUNNING, StepStatus.WAITING):

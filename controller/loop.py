@@ -8,9 +8,11 @@ a doorbell (watchdog file event, the wake file touched by `enqueue`/`dequeue`, S
 runner it spawned, a signal), the next cron instant of any DAG (cached per DAG, not recomputed),
 or the resync interval (`controller.resyncIntervalSeconds`) — there is no per-second polling.
 
-Exclusivity: one controller per DAGU_HOME through an exclusive `flock` on
-`<data_dir>/controller.lock`. A second instance is a standby that tries the lock every 0.25 s,
-so it takes over within ~0.5 s of the leader's death (the kernel drops the lock with the process).
+Exclusivity: one controller acts per state database (`controller.leader`): an exclusive
+`flock` on `<data_dir>/controller.lock` for SQLite, a PostgreSQL session-level advisory lock for
+several hosts. A second instance is a standby that tries the lock every 0.25 s, so it takes over
+within ~0.5 s of the leader's death (the kernel or the server drops the lock with the process).
+A leader whose PostgreSQL session was lost stops acting before its next pass and exits 3.
 
 Shutdown (SIGTERM/SIGINT): stop launching; let the runs this controller manages (runs that went
 through the queue, i.e. not foreground `dagloop start` runs) finish for up to
@@ -35,7 +37,6 @@ the database first), and in-process tests.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -47,13 +48,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from controller.apply import Applier, runner_env
 from controller.catalog import Catalog, spec_cache_dir
 from controller.desired import DesiredBuilder
 from controller.forkserver import ForkServer
 from controller.ids import new_run_id
+from controller.leader import LOCK_FILE, leadership_for
 from controller.liveness import reap_lost_run
 from controller.observed import PruneCache, default_liveness, observe
 from controller.reconcile import (
@@ -77,7 +78,6 @@ RESCAN_SECONDS = 30.0  # safety-net rescan of the DAG directory when no event ar
 STANDBY_POLL_SECONDS = 0.25
 SHUTDOWN_STOP_SECONDS = 8.0  # after SIGTERM to runners: their cleanup (5 s default) + margin
 
-LOCK_FILE = "controller.lock"
 # meta key: the injected clock's instant of the leader's latest pass (missed ticks on restart)
 LAST_PASS_KEY = "controller.last_pass_at"
 SKIPPED_TICKS_KEEP = timedelta(days=30)  # rows of skipped ticks kept (their totals stay)
@@ -130,7 +130,8 @@ class Controller:
         self.shutting_down = False
         self.stop_requested = False
         self._last_rescan = float("-inf")
-        self._lock_fh: IO[bytes] | None = None
+        self.leadership = leadership_for(settings)
+        self.lost_leadership = False
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{new_run_id(time.time())[-6:]}"
         self._started_at = time.time()
 
@@ -173,6 +174,7 @@ class Controller:
             retention_days=self.builder.retention_days(),
             default_retention_days=desired.default_retention_days,
             prune_cache=self.prune_cache,
+            worker_timeout_seconds=self.settings.heartbeat_timeout_seconds,
         )
         return Snapshot(now, desired, observed, plan(desired, observed, now))
 
@@ -227,24 +229,12 @@ class Controller:
     # ------------------------------------------------------------------ lock
 
     def try_lock(self) -> bool:
-        """Take the exclusive controller lock without waiting."""
-        path = self.settings.data_dir / LOCK_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "ab")  # held for the life of the controller
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            return False
-        self._lock_fh = fh
-        return True
+        """Take the exclusive controller lock (`controller.leader`) without waiting."""
+        return self.leadership.try_acquire()
 
     def release_lock(self) -> None:
         """Release the controller lock."""
-        if self._lock_fh is not None:
-            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
-            self._lock_fh.close()
-            self._lock_fh = None
+        self.leadership.release()
 
     def _record_instance(self, status: str) -> None:
         try:
@@ -280,7 +270,10 @@ class Controller:
         last_beat = time.monotonic()
         while not self.try_lock():
             if not standby_logged:
-                log.info("another controller holds %s; waiting as standby", LOCK_FILE)
+                log.info(
+                    "another controller holds the %s; waiting as standby",
+                    self.leadership.describe(),
+                )
                 standby_logged = True
             if self.stop_requested:
                 self.notifier.stopping("stopped as standby")
@@ -310,9 +303,27 @@ class Controller:
             data_dir=self.settings.data_dir,
         )
         watcher.start()
+        if self.settings.database_url:  # runs queued or finished on other hosts ring too
+            from controller.pgconn import listen
+
+            listen(
+                self.settings.database_url,
+                "dagloop_wake",
+                self.bell.ring,
+                lambda: self.stop_requested or self.lost_leadership,
+            )
         try:
             self.refresh_catalog(force=True)
             while not self.stop_requested:
+                if not self.leadership.still_held():
+                    # Another controller may lead already: act no more. Runs go on under their
+                    # runners; a supervisor restart brings this one back as a standby.
+                    log.error(
+                        "lost the leadership (%s); stopping without acting",
+                        self.leadership.describe(),
+                    )
+                    self.lost_leadership = True
+                    break
                 try:
                     self.pass_once()
                 except Exception as exc:  # a transient failure (locked db...): retry next pass
@@ -323,7 +334,8 @@ class Controller:
                     self._record_instance("active")
                     last_beat = time.monotonic()
                 self.bell.wait(self._sleep_seconds())
-            self.shutdown()
+            if not self.lost_leadership:
+                self.shutdown()
         finally:
             watcher.stop()
             if self.applier.forkserver is not None:
@@ -332,6 +344,8 @@ class Controller:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self._record_instance("stopped")
             self.release_lock()
+        if self.lost_leadership:
+            return 3
         log.info("controller stopped")
         return 0
 
@@ -353,6 +367,7 @@ class Controller:
             if r.status in (RunStatus.RUNNING, RunStatus.WAITING)
             and r.queued_at is not None
             and not r.parent_run_id
+            and not r.worker_id  # a worker's runs are its own to stop (controller.worker)
         ]
 
     def shutdown(self) -> None:

@@ -115,20 +115,35 @@ def observe(
     default_retention_days: int = 30,
     prune_limit: int = 200,
     prune_cache: PruneCache | None = None,
+    worker_timeout_seconds: float = 10.0,
 ) -> ObservedState:
     """Read the world. `dispatched` maps run rows whose runner this controller spawned to a
     callable telling whether that process still lives; `retention_days` (DAG name ->
     histRetentionDays of every known DAG; other DAGs get `default_retention_days`) bounds the
     retention scan: one indexed query per distinct retention, oldest first; with `prune_cache`
     the scan is repeated only when something changed. Start ticks recorded as skipped (by any
-    controller) within the window count as decided."""
+    controller) within the window count as decided. A queued run handed to the workers holds
+    its slot while it waits for a worker and while its worker beats (within
+    `worker_timeout_seconds`); when its worker died before starting it, it is "not started"
+    again (alive None), so the plan hands it out once more."""
     dispatched = dispatched or {}
     active: list[RunView] = []
-    for run in store.list_active_runs():
+    runs = store.list_active_runs()
+    beats: dict[str, float] = {}
+    if any(r.worker_id for r in runs):
+        beats = {w.id: w.heartbeat_at for w in store.list_workers() if w.status == "active"}
+    for run in runs:
         alive: bool | None
         if run.status == RunStatus.QUEUED:
             probe = dispatched.get(run.id)
-            alive = None if probe is None else probe()
+            if probe is not None:
+                alive = probe()
+            elif run.dispatched_at is not None:
+                beat = beats.get(run.worker_id)
+                fresh = beat is not None and time.time() - beat < worker_timeout_seconds
+                alive = True if not run.worker_id or fresh else None
+            else:
+                alive = None
         else:
             probe = dispatched.get(run.id)
             # Our child's exit status only counts until the runner recorded its pid; from then

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "application_name",
     "is_postgres_url",
     "libpq_url",
+    "listen",
     "redact_url",
 ]
 
@@ -180,3 +183,29 @@ class PgConnection:
 def application_name(role: str) -> str:
     """`dagloop-<role>@<host>:<pid>`: who holds a session, as `pg_stat_activity` shows it."""
     return f"dagloop-{role}@{socket.gethostname()}:{os.getpid()}"[:63]
+
+
+def listen(
+    url: str, channel: str, on_notify: Callable[[], None], stopped: Callable[[], bool]
+) -> threading.Thread:
+    """Start a daemon thread that calls `on_notify` on every NOTIFY of `channel` until
+    `stopped()`; a dropped session is reopened after a second (callers poll as well, so a gap
+    only delays them)."""
+
+    def loop() -> None:
+        while not stopped():
+            try:
+                with psycopg.connect(
+                    libpq_url(url), autocommit=True, application_name=application_name("listen")
+                ) as con:
+                    con.execute(f"LISTEN {channel}")
+                    on_notify()  # something may have happened while we were not listening
+                    while not stopped():
+                        for _ in con.notifies(timeout=1.0):
+                            on_notify()
+            except psycopg.Error:
+                time.sleep(1.0)
+
+    thread = threading.Thread(target=loop, daemon=True, name=f"listen-{channel}")
+    thread.start()
+    return thread

@@ -417,6 +417,13 @@ class Store:
         if self.dialect == "postgresql":
             db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"dagloop:{key}",))
 
+    def _wake(self, db: Any) -> None:
+        """Wake the leader of another host (PostgreSQL NOTIFY, delivered at COMMIT): a run
+        was queued or finished, so a slot or a start may be waiting. SQLite homes have the
+        doorbell file (`controller.watcher`) for this."""
+        if self.dialect == "postgresql":
+            db.execute("SELECT pg_notify('dagloop_wake', '')")
+
     def check_integrity(self) -> list[str]:
         """`PRAGMA integrity_check` problems (empty when the file is sound); PostgreSQL
         guards its own files, so nothing to report there."""
@@ -494,6 +501,8 @@ class Store:
                 ).fetchone()
             except self._integrity_errors as exc:
                 raise Conflict(f"run {run_id!r} of {dag_name!r}: {exc}") from None
+            if status == RunStatus.QUEUED:
+                self._wake(db)
         return self.get_run_by_id(int(row[0]))
 
     def update_run(self, run: int, **fields: Any) -> None:
@@ -515,6 +524,9 @@ class Store:
         values.append(run)
         with self.transaction() as db:
             db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=?", values)
+            status = fields.get("status")
+            if status is not None and RunStatus(status).is_final():
+                self._wake(db)
 
     def claim_queued_run(self, run: int, **fields: Any) -> bool:
         """QUEUED → RUNNING (plus `fields`) in one commit, only if the run is still queued.
@@ -607,6 +619,7 @@ class Store:
         """Delete a run and its steps (the caller removes its log files)."""
         with self.transaction() as db:
             db.execute("DELETE FROM steps WHERE run=?", (run,))
+            db.execute("DELETE FROM log_blobs WHERE run=?", (run,))
             db.execute("DELETE FROM runs WHERE id=?", (run,))
 
     def count_runs_by_status(self, statuses: Sequence[RunStatus] = ()) -> dict[RunStatus, int]:
@@ -808,6 +821,7 @@ class Store:
             ]
             for r in rows:
                 db.execute("DELETE FROM steps WHERE run=?", (r.id,))
+                db.execute("DELETE FROM log_blobs WHERE run=?", (r.id,))
                 db.execute("DELETE FROM runs WHERE id=?", (r.id,))
         return rows
 
@@ -827,6 +841,125 @@ class Store:
         """Controller instances, newest first."""
         rows = self._db.execute("SELECT * FROM instances ORDER BY started_at DESC")
         return [InstanceRecord(**dict(r)) for r in rows]
+
+    # ------------------------------------------------------------------ workers
+
+    def dispatch_run(self, run: int, *, selector: dict[str, str], now: float) -> bool:
+        """Hand a queued run to the workers (the leader's start decision), or hand it again
+        after its worker died before starting it; False if it is no longer queued. Wakes
+        listening workers on PostgreSQL."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE runs SET dispatched_at=?, worker_id='', worker_selector=?, updated_at=? "
+                "WHERE id=? AND status=?",
+                (now, json.dumps(selector), now, run, int(RunStatus.QUEUED)),
+            )
+            if self.dialect == "postgresql":
+                db.execute("SELECT pg_notify('dagloop_dispatch', '')")
+        return bool(cur.rowcount == 1)
+
+    def claim_dispatched_runs(
+        self, *, worker_id: str, labels: dict[str, str], limit: int, now: float
+    ) -> list[RunRecord]:
+        """Claim up to `limit` dispatched, unclaimed runs whose worker selector `labels`
+        satisfy, oldest first (FIFO). On PostgreSQL candidates are locked with
+        `FOR UPDATE SKIP LOCKED`, so workers claiming at once never wait on, nor take, the
+        same row; SQLite's single writer gives the same guarantee."""
+        if limit <= 0:
+            return []
+        skip_locked = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        claimed: list[RunRecord] = []
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM runs WHERE status=? AND dispatched_at IS NOT NULL "
+                f"AND worker_id='' ORDER BY queued_at, id LIMIT ?{skip_locked}",
+                (int(RunStatus.QUEUED), limit * 4 + 16),
+            ).fetchall()
+            for row in rows:
+                run = _run(row)
+                wanted = run.worker_selector or {}
+                if any(labels.get(k) != v for k, v in wanted.items()):
+                    continue
+                db.execute(
+                    "UPDATE runs SET worker_id=?, updated_at=? WHERE id=?",
+                    (worker_id, now, run.id),
+                )
+                claimed.append(run)
+                if len(claimed) == limit:
+                    break
+        return claimed
+
+    def release_worker_claims(self, worker_id: str, *, now: float) -> int:
+        """Give back the claimed runs of `worker_id` that no runner started (still queued), for
+        another worker; returns how many."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE runs SET worker_id='', updated_at=? WHERE worker_id=? AND status=?",
+                (now, worker_id, int(RunStatus.QUEUED)),
+            )
+        return int(cur.rowcount)
+
+    def list_worker_runs(self, worker_id: str) -> list[RunRecord]:
+        """Active runs claimed by `worker_id`, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM runs WHERE worker_id=? AND status IN (?,?,?) ORDER BY queued_at, id",
+            (worker_id, int(RunStatus.RUNNING), int(RunStatus.QUEUED), int(RunStatus.WAITING)),
+        )
+        return [_run(r) for r in rows]
+
+    def record_worker(
+        self,
+        *,
+        id: str,
+        host: str,
+        pid: int,
+        labels: dict[str, str],
+        max_active_runs: int,
+        status: str,
+        started_at: float,
+        now: float,
+    ) -> None:
+        """Insert or update a worker row; its heartbeat is `now`."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO workers (id, host, pid, labels, max_active_runs, status, "
+                "started_at, heartbeat_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE "
+                "SET host=excluded.host, pid=excluded.pid, labels=excluded.labels, "
+                "max_active_runs=excluded.max_active_runs, status=excluded.status, "
+                "started_at=excluded.started_at, heartbeat_at=excluded.heartbeat_at",
+                (id, host, pid, json.dumps(labels), max_active_runs, status, started_at, now),
+            )
+
+    def list_workers(self) -> list[WorkerRecord]:
+        """Workers as they last reported, newest start first."""
+        out = []
+        for r in self._db.execute("SELECT * FROM workers ORDER BY started_at DESC, id"):
+            d = dict(r)
+            d["labels"] = json.loads(d["labels"])
+            out.append(WorkerRecord(**d))
+        return out
+
+    # ------------------------------------------------------------------ shipped logs
+
+    def record_log_blob(
+        self, run: int, path: str, content: bytes, *, truncated: int, now: float
+    ) -> None:
+        """Keep a copy of a finished log file (its tail; `truncated` bytes cut from the head)
+        so that the API of any host can serve it."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO log_blobs (path, run, content, truncated, created_at) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET content=excluded.content, "
+                "truncated=excluded.truncated, created_at=excluded.created_at",
+                (path, run, content, truncated, now),
+            )
+
+    def get_log_blob(self, path: str) -> tuple[bytes, int] | None:
+        """(content, bytes cut from the head) of a shipped log file, or None."""
+        row = self._db.execute(
+            "SELECT content, truncated FROM log_blobs WHERE path=?", (path,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), int(row[1]))
 
     # ------------------------------------------------------------------ skipped ticks, meta
 

@@ -85,6 +85,12 @@ class Settings:
     max_step_log_bytes: int = 50 * _MIB
     secret_patterns: tuple[str, ...] = ("*PASSWORD*", "*SECRET*", "*TOKEN*", "*KEY*")
     database_url: str | None = None  # None: SQLite at `db_path`
+    # local: the controller runs runs itself (DAGs with workerSelector still go to workers);
+    # workers: every run goes to `dagloop worker` processes
+    dispatch: str = "local"
+    worker_id: str | None = None  # None: <host>@<pid>
+    worker_max_active_runs: int = 100
+    worker_labels: object = None  # "k=v,k2=v2" or a map (config file); see controller.worker
     config_file: Path | None = None  # the config file that was read; None if there was none
     # dotted key -> "default" | "file" | "env" | "cli"; for `dagloop config`
     sources: Mapping[str, str] = field(
@@ -215,6 +221,17 @@ _KEYS: tuple[_Key, ...] = (
         ("*PASSWORD*", "*SECRET*", "*TOKEN*", "*KEY*"),
     ),
     _k("database.url", "DAGU_DATABASE_URL", "str", "database_url", secret=True),
+    _k(
+        "scheduler.dispatch",
+        "DAGU_SCHEDULER_DISPATCH",
+        "enum",
+        "dispatch",
+        "local",
+        choices=("local", "workers"),
+    ),
+    _k("worker.id", "DAGU_WORKER_ID", "str", "worker_id"),
+    _k("worker.maxActiveRuns", "DAGU_WORKER_MAX_ACTIVE_RUNS", "int", "worker_max_active_runs", 100),
+    _k("worker.labels", "DAGU_WORKER_LABELS", "any", "worker_labels"),
     # accepted for Dagu compatibility, not acted on
     _k("basePath", "DAGU_BASE_PATH"),
     _k("apiBaseURL", "DAGU_API_BASE_URL"),
@@ -263,9 +280,6 @@ _KEYS: tuple[_Key, ...] = (
     _k("coordinator.host", "DAGU_COORDINATOR_HOST"),
     _k("coordinator.advertise", "DAGU_COORDINATOR_ADVERTISE"),
     _k("coordinator.port", "DAGU_COORDINATOR_PORT", "int"),
-    _k("worker.id", "DAGU_WORKER_ID"),
-    _k("worker.maxActiveRuns", "DAGU_WORKER_MAX_ACTIVE_RUNS", "int"),
-    _k("worker.labels", "DAGU_WORKER_LABELS", "any"),
     _k("peer.certFile", "DAGU_PEER_CERT_FILE"),
     _k("peer.keyFile", "DAGU_PEER_KEY_FILE"),
     _k("peer.clientCaFile", "DAGU_PEER_CLIENT_CA_FILE"),

@@ -1,0 +1,289 @@
+"""`dagloop worker`: run the runs the leader hands out, on this host.
+
+The leader decides *whether* a run starts (queues, `maxActiveRuns`, FIFO) and marks it
+dispatched (`controller.apply`); workers decide only *where*: each claims dispatched runs whose
+`workerSelector` its labels satisfy (`Store.claim_dispatched_runs`, `FOR UPDATE SKIP LOCKED` on
+PostgreSQL), up to its `--max-active-runs`, and starts one runner per run — the same
+`dagloop start --run-id` process the controller starts, detached in its own session, so a worker
+that dies (or restarts) does not take its runs with it. The runner records its host, pid and
+heartbeat as everywhere; the leader detects a lost runner by that heartbeat.
+
+One pass (`Worker.pass_once`): reap runners that ended (shipping their logs into the database
+when it is PostgreSQL, so that any host's API can serve them), beat the worker's heartbeat,
+forward stop requests to local runners (the leader cannot signal another host), then claim.
+Between passes it sleeps until a runner exits, a dispatch notification arrives (PostgreSQL
+LISTEN), or `POLL_SECONDS` pass.
+
+SIGTERM/SIGINT: stop claiming, give back claimed runs no runner started, let runners finish for
+up to `controller.shutdownGraceSeconds`, then SIGTERM them (they stop their steps), exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from controller.apply import runner_env, safe_dir
+from controller.forkserver import start_argv
+from controller.store import RunRecord, Store, open_store
+from controller.watcher import Doorbell
+from model.config import Settings
+from model.status import RunStatus
+
+log = logging.getLogger("dagloop.worker")
+
+POLL_SECONDS = 0.5  # claim again at least this often (a notification wakes it sooner)
+SHIP_LOG_BYTES = 4 * 1024 * 1024  # tail of each log file copied into the database
+
+
+def parse_labels(value: object) -> dict[str, str]:
+    """Worker labels from `k=v,k2=v2` (CLI, environment) or a map (config file).
+
+    Raises ValueError naming the bad item."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    labels: dict[str, str] = {}
+    for item in str(value).split(","):
+        key, sep, val = item.strip().partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"worker label {item.strip()!r}: expected key=value")
+        labels[key.strip()] = val.strip()
+    return labels
+
+
+@dataclass
+class Worker:
+    """One worker process: claims dispatched runs and supervises their runners."""
+
+    settings: Settings
+    worker_id: str
+    labels: dict[str, str]
+    max_active_runs: int
+    store: Store = field(init=False)
+    children: dict[int, tuple[subprocess.Popen[bytes], RunRecord]] = field(default_factory=dict)
+    bell: Doorbell = field(default_factory=Doorbell)
+    stop_requested: bool = False
+    _signalled: set[int] = field(default_factory=set)
+    _started_at: float = field(default_factory=time.time)
+    _beat_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.store = open_store(self.settings, role="worker")
+
+    # ------------------------------------------------------------------ one pass
+
+    def pass_once(self) -> None:
+        """Reap, beat, forward stops, claim."""
+        self.reap()
+        now = time.time()
+        if now - self._beat_at >= self.settings.heartbeat_interval_seconds:
+            self._register("active", now)
+        self.forward_stops()
+        if not self.stop_requested:
+            self.claim()
+
+    def claim(self) -> None:
+        """Claim what fits and start a runner for each claimed run."""
+        free = self.max_active_runs - len(self.children)
+        if free <= 0:
+            return
+        for run in self.store.claim_dispatched_runs(
+            worker_id=self.worker_id, labels=self.labels, limit=free, now=time.time()
+        ):
+            self._spawn(run)
+
+    def _spawn(self, run: RunRecord) -> None:
+        log_dir = self.settings.log_dir / safe_dir(run.dag_name) / run.run_id
+        log_dir.mkdir(parents=True, exist_ok=True)
+        config = self.settings.config_file
+        args = start_argv(run.run_id, run.file, None if config is None else str(config))
+        with open(log_dir / "runner.err", "ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "controller", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=runner_env(self.settings),
+                start_new_session=True,  # the run outlives this worker
+                close_fds=True,
+            )
+        self.children[run.id] = (proc, run)
+        log.info(
+            "runner started (pid %d) on worker %s",
+            proc.pid,
+            self.worker_id,
+            extra={"dag": run.dag_name, "run_id": run.run_id},
+        )
+
+    def reap(self) -> None:
+        """Collect runners that exited; a run still queued after its runner exited (the DAG
+        file missing on this host, a crash before the claim) is recorded failed, with the
+        reason, rather than handed around for ever."""
+        for row, (proc, run) in list(self.children.items()):
+            if proc.poll() is None:
+                continue
+            del self.children[row]
+            self._signalled.discard(row)
+            current = self.store.get_run_by_id(row)
+            if current.status == RunStatus.QUEUED and current.worker_id == self.worker_id:
+                err = self.settings.log_dir / safe_dir(run.dag_name) / run.run_id / "runner.err"
+                self.store.finish_queued_run(
+                    row,
+                    status=RunStatus.FAILED,
+                    error=f"worker {self.worker_id}: the runner exited ({proc.returncode}) "
+                    f"before starting the run; see {err}",
+                    now=time.time(),
+                )
+                current = self.store.get_run_by_id(row)
+            if self.store.dialect == "postgresql":
+                self.ship_logs(current)
+
+    def ship_logs(self, run: RunRecord) -> None:
+        """Copy the run's log files (run log, each step's stdout and stderr; the tail of a
+        large one) into the database, keyed by their path on this host."""
+        paths = [run.log_file] if run.log_file else []
+        for step in self.store.list_steps(run.id):
+            paths += [p for p in (step.stdout, step.stderr) if p]
+        now = time.time()
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    cut = max(0, size - SHIP_LOG_BYTES)
+                    f.seek(cut)
+                    content = f.read()
+            except OSError:
+                continue
+            try:
+                self.store.record_log_blob(run.id, path, content, truncated=cut, now=now)
+            except Exception as exc:  # a log copy is a convenience; the run's record stands
+                log.warning("cannot ship log %s: %s", path, exc)
+
+    def forward_stops(self) -> None:
+        """SIGTERM local runners whose run has a stop request (`dagloop stop`, stop schedule,
+        leader shutdown); the runner stops its steps and records the run aborted."""
+        for row, (proc, _run) in self.children.items():
+            if row in self._signalled:
+                continue
+            try:
+                current = self.store.get_run_by_id(row)
+            except LookupError:
+                continue
+            if current.stop_requested_at is not None and current.status.is_active():
+                self._signalled.add(row)
+                try:
+                    proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def _register(self, status: str, now: float) -> None:
+        try:
+            self.store.record_worker(
+                id=self.worker_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                labels=self.labels,
+                max_active_runs=self.max_active_runs,
+                status=status,
+                started_at=self._started_at,
+                now=now,
+            )
+            self._beat_at = now
+        except Exception as exc:  # the database is away: the next pass beats again
+            log.warning("cannot record the worker heartbeat: %s", exc)
+
+    # ------------------------------------------------------------------ process
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested = True
+        self.bell.ring()
+
+    def _on_child(self, signum: int, frame: FrameType | None) -> None:
+        self.bell.ring()
+
+    def run_forever(self) -> int:
+        """Claim and supervise until SIGTERM/SIGINT; returns the exit code."""
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGCHLD, self._on_child)
+        self._register("active", time.time())
+        log.info(
+            "worker %s active (labels %s, max %d runs)",
+            self.worker_id,
+            self.labels or "none",
+            self.max_active_runs,
+        )
+        if self.settings.database_url:
+            from controller.pgconn import listen
+
+            listen(
+                self.settings.database_url,
+                "dagloop_dispatch",
+                self.bell.ring,
+                lambda: self.stop_requested,
+            )
+        while not self.stop_requested:
+            try:
+                self.pass_once()
+            except Exception as exc:  # the database is away for a moment: retry next pass
+                log.error("worker pass failed: %s", exc)
+            self.bell.wait(POLL_SECONDS)
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        """Stop claiming; give claims back; wait for runners up to the grace; then stop them."""
+        log.info("worker %s stopping", self.worker_id)
+        try:
+            self.store.release_worker_claims(self.worker_id, now=time.time())
+        except Exception as exc:
+            log.warning("cannot give back claimed runs: %s", exc)
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            self.bell.wait(0.2)
+        for proc, _run in self.children.values():
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10.0
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            self.bell.wait(0.1)
+        self._register("stopped", time.time())
+        self.store.close()
+        log.info("worker %s stopped", self.worker_id)
+
+
+def default_worker_id() -> str:
+    """Dagu's default: `<host>@<pid>`."""
+    return f"{socket.gethostname()}@{os.getpid()}"
+
+
+def worker_from(settings: Settings, **overrides: Any) -> Worker:
+    """A worker from the settings (`worker.*`), with CLI values in `overrides` winning."""
+    labels = overrides.get("labels")
+    max_active = overrides.get("max_active_runs")
+    return Worker(
+        settings,
+        worker_id=overrides.get("worker_id") or settings.worker_id or default_worker_id(),
+        labels=parse_labels(settings.worker_labels if labels is None else labels),
+        max_active_runs=int(
+            max_active if max_active is not None else settings.worker_max_active_runs
+        ),
+    )
+
+
+__all__ = ["Worker", "default_worker_id", "parse_labels", "worker_from"]

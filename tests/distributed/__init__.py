@@ -1,0 +1,1 @@
+"""Several controllers and workers as separate processes on one PostgreSQL database."""
