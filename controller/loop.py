@@ -295,6 +295,10 @@ class Controller:
             except OSError as exc:  # launches fall back to spawning; the next one retries
                 log.warning("cannot start the fork-server: %s", exc)
         self._record_instance("active")
+        try:
+            self.store.record_leader(self.instance_id, now=time.time())
+        except Exception as exc:  # informative only, as _record_instance
+            log.warning("cannot record the leader: %s", exc)
         self.notifier.status("active")
         watcher = Watcher(
             self.bell,

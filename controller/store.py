@@ -837,6 +837,15 @@ class Store:
                 (id, host, pid, status, started_at, now),
             )
 
+    def record_leader(self, id: str, *, now: float) -> None:
+        """`id` now leads: every other instance still recorded active is not (it died without
+        saying so, or lost its lock), so that exactly one instance reads as active."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE instances SET status='stopped' WHERE status='active' AND id<>?", (id,)
+            )
+            db.execute("UPDATE instances SET status='active', heartbeat_at=? WHERE id=?", (now, id))
+
     def list_instances(self) -> list[InstanceRecord]:
         """Controller instances, newest first."""
         rows = self._db.execute("SELECT * FROM instances ORDER BY started_at DESC")

@@ -49,6 +49,14 @@ def run(args: argparse.Namespace) -> int:
         signalled = []
         for r in runs:
             store.update_run(r.id, stop_requested_at=time.time())
+            if r.host not in ("", os.uname().nodename) and runner_alive(
+                r, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds
+            ):
+                # Another host's runner: its worker sees the request and signals it there.
+                signalled.append(r)
+                if not args.quiet:
+                    print(f"stopping {r.dag_name} {r.run_id} (on {r.host})")
+                continue
             if r.pid is not None and runner_alive(
                 r, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds
             ):

@@ -4,6 +4,7 @@ schedulers and workers as real `python -m controller` processes, all killed at t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ class Cluster:
     home: Path
     tmp: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _seq: int = 0  # run ids made by `enqueue` so far
 
     def write_config(self, text: str) -> None:
         (self.home / "config.yaml").write_text(textwrap.dedent(text))
@@ -45,6 +47,35 @@ class Cluster:
         p = subprocess.Popen(
             [sys.executable, "-m", "controller", *args],
             env=env or self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+        err.close()
+        self.procs.append(p)
+        return p
+
+    def spawn_on_host(self, host: str, *args: str, name: str) -> subprocess.Popen[bytes]:
+        """Like `spawn`, in a UTS namespace of its own named `host`: its runners record that
+        host, so the leader treats them as another machine's (heartbeat, never a signal)."""
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            pytest.skip("a separate host name needs root and unshare(1)")
+        err = open(self.tmp / f"{name}.err", "ab")
+        script = 'hostname "$0" && exec "$@"'
+        p = subprocess.Popen(
+            [
+                "unshare",
+                "--uts",
+                "sh",
+                "-c",
+                script,
+                host,
+                sys.executable,
+                "-m",
+                "controller",
+                *args,
+            ],
+            env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,
@@ -77,7 +108,7 @@ class Cluster:
             for i in range(count):
                 s.record_run(
                     dag_name=dag,
-                    run_id=f"{dag}-{i:04d}",
+                    run_id=f"{dag}-{self._seq + i:04d}",
                     status=RunStatus.QUEUED,
                     file=str(path),
                     spec_yaml=text,
@@ -86,7 +117,7 @@ class Cluster:
                     params=params or [],
                     now=time.time() + i * 1e-6,  # FIFO order = index order
                 )
-        (self.home / "data").mkdir(parents=True, exist_ok=True)
+        self._seq += count
 
 
 @pytest.fixture
