@@ -52,13 +52,13 @@ class PostgresServer:
             cmd = ["runuser", "-u", self._user, "--", *cmd]
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
 
-    def start(self) -> None:
-        """initdb (trust auth on loopback, user `dagloop`) and start listening."""
+    def start(self, *, fsync: bool = False) -> None:
+        """initdb (trust auth on loopback, user `dagloop`) and start listening; without
+        `fsync` (tests), commits skip the disk flush: the data is thrown away anyway."""
         self._run("initdb", "-D", str(self.data), "-U", "dagloop", "--auth=trust", "-E", "UTF8")
-        options = (
-            f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c max_connections=300"
+        if not fsync:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
             "start",
@@ -83,7 +83,7 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer | None]:
+def postgres_server(*, fsync: bool = False) -> Iterator[PostgresServer | None]:
     """A started throwaway server (None if PostgreSQL is not installed here)."""
     bin_dir = pg_bin_dir()
     if bin_dir is None:
@@ -97,7 +97,7 @@ def postgres_server() -> Iterator[PostgresServer | None]:
         os.chown(root, entry.pw_uid, entry.pw_gid)
     server = PostgresServer(bin_dir, root, free_port(), user)
     try:
-        server.start()
+        server.start(fsync=fsync)
         yield server
     finally:
         server.stop()

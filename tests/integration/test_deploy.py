@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "systemd" / "dagloop.service"
 COMPOSE = DEPLOY / "compose.yml"
+MULTIHOST = DEPLOY / "compose.multihost.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -140,6 +141,30 @@ def test_compose_file_matches_the_operations_guide() -> None:
     volume, target = service["volumes"][0].split(":")
     assert target == "/var/lib/dagu" and volume in compose["volumes"]
     assert service["logging"]["options"] == {"max-size": "10m", "max-file": "5"}
+
+
+def test_multihost_compose_is_valid_and_shares_one_database() -> None:
+    checker = tool("check-jsonschema", "PyPI package check-jsonschema")
+    result = run(checker, "--builtin-schema", "vendor.compose-spec", MULTIHOST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    compose = yaml.safe_load(MULTIHOST.read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert set(services) == {"postgres", "migrate", "scheduler", "worker", "api"}
+    assert services["scheduler"]["deploy"]["replicas"] == 2
+    assert services["worker"]["deploy"]["replicas"] == 3
+    assert services["migrate"]["command"] == ["dagloop", "migrate"]
+    assert services["worker"]["command"][:2] == ["dagloop", "worker"]
+    urls = {
+        services[name]["environment"]["DAGU_DATABASE_URL"]
+        for name in services
+        if name != "postgres"
+    }
+    assert len(urls) == 1 and next(iter(urls)).startswith("postgresql+psycopg://dagloop:")
+    for name in ("scheduler", "worker", "api"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert services[name]["volumes"] == ["dags:/var/lib/dagu/dags:ro"]
 
 
 # -- Dockerfile --------------------------------------------------------------------------------
