@@ -74,7 +74,7 @@ def test_a_killed_worker_host_loses_its_run_and_a_killed_worker_process_does_not
     cluster: Cluster,
 ) -> None:
     cluster.write_config("scheduler:\n  dispatch: workers\n")
-    cluster.write_dag("nap", "steps:\n  - sleep ${SECONDS_TO_SLEEP}\nparams: SECONDS_TO_SLEEP=60\n")
+    cluster.write_dag("nap", "steps:\n  - sleep 60\n")
     cluster.spawn("scheduler", name="scheduler")
     host_a = cluster.spawn_on_host("host-a", "worker", "-w", "a", name="worker-a")
     cluster.enqueue("nap", 1)
