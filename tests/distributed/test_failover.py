@@ -11,6 +11,7 @@ import psycopg
 
 from controller.commands.server import build_app
 from controller.pgconn import libpq_url
+from controller.store import RunRecord
 from model.config import load_settings
 from model.status import RunStatus
 from tests.distributed.conftest import Cluster
@@ -20,6 +21,11 @@ from tests.helpers import group_alive, run_cli, wait_until
 def _instances(cluster: Cluster) -> dict[int, str]:
     with cluster.store() as s:
         return {i.pid: i.status for i in s.list_instances()}
+
+
+def _started(run: RunRecord) -> bool:
+    """Running, with its runner's pid and host recorded (they may follow the claim)."""
+    return run.status == RunStatus.RUNNING and run.pid is not None and bool(run.host)
 
 
 def _api(cluster: Cluster) -> falcon.testing.TestClient:
@@ -79,7 +85,7 @@ def test_a_killed_worker_host_loses_its_run_and_a_killed_worker_process_does_not
     host_a = cluster.spawn_on_host("host-a", "worker", "-w", "a", name="worker-a")
     cluster.enqueue("nap", 1)
     run = wait_until(
-        lambda: next((r for r in cluster.runs("nap") if r.status == RunStatus.RUNNING), None),
+        lambda: next((r for r in cluster.runs("nap") if _started(r)), None),
         timeout=30,
     )
     assert run.host == "host-a" and run.worker_id == "a"  # type: ignore[union-attr]
@@ -182,7 +188,7 @@ def test_worker_labels_stops_and_logs_from_another_host(cluster: Cluster) -> Non
     # A stop of a run on another host is forwarded by its worker.
     cluster.enqueue("nap", 1)
     nap = wait_until(
-        lambda: next((r for r in cluster.runs("nap") if r.status == RunStatus.RUNNING), None),
+        lambda: next((r for r in cluster.runs("nap") if _started(r)), None),
         timeout=30,
     )
     code, out, err = run_cli("stop", "nap", env=cluster.env)
