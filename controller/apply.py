@@ -11,7 +11,9 @@ Runners are launched detached (their own session, stdin from /dev/null, stderr t
 leaves them running; they record their own final status. With a fork-server
 (`controller.forkserver`, started by the loop) a launch is one request line and the fork happens
 there, without waiting; without one, or when it is unavailable, the runner is spawned as
-`python -m controller start -q --run-id ID FILE` (`start_new_session=True`).
+`python -m controller start -q --run-id ID FILE` (`start_new_session=True`). Shortly before a
+start instant the loop has it prepare runners for the DAGs starting then (`prepare_runners`):
+the fork-server hands each such launch to a runner that did its start-up work already.
 
 Callers: `controller.loop` only.
 """
@@ -29,9 +31,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller import faults
-from controller.catalog import Catalog
+from controller.catalog import Catalog, CatalogEntry
 from controller.forkserver import Dispatch, ForkServer, ForkServerUnavailable, start_argv
 from controller.liveness import reap_lost_run, runner_alive
 from controller.reconcile import (
@@ -48,6 +51,9 @@ from controller.reconcile import (
 from controller.store import Conflict, NotFound, RunRecord, Store
 from model.config import Settings
 from model.status import RunStatus
+
+if TYPE_CHECKING:
+    from model.loader import Dag
 
 log = logging.getLogger("dagloop.controller")
 
@@ -203,6 +209,27 @@ class Applier:
         config = self.settings.config_file
         self.forkserver.warm(items, config_file=None if config is None else str(config))
 
+    def prepare_runners(self, entries: Sequence[CatalogEntry], *, expire_seconds: float) -> None:
+        """Have the fork-server fork, ahead of a start instant, a runner per DAG file in
+        `entries` that sets itself up (settings, store, spec) and waits for its launch, so
+        that only the claim and the first step are left for the minute boundary. Unused ones
+        exit after `expire_seconds`; a launch without one forks as usual."""
+        if self.forkserver is None or not self.spawn_runners:
+            return
+        items = [
+            (str(e.path), e.dag.source)
+            for e in entries
+            if e.dag is not None and self._selector_of(e.dag) is None  # not a worker's
+        ]
+        config = self.settings.config_file
+        self.forkserver.prepare(
+            items,
+            env=runner_env(self.settings),
+            cwd=os.getcwd(),
+            config_file=None if config is None else str(config),
+            expire_seconds=expire_seconds,
+        )
+
     def record_missed(self, dag_name: str, ticks: Sequence[datetime], *, reason: str) -> int:
         """Record start ticks that passed while no controller ran (`controller.loop` on its
         first pass) as skipped, once each; returns how many were new (and counted)."""
@@ -316,11 +343,13 @@ class Applier:
         needs the DAG's labels and every step's.
         """
         entry = self.catalog.find_dag(run.dag_name)
+        return self._selector_of(None if entry is None else entry.dag)
+
+    def _selector_of(self, dag: Dag | None) -> dict[str, str] | None:
         labels: dict[str, str] = {}
-        if entry is not None and entry.dag is not None:
-            spec = entry.dag.spec
-            labels.update(spec.worker_selector)
-            for step in spec.steps:
+        if dag is not None:
+            labels.update(dag.spec.worker_selector)
+            for step in dag.spec.steps:
                 labels.update(step.worker_selector)
         if labels or self.settings.dispatch == "workers":
             return labels

@@ -6,8 +6,9 @@ requests into a `reconcile.DesiredState`. It keeps one `schedule.TickCache` per 
 the DAG's file or base.yaml changes), so a pass over 1,000 DAGs runs croniter only for DAGs whose
 next fire time has come, and it reuses each DAG's `DagDesired` (and the whole DAG map) while the
 catalog generation is unchanged and nothing became due. `next_due_at()` tells the loop how long it
-may sleep; `missed_ticks()` lists the start ticks a stopped controller missed (recorded once by
-the loop on start-up, see `controller.loop`).
+may sleep; `next_start_at()` and `starting_at()` which runners to prepare ahead of the next start
+instant (`controller.forkserver`); `missed_ticks()` lists the start ticks a stopped controller
+missed (recorded once by the loop on start-up, see `controller.loop`).
 
 Callers: the control loop (`controller.loop`) and `dagloop plan`.
 
@@ -148,6 +149,7 @@ class DesiredBuilder:
     _built_at: datetime | None = None
     _until: datetime | None = None  # the DAG map is valid until then (None: until a change)
     _next_due: datetime | None = None
+    _next_start: datetime | None = None
     _retention: dict[str, int] = field(default_factory=dict)
     _max_window: float = CURRENT_MINUTE.total_seconds()
 
@@ -227,6 +229,7 @@ class DesiredBuilder:
         dags: dict[str, DagDesired] = {}
         ends: list[datetime] = []
         dues: list[datetime] = []
+        starts: list[datetime] = []
         for entry in self._valid:
             c = self._cache(entry)
             d = c.current(str(entry.path), now)
@@ -236,10 +239,13 @@ class DesiredBuilder:
             dues.extend(
                 t for t in (c.start.next_at, c.stop.next_at, c.restart.next_at) if t is not None
             )
+            if c.start.next_at is not None:
+                starts.append(c.start.next_at)
         self._dags = dags
         self._built_at = now
         self._until = min(ends) if ends else None
         self._next_due = min(dues) if dues else None
+        self._next_start = min(starts) if starts else None
         return dags
 
     def build(
@@ -278,6 +284,18 @@ class DesiredBuilder:
     def next_due_at(self) -> datetime | None:
         """The earliest next fire instant over every cached schedule (for the loop's sleep)."""
         return self._next_due
+
+    def next_start_at(self) -> datetime | None:
+        """The earliest next start instant of any DAG (as of the last `build`)."""
+        return self._next_start
+
+    def starting_at(self, at: datetime) -> list[CatalogEntry]:
+        """The valid DAG files whose next start instant is `at` (as of the last `build`)."""
+        return [
+            e
+            for e in self._valid
+            if (c := self._caches.get(e.file_name)) is not None and c.start.next_at == at
+        ]
 
     def min_retention_days(self) -> int:
         """The smallest non-negative retention of any DAG (30 for removed DAGs included)."""

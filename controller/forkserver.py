@@ -17,9 +17,20 @@ each, on its stdin and forks one runner per request. The child:
   those arguments, so the claim of the QUEUED row stays the runner's atomic claim: a second
   runner for the same row exits 1) and `os._exit`s with its code.
 
+Prepared runners: a request `{"prepare": [[file, snapshot], ...], "env", "cwd", "config",
+"expire_seconds"}` (sent by the loop shortly before a start instant, for the DAGs starting then)
+forks one child per DAG file that detaches as above, does the start-up work of its runner
+before the run exists (settings, store, the spec of that snapshot: `commands.start.prepare`)
+and waits on a pipe. A launch of that file with the same env, cwd and config is written to
+that pipe instead of forking, so at the minute boundary only the claim and the first step are
+left; the runner uses the prepared spec only if its row's snapshot is the same text, else it
+loads the row's. A child not launched within `expire_seconds`, replaced by a newer prepare, or
+whose server exits or dies gets EOF and exits 0, having written nothing; the server reaps it
+without reporting it.
+
 The server answers on its stdout, one line per event: `R` (ready, imports done),
-`S <seq> <pid> <start ticks>` (request `seq` forked), `F <seq> <error>` (fork failed: not
-dispatched),
+`S <seq> <pid> <start ticks>` (request `seq` forked, or handed to a prepared child),
+`F <seq> <error>` (fork failed: not dispatched),
 `X <pid> <exit code>` (a runner exited; reaped at once on SIGCHLD, so no zombie stays). It
 exits on EOF of its stdin (the controller closed the pipe or died) and, as a second guard,
 on its parent's death (`PR_SET_PDEATHSIG`); its runners are not affected.
@@ -30,7 +41,7 @@ in the pid and exit code and rings the loop's doorbell when a runner exits. If t
 gone, `launch()` raises `ForkServerUnavailable` and the applier falls back to spawning the
 runner with `subprocess.Popen`; the next launch starts a new server.
 
-Callers: `controller.loop` (start/stop), `controller.apply` (launch); `python -m
+Callers: `controller.loop` (start/stop), `controller.apply` (launch, prepare); `python -m
 controller.forkserver` is only ever started by `ForkServer.start`.
 """
 
@@ -47,7 +58,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from controller.commands.start import Prepared
 
 log = logging.getLogger("dagloop.controller")
 
@@ -67,6 +81,7 @@ DISABLE_SECONDS = 60.0
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
+REQUEST_BUFFER_BYTES = 256 * 1024  # launch requests held until `ForkServer.flush`
 RUNNER_COMM = b"dagloop-runner"  # the children's name in ps/top (their argv stays the server's)
 
 
@@ -183,8 +198,9 @@ def fast_start_args(
     )
 
 
-def _run_start(argv: list[str]) -> int:
-    """`controller.cli.main(argv)`, with the prebuilt parser for `start` (the runners' verb)."""
+def _run_start(argv: list[str], prepared: Prepared | None = None) -> int:
+    """`controller.cli.main(argv)`, with the prebuilt parser for `start` (the runners' verb)
+    and, in a prepared runner, what it set up before its run existed."""
     from controller.cli import main as cli_main
 
     parser = _start_parser
@@ -199,7 +215,7 @@ def _run_start(argv: list[str]) -> int:
         except SystemExit as exc:  # as cli.main: argparse exits 2 on usage errors
             return int(exc.code or 0)
     try:
-        return start.run(namespace)
+        return start.run(namespace, prepared=prepared)
     except KeyboardInterrupt:
         return 130
 
@@ -240,51 +256,74 @@ def _start_ticks(pid: int) -> str:
     return "-" if ticks is None else repr(ticks)
 
 
-def _run_child(req: dict[str, object]) -> NoReturn:
-    """In the forked child: become a detached runner and run `dagloop start`; never returns."""
+def _detach(req: Mapping[str, object], *, err_path: str | None, keep: int = -1) -> None:
+    """In a forked child: leave the server's session, signals, descriptors (all but `keep`),
+    environment and directory for those of a runner started by `req`; stderr goes to
+    `err_path` (None: /dev/null until `_redirect_stderr`)."""
+    os.setsid()
+    _prctl(_PR_SET_NAME, RUNNER_COMM)
+    signal.set_wakeup_fd(-1)
+    for sig in (
+        signal.SIGCHLD,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGALRM,
+    ):
+        signal.signal(sig, signal.SIG_DFL)
+    # What a fresh interpreter installs: KeyboardInterrupt on SIGINT, SIGPIPE ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    if err_path is None:
+        os.dup2(devnull, 2)
+    else:
+        _redirect_stderr(err_path)
+    # The server's request and reply pipes, its wake-up pipe and anything else it held.
+    if keep < 0:
+        os.closerange(3, 1 << 20)
+    else:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 20)
+    env = req.get("env") or {}
+    assert isinstance(env, dict)
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    os.chdir(str(req["cwd"]))
+    import random
+
+    random.seed()
+
+
+def _redirect_stderr(err_path: str) -> None:
+    """Append stderr to the run's `runner.err` (its directory made here, not by the loop)."""
+    os.makedirs(os.path.dirname(err_path), exist_ok=True)
+    err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(err, 2)
+    os.close(err)
+
+
+def _start_run(
+    req: Mapping[str, object], prepared: Prepared | None = None, *, redirect: bool = False
+) -> NoReturn:
+    """In a detached child: run the request's `dagloop start` and `os._exit` with its code;
+    with `redirect` (a prepared child) stderr goes to the run's `runner.err` first."""
     code = 1
     try:
-        os.setsid()
-        _prctl(_PR_SET_NAME, RUNNER_COMM)
-        signal.set_wakeup_fd(-1)
-        for sig in (
-            signal.SIGCHLD,
-            signal.SIGTERM,
-            signal.SIGHUP,
-            signal.SIGQUIT,
-            signal.SIGUSR1,
-            signal.SIGUSR2,
-            signal.SIGALRM,
-        ):
-            signal.signal(sig, signal.SIG_DFL)
-        # What a fresh interpreter installs: KeyboardInterrupt on SIGINT, SIGPIPE ignored.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(devnull, 0)
-        os.dup2(devnull, 1)
-        err_path = str(req["err"])
-        os.makedirs(os.path.dirname(err_path), exist_ok=True)
-        err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(err, 2)
-        # The server's request and reply pipes, its wake-up pipe and anything else it held.
-        os.closerange(3, 1 << 20)
-        env = req.get("env") or {}
-        assert isinstance(env, dict)
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        os.chdir(str(req["cwd"]))
-        import random
-
-        random.seed()
+        if redirect:
+            _redirect_stderr(str(req["err"]))
         argv = req["argv"]
         assert isinstance(argv, list)
         sys.argv = [sys.executable, "-m", "controller", *argv]
-        code = _run_start([str(a) for a in argv])
+        code = _run_start([str(a) for a in argv], prepared)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -299,6 +338,53 @@ def _run_child(req: dict[str, object]) -> NoReturn:
             except Exception:
                 pass
     os._exit(code)
+
+
+def _run_child(req: dict[str, object]) -> NoReturn:
+    """In the forked child: become a detached runner and run `dagloop start`; never returns."""
+    try:
+        _detach(req, err_path=str(req["err"]))
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # to runner.err once it is stderr, else the server's
+        os._exit(1)
+    _start_run(req)
+
+
+def _run_prepared(req: Mapping[str, object], file: str, text: str, go: int) -> NoReturn:
+    """In a prepared child: detach, do the start-up work of a runner of `file` with the
+    snapshot `text` (settings, store, spec), then wait on `go` for its launch request (the
+    server writes it when the controller launches a run of `file`), or EOF (not needed:
+    exit 0, having written nothing)."""
+    prepared = None
+    try:
+        _detach(req, err_path=None, keep=go)
+        from controller.commands import start
+
+        config = req.get("config")
+        prepared = start.prepare(file, text, config=None if config is None else str(config))
+    except BaseException:  # a warm-up only: the launch takes the ordinary path
+        pass
+    launch = _read_request(go)
+    if launch is None:
+        os._exit(0)
+    _start_run(launch, prepared, redirect=True)
+
+
+def _read_request(fd: int) -> dict[str, object] | None:
+    """One JSON line from `fd`; None on EOF (or anything unreadable)."""
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            data += chunk
+        req = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    return req if isinstance(req, dict) else None
 
 
 class _Warmer:
@@ -367,7 +453,99 @@ def _run_warmer(items: list[tuple[str, str]], config: str | None) -> NoReturn:
     os._exit(0)
 
 
-def _reap(out: int, warmer: _Warmer | None = None) -> None:
+class _Prepared:
+    """A prepared child: its pid, the write end of its launch pipe, what it was prepared
+    with (a launch must match it) and when it is closed unused (server's monotonic clock)."""
+
+    def __init__(self, pid: int, go: int, req: Mapping[str, object], expires_at: float) -> None:
+        self.pid = pid
+        self.go = go
+        self.env = req.get("env") or {}
+        self.cwd = req.get("cwd")
+        self.config = req.get("config")
+        self.expires_at = expires_at
+        self.ticks = _start_ticks(pid)
+
+
+class _Pool:
+    """Runners forked before their run exists, at most one per DAG file.
+
+    `prepare` forks one child per (file, snapshot) (`_run_prepared`); `take` hands a launch
+    request to the matching child instead of forking (None: fork as usual); unused children
+    get EOF when they expire, are replaced, or the server exits, and then exit 0. Their exits
+    are not reported to the controller, which never knew them.
+    """
+
+    def __init__(self) -> None:
+        self.ready: dict[str, _Prepared] = {}  # by DAG file
+        self.idle: set[int] = set()  # pids of children not (yet) handed a launch
+
+    def prepare(self, req: Mapping[str, object]) -> None:
+        now = time.monotonic()
+        expires_at = now + float(req.get("expire_seconds", 10.0))  # type: ignore[arg-type]
+        items = req["prepare"]
+        assert isinstance(items, list)
+        for file, text in items:
+            self.drop(str(file))
+            try:
+                go_r, go_w = os.pipe2(os.O_CLOEXEC)
+            except OSError:
+                return
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(go_r)
+                os.close(go_w)
+                return  # only a head start: the launch forks as usual
+            if pid == 0:
+                _run_prepared(req, str(file), str(text), go_r)
+            os.close(go_r)
+            self.ready[str(file)] = _Prepared(pid, go_w, req, expires_at)
+            self.idle.add(pid)
+
+    def take(self, req: Mapping[str, object]) -> _Prepared | None:
+        """Hand `req` (a launch) to the child prepared for its DAG file with the same config,
+        environment and directory; None if there is none, or it is gone (fork as usual)."""
+        argv = req.get("argv")
+        if not isinstance(argv, list) or len(argv) not in (5, 7) or argv[0] != "start":
+            return None
+        config = argv[5] if len(argv) == 7 else None
+        child = self.ready.pop(str(argv[-1]), None)
+        if child is None:
+            return None
+        try:
+            if time.monotonic() >= child.expires_at or (child.config, child.env, child.cwd) != (
+                config,
+                req.get("env") or {},
+                req.get("cwd"),
+            ):
+                return None
+            _write(child.go, json.dumps(req))
+        except OSError:
+            return None  # it died meanwhile
+        finally:
+            os.close(child.go)  # after the request, or instead of it: EOF
+        self.idle.discard(child.pid)
+        return child
+
+    def drop(self, file: str) -> None:
+        child = self.ready.pop(file, None)
+        if child is not None:
+            os.close(child.go)  # EOF: it exits
+
+    def expire(self) -> float | None:
+        """Close the children whose time passed; seconds until the next expiry, if any."""
+        now = time.monotonic()
+        for file in [f for f, c in self.ready.items() if c.expires_at <= now]:
+            self.drop(file)
+        return min((c.expires_at - now for c in self.ready.values()), default=None)
+
+    def close(self) -> None:
+        for file in list(self.ready):
+            self.drop(file)
+
+
+def _reap(out: int, warmer: _Warmer | None = None, pool: _Pool | None = None) -> None:
     """Collect every exited runner (no zombies) and report it."""
     while True:
         try:
@@ -378,6 +556,9 @@ def _reap(out: int, warmer: _Warmer | None = None) -> None:
             return
         if warmer is not None and pid == warmer.pid:
             warmer.exited()
+            continue
+        if pool is not None and pid in pool.idle:
+            pool.idle.discard(pid)
             continue
         try:
             _write(out, f"X {pid} {os.waitstatus_to_exitcode(status)}")
@@ -403,10 +584,13 @@ def serve(parent_pid: int, *, stdin: int = 0, stdout: int = 1) -> int:
     _write(stdout, "R")
     buf = b""
     warmer = _Warmer()
+    pool = _Pool()
     while True:
-        _reap(stdout, warmer)
+        _reap(stdout, warmer, pool)
+        expiry = pool.expire()
         try:
-            ready, _, _ = select.select([stdin, wake_r], [], [], 30.0)
+            timeout = 30.0 if expiry is None else min(30.0, expiry)
+            ready, _, _ = select.select([stdin, wake_r], [], [], timeout)
         except InterruptedError:
             continue
         if wake_r in ready:
@@ -424,12 +608,13 @@ def serve(parent_pid: int, *, stdin: int = 0, stdout: int = 1) -> int:
         *lines, buf = buf.split(b"\n")
         for line in lines:
             if line.strip():
-                _fork_one(line, stdout, warmer)
-    _reap(stdout, warmer)
+                _fork_one(line, stdout, warmer, pool)
+    pool.close()
+    _reap(stdout, warmer, pool)
     return 0
 
 
-def _fork_one(line: bytes, out: int, warmer: _Warmer) -> None:
+def _fork_one(line: bytes, out: int, warmer: _Warmer, pool: _Pool) -> None:
     try:
         req = json.loads(line)
         if "warm" in req:
@@ -438,10 +623,17 @@ def _fork_one(line: bytes, out: int, warmer: _Warmer) -> None:
                 [(str(f), str(t)) for f, t in req["warm"]], None if config is None else str(config)
             )
             return
+        if "prepare" in req:
+            pool.prepare(req)
+            return
         seq = int(req["seq"])
     except (ValueError, KeyError, TypeError) as exc:
         print(f"dagloop forkserver: bad request {line[:200]!r}: {exc}", file=sys.stderr)
         sys.stderr.flush()
+        return
+    child = pool.take(req)
+    if child is not None:
+        _write(out, f"S {seq} {child.pid} {child.ticks}")
         return
     try:
         pid = os.fork()
@@ -568,6 +760,10 @@ class ForkServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
+            # Room for a pass's launches (~0.5 KiB each): with the default 8 KiB buffer the
+            # first sixteen of fifty went out early, and their runners slowed the creation of
+            # the other rows.
+            bufsize=REQUEST_BUFFER_BYTES,
             env=self.env,
             start_new_session=True,
             close_fds=True,
@@ -681,6 +877,36 @@ class ForkServer:
             return
         try:
             request = {"warm": items, "config": config_file}
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def prepare(
+        self,
+        items: list[tuple[str, str]],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        config_file: str | None = None,
+        expire_seconds: float,
+    ) -> None:
+        """Ask the server to fork, ahead of a start instant, one runner per (DAG file,
+        snapshot text) that sets itself up and waits; a `launch` of that file within
+        `expire_seconds` (with the same env, cwd and config) is handed to it instead of a
+        fork, and a child left unused exits. Best effort (ignored when the server is not
+        running)."""
+        proc = self.proc
+        if not items or proc is None or proc.stdin is None or not self.alive:
+            return
+        request = {
+            "prepare": items,
+            "env": env_overrides(self.env, env),
+            "cwd": cwd,
+            "config": config_file,
+            "expire_seconds": expire_seconds,
+        }
+        try:
             proc.stdin.write(json.dumps(request).encode() + b"\n")
             proc.stdin.flush()
         except (OSError, ValueError):

@@ -7,6 +7,9 @@ safety-net rescan is due), builds the desired and observed states, calls the pur
 a doorbell (watchdog file event, the wake file touched by `enqueue`/`dequeue`, SIGCHLD of a
 runner it spawned, a signal), the next cron instant of any DAG (cached per DAG, not recomputed),
 or the resync interval (`controller.resyncIntervalSeconds`) — there is no per-second polling.
+It also wakes `PREPARE_LEAD_SECONDS` before the next start instant to have the fork-server
+prepare the runners of the DAGs starting then (`Applier.prepare_runners`), so that at the
+instant a launch only hands a run id to a runner already set up.
 
 Exclusivity: one controller acts per state database (`controller.leader`): an exclusive
 `flock` on `<data_dir>/controller.lock` for SQLite, a PostgreSQL session-level advisory lock for
@@ -82,6 +85,10 @@ SHUTDOWN_STOP_SECONDS = 8.0  # after SIGTERM to runners: their cleanup (5 s defa
 LAST_PASS_KEY = "controller.last_pass_at"
 SKIPPED_TICKS_KEEP = timedelta(days=30)  # rows of skipped ticks kept (their totals stay)
 HOUSEKEEPING_SECONDS = 3600.0
+# Runners of the DAGs due at the next start instant are forked and set up this long before it
+# (controller.forkserver's prepared runners), and close unused this long after it.
+PREPARE_LEAD_SECONDS = 2.0
+PREPARE_EXPIRE_AFTER_SECONDS = 10.0
 
 
 @dataclass
@@ -127,6 +134,7 @@ class Controller:
         self._missed_checked = False  # missed ticks of the downtime before our first pass
         self._last_pass_written: float | None = None
         self._housekeeping_at: float | None = None
+        self._prepared_for: datetime | None = None  # start instant runners were prepared for
         self.shutting_down = False
         self.stop_requested = False
         self._last_rescan = float("-inf")
@@ -184,6 +192,7 @@ class Controller:
         self.refresh_catalog()
         snap = self.snapshot()
         self.applier.apply(snap.actions)
+        self._prepare_runners(snap.now)
         for action in snap.actions:
             key = tick_of(action)
             if key is not None:
@@ -195,6 +204,20 @@ class Controller:
             self._record_missed(snap.now)
         self._record_pass(snap.now)
         return snap.actions
+
+    def _prepare_runners(self, now: datetime) -> None:
+        """Within `PREPARE_LEAD_SECONDS` of the next start instant, once per instant: have
+        runners for the DAGs starting then set up ahead (`Applier.prepare_runners`)."""
+        at = self.builder.next_start_at()
+        if self.shutting_down or at is None or at == self._prepared_for:
+            return
+        lead = (at - now).total_seconds()
+        if lead > PREPARE_LEAD_SECONDS:
+            return
+        self._prepared_for = at
+        self.applier.prepare_runners(
+            self.builder.starting_at(at), expire_seconds=lead + PREPARE_EXPIRE_AFTER_SECONDS
+        )
 
     def _record_missed(self, now: datetime) -> None:
         """Once, on the first pass: record as skipped the start ticks that passed since the
@@ -358,6 +381,11 @@ class Controller:
         due = self.builder.next_due_at()
         if due is not None:
             timeout = min(timeout, (due - self.now()).total_seconds())
+        start = self.builder.next_start_at()
+        if start is not None and start != self._prepared_for:  # wake to prepare its runners
+            until = (start - self.now()).total_seconds() - PREPARE_LEAD_SECONDS
+            if until > 0:  # else a pass in the lead failed: no retrying it in a tight loop
+                timeout = min(timeout, until)
         if self.notifier.watchdog_seconds is not None:
             timeout = min(timeout, self.notifier.watchdog_seconds / 2)
         return max(timeout, 0.0)

@@ -3,6 +3,10 @@
 Runs a DAG in the foreground in this process (as `dagu start`). With `--run-id` of a QUEUED
 row (the control loop's contract) the row is claimed atomically and its snapshot and params
 are used. Exit 0 for succeeded (and a DAG-precondition abort), 1 otherwise.
+
+`prepare` does the start-up work of such a runner before its row exists (the fork-server's
+prepared runners, forked ahead of a start instant); `run` then uses it when it starts the same
+file with the same config, and the prepared spec only if the row's snapshot is the same text.
 """
 
 from __future__ import annotations
@@ -10,9 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from controller import launch
 from controller.ids import new_run_id
+
+if TYPE_CHECKING:
+    from controller.store import Store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,15 +38,57 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("extra", nargs="*", help="params after --")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the run; returns the exit code."""
+@dataclass
+class Prepared:
+    """What `prepare` set up for a runner of `file` (resolved to `path`) with `config`."""
+
+    file: str
+    config: str | None
+    settings: Any
+    path: Path
+    store: Store
+    text: str  # the snapshot `dag` was loaded from ('' = the file)
+    dag: Any
+
+    def fits(self, args: argparse.Namespace) -> bool:
+        """Whether `run(args)` starts what this was prepared for."""
+        return (
+            args.dag == self.file
+            and args.config == self.config
+            and not args.dagu_home
+            and not args.local
+        )
+
+
+def prepare(file: str, text: str, *, config: str | None) -> Prepared:
+    """Settings, store and spec (`text`, the snapshot the controller will record; '' for
+    the file) of `start -q --run-id ID [-c CONFIG] FILE`, as `run` would get them; raises
+    what they raise."""
+    from controller.store import open_store
+
+    settings = launch.settings_from(argparse.Namespace(config=config, dagu_home=None))
+    path = launch.find_dag_file(file, settings.dags_dir)
+    store = open_store(settings, role="runner")
+    try:
+        dag = launch.load(path, settings, text=text or None)
+    except BaseException:
+        store.close()
+        raise
+    return Prepared(file, config, settings, path, store, text, dag)
+
+
+def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
+    """Start the run; returns the exit code. `prepared` (from `prepare`) is used if it fits."""
     from controller.store import Conflict, LimitReached, NotFound, StoreError, open_store
     from model.config import ConfigError
     from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
     from model.status import RunStatus
 
+    if prepared is not None and not prepared.fits(args):
+        prepared.store.close()
+        prepared = None
     try:
-        settings = launch.settings_from(args)
+        settings = prepared.settings if prepared is not None else launch.settings_from(args)
     except ConfigError as exc:
         print(f"dagloop start: {exc}", file=sys.stderr)
         return 1
@@ -50,8 +102,11 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"dagloop start: {exc}", file=sys.stderr)
         return 1
+    if prepared is not None and prepared.path != path:
+        prepared.store.close()  # the file now resolves elsewhere: start from scratch
+        prepared = None
     try:
-        store = open_store(settings, role="runner")
+        store = prepared.store if prepared is not None else open_store(settings, role="runner")
     except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
         print(f"dagloop start: {exc}", file=sys.stderr)
         return 1
@@ -71,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
                 )
                 return 1
         try:
-            if queued is not None and queued.spec_yaml:
-                dag = launch.load(path, settings, text=queued.spec_yaml, local=args.local)
+            snapshot = queued.spec_yaml if queued is not None else ""
+            if prepared is not None and snapshot and snapshot == prepared.text:
+                dag = prepared.dag  # loaded from the run's own snapshot: the current spec
+            elif snapshot:
+                dag = launch.load(path, settings, text=snapshot, local=args.local)
             else:
                 dag = launch.load(path, settings, local=args.local)
         except _load_error() as exc:
@@ -90,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
                 return 1
         if queued is not None:
             attempt_id = new_run_id(time.time())[-6:]
-            if not store.claim_queued_run(queued.id, attempt_id=attempt_id):
+            started = launch.started_fields(settings, dag, queued)
+            if not store.claim_queued_run(queued.id, attempt_id=attempt_id, **started):
                 print(
                     f"dagloop start: run {args.run_id!r} is no longer queued "
                     "(claimed by another runner or dequeued)",
@@ -137,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
             params=params,
             quiet=args.quiet,
             as_json=args.json,
+            start_recorded=queued is not None,
         )
     except StoreError as exc:  # a write the disk refused mid-run; the row is reaped as lost
         print(f"dagloop start: {exc}", file=sys.stderr)

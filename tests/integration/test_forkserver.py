@@ -1,7 +1,8 @@
 """The fork-server (controller/forkserver.py) with real processes: runners forked from it run
 and are recorded, survive the controller's SIGKILL, are reaped (no zombies), a dead fork-server
 is replaced at the next launch, an unusable one falls back to spawning, and the claim of a
-QUEUED row stays atomic."""
+QUEUED row stays atomic. Prepared runners (forked ahead of a start instant) take the launch of
+their DAG with its current spec, and exit, leaving no process, when nothing launches them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,26 @@ def processes_of(home: Path) -> list[int]:
         if want in env and st is not None and st[0] != "Z":
             found.append(pid)
     return found
+
+
+def runners_of(server_pid: int) -> list[int]:
+    """Live runner children (prepared or launched) of a fork-server."""
+    found = []
+    for pid in children(server_pid):
+        st = _stat(pid)
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if st is not None and st[0] != "Z" and comm == "dagloop-runner":
+            found.append(pid)
+    return found
+
+
+def gone(pid: int) -> bool:
+    """The process exited (reaped, or a zombie waiting for its reaper)."""
+    st = _stat(pid)
+    return st is None or st[0] == "Z"
 
 
 def forkserver_of(controller_pid: int) -> int | None:
@@ -318,3 +340,158 @@ def test_stop_reaches_a_forked_runner(home: Path, procs: list[subprocess.Popen[b
     wait_until(lambda: status() == RunStatus.ABORTED, 15)
     ctl.send_signal(signal.SIGTERM)
     assert ctl.wait(timeout=15) == 0
+
+
+# --------------------------------------------------------------------------- prepared runners
+
+
+def prepare(fs: ForkServer, settings: Settings, path: Path, *, expire_seconds: float) -> int:
+    """Prepare a runner for `path` (its current text) and return its pid once forked."""
+    fs.prepare(
+        [(str(path), path.read_text())],
+        env=runner_env(settings),
+        cwd=os.getcwd(),
+        expire_seconds=expire_seconds,
+    )
+    server_pid = fs.proc.pid if fs.proc is not None else -1
+    pids = wait_until(lambda: runners_of(server_pid), 10)
+    assert isinstance(pids, list) and len(pids) == 1
+    return pids[0]
+
+
+def test_launch_is_handed_to_the_prepared_runner(
+    server: tuple[ForkServer, Settings], home: Path
+) -> None:
+    fs, settings = server
+    out = home / "out"
+    path = write_dag(home, "ready", f"steps:\n  - command: sh -c 'echo ran >> {out}'\n")
+    prepared = prepare(fs, settings, path, expire_seconds=60)
+    with Store(settings.db_path) as store:
+        run = queue_run(store, path, "r1")
+        handle = launch(fs, settings, run)
+        assert handle.wait_forked(10) == prepared  # no new fork
+        assert handle.wait(15) == 0
+        final = store.get_run_by_id(run.id)
+        assert (final.status, final.pid) == (RunStatus.SUCCEEDED, prepared)
+        assert (settings.log_dir / "ready" / "r1" / "runner.err").is_file()
+    assert out.read_text() == "ran\n"
+    # still a detached runner: leader of its own session
+    assert runners_of(fs.proc.pid if fs.proc is not None else -1) == []
+
+
+def test_prepared_runner_runs_the_spec_recorded_for_its_run(
+    server: tuple[ForkServer, Settings], home: Path
+) -> None:
+    """The DAG file changed after the runner was prepared: the run's snapshot (the current
+    file, as the controller records it) is what runs, not the prepared spec."""
+    fs, settings = server
+    out = home / "out"
+    path = write_dag(home, "edited", f"steps:\n  - command: sh -c 'echo old >> {out}'\n")
+    prepared = prepare(fs, settings, path, expire_seconds=60)
+    path.write_text(f"steps:\n  - command: sh -c 'echo new >> {out}'\n")
+    with Store(settings.db_path) as store:
+        run = queue_run(store, path, "r1")
+        handle = launch(fs, settings, run)
+        assert handle.wait_forked(10) == prepared
+        assert handle.wait(15) == 0
+        assert store.get_run_by_id(run.id).status == RunStatus.SUCCEEDED
+    assert out.read_text() == "new\n"
+
+
+def test_launch_with_another_environment_forks_a_new_runner(
+    server: tuple[ForkServer, Settings], home: Path
+) -> None:
+    fs, settings = server
+    out = home / "out"
+    path = write_dag(home, "envy", f"steps:\n  - command: sh -c 'echo $DAGU_FS_PROBE >> {out}'\n")
+    prepared = prepare(fs, settings, path, expire_seconds=60)
+    with Store(settings.db_path) as store:
+        run = queue_run(store, path, "r1")
+        handle = launch(fs, settings, run, DAGU_FS_PROBE="mine")
+        assert handle.wait(15) == 0
+        assert handle.pid != prepared
+        assert store.get_run_by_id(run.id).status == RunStatus.SUCCEEDED
+    assert out.read_text() == "mine\n"
+    wait_until(lambda: gone(prepared), 10)  # the mismatched one was closed
+
+
+def test_unused_prepared_runner_exits_without_a_trace(
+    server: tuple[ForkServer, Settings], home: Path
+) -> None:
+    fs, settings = server
+    path = write_dag(home, "idle", "steps:\n  - command: 'true'\n")
+    prepared = prepare(fs, settings, path, expire_seconds=0.5)
+    server_pid = fs.proc.pid if fs.proc is not None else -1
+    wait_until(lambda: gone(prepared), 10)
+    wait_until(lambda: not zombies(server_pid), 5)  # reaped by the server
+    with Store(settings.db_path) as store:
+        assert store.list_runs(dag_name="idle") == []
+    assert not (settings.log_dir / "idle").exists()
+    # the server is still serving: a launch after the expiry forks as usual
+    with Store(settings.db_path) as store:
+        run = queue_run(store, path, "late")
+        handle = launch(fs, settings, run)
+        assert handle.wait(15) == 0
+        assert handle.pid != prepared
+
+
+def test_prepared_runners_exit_when_the_forkserver_closes(
+    server: tuple[ForkServer, Settings], home: Path
+) -> None:
+    fs, settings = server
+    path = write_dag(home, "closing", "steps:\n  - command: 'true'\n")
+    prepared = prepare(fs, settings, path, expire_seconds=600)
+    fs.close()  # the controller stops
+    wait_until(lambda: gone(prepared), 10)
+
+
+def test_prepared_runners_exit_when_the_forkserver_is_killed(
+    server: tuple[ForkServer, Settings], home: Path
+) -> None:
+    fs, settings = server
+    path = write_dag(home, "orphan", "steps:\n  - command: 'true'\n")
+    prepared = prepare(fs, settings, path, expire_seconds=600)
+    assert fs.proc is not None
+    fs.proc.kill()  # as PR_SET_PDEATHSIG does when the controller is SIGKILLed
+    wait_until(lambda: gone(prepared), 10)
+
+
+def test_controller_prepares_the_next_start_and_launches_into_it(home: Path) -> None:
+    """Ahead of the next start instant the loop prepares a runner per DAG starting then;
+    at the instant the scheduled run is handed to it, running the file as it is then."""
+    out = home / "out"
+    path = write_dag(
+        home, "on_the_hour", f'schedule: "0 * * * *"\nsteps:\n  - command: echo old >> {out}\n'
+    )
+    write_dag(home, "later", 'schedule: "7 * * * *"\nsteps:\n  - command: "true"\n')
+    settings = load_settings()
+    boundary = datetime(2027, 3, 1, 12, 0, tzinfo=UTC).timestamp()
+    now = [boundary - 3.0]
+    c = Controller(settings, clock=lambda: now[0])
+    c.applier.forkserver = ForkServer(runner_env(settings))
+    try:
+        c.applier.forkserver.start()
+        c.refresh_catalog(force=True)
+        c.pass_once()
+        assert c._sleep_seconds() == pytest.approx(1.0)  # woken 2 s ahead of the instant
+        server_pid = c.applier.forkserver.proc.pid if c.applier.forkserver.proc else -1
+        assert runners_of(server_pid) == []
+        now[0] = boundary - 1.5
+        c.pass_once()
+        pids = wait_until(lambda: runners_of(server_pid), 10)
+        assert isinstance(pids, list) and len(pids) == 1  # not for `later`
+        assert c._sleep_seconds() == pytest.approx(1.5)  # prepared: next wake is the instant
+        path.write_text(f'schedule: "0 * * * *"\nsteps:\n  - command: echo new >> {out}\n')
+        c.refresh_catalog(force=True)
+        now[0] = boundary + 0.05
+        c.pass_once()
+        (run,) = c.store.list_runs(dag_name="on_the_hour")
+        assert run.scheduled_at == boundary
+        wait_until(lambda: c.store.get_run_by_id(run.id).status == RunStatus.SUCCEEDED, 15)
+        assert c.store.get_run_by_id(run.id).pid == pids[0]
+        assert out.read_text() == "new\n"
+    finally:
+        for p in c.applier.running_children():
+            p.wait(timeout=10)
+        c.applier.forkserver.close()
+        c.store.close()
