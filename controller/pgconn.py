@@ -22,7 +22,6 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
 __all__ = [
     "PgConnection",
@@ -68,13 +67,16 @@ class PgRow(tuple[Any, ...]):
         return tuple.__getitem__(self, key)
 
 
+@lru_cache(maxsize=256)
+def _row_class(names: tuple[str, ...]) -> type[PgRow]:
+    return type("Row", (PgRow,), {"_names": names, "__slots__": ()})
+
+
 def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
-    names = tuple(c.name for c in cursor.description or ())
-    cls = type("Row", (PgRow,), {"_names": names, "__slots__": ()})
+    cls = _row_class(tuple(c.name for c in cursor.description or ()))
 
     def make(values: Sequence[Any]) -> PgRow:
-        row: PgRow = cls(values)
-        return row
+        return cls(values)
 
     return make
 
@@ -89,8 +91,6 @@ def _translate(sql: str) -> str:
 
 class PgConnection:
     """One PostgreSQL session in autocommit mode; transactions are explicit BEGIN … COMMIT."""
-
-    dialect = "postgresql"
 
     def __init__(
         self,
@@ -132,12 +132,6 @@ class PgConnection:
         """The psycopg connection (for LISTEN/NOTIFY and advisory locks)."""
         return self._con
 
-    @property
-    def in_transaction(self) -> bool:
-        """Whether a transaction is open on this session."""
-        status = self._con.info.transaction_status
-        return status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
-
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         """Run one statement (`?` placeholders). Outside a transaction, a dropped connection
         is reopened and the statement sent once more; inside one, the error is raised (the
@@ -154,10 +148,6 @@ class PgConnection:
                 raise
             self._con = self._connect()
             return self._con.execute(query, list(params))
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
-        """Run one statement per row; returns the rows it changed in all."""
-        return sum(max(self.execute(sql, r).rowcount, 0) for r in rows)
 
     def begin(self) -> None:
         """BEGIN, reconnecting first if the session was dropped since the last statement."""
