@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from controller import faults
 from controller.catalog import Catalog, CatalogEntry
 from controller.forkserver import Dispatch, ForkServer, ForkServerUnavailable, start_argv
-from controller.liveness import reap_lost_run, runner_alive
+from controller.liveness import on_this_host, reap_lost_run, runner_alive
 from controller.reconcile import (
     Action,
     CompleteRequest,
@@ -266,6 +266,7 @@ class Applier:
                 scheduled_at=(
                     action.scheduled_at.timestamp() if action.scheduled_at is not None else None
                 ),
+                queued_at=action.not_before.timestamp() if action.not_before else None,
                 now=self.clock(),
             )
         except Conflict:
@@ -378,8 +379,7 @@ class Applier:
                 pid = handle.wait_forked(STOP_FORK_WAIT_SECONDS)
             else:
                 pid = handle.pid
-        on_other_host = run.host not in ("", os.uname().nodename)
-        if on_other_host:
+        if not on_this_host(run):
             pid = None  # its worker sees stop_requested_at and signals the runner there
         if pid is not None and (run.pid is None or runner_alive(run)):
             try:

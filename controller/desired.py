@@ -92,6 +92,7 @@ class _DagCache:
             hist_retention_days=spec.hist_retention_days,
             skip_if_successful=spec.skip_if_successful,
             overlap_policy=spec.overlap_policy,
+            restart_wait_seconds=float(spec.restart_wait_sec),
             start_ticks=tuple(
                 StartTick(
                     t, _previous(self.start_schedules, t) if spec.skip_if_successful else None

@@ -18,7 +18,7 @@ from controller.process import kill_run_processes, pid_alive, proc_start_ticks
 from controller.store import RunRecord, Store
 from model.status import RunStatus, StepStatus
 
-__all__ = ["heartbeat_age", "reap_lost_run", "runner_alive"]
+__all__ = ["heartbeat_age", "on_this_host", "reap_lost_run", "runner_alive"]
 
 _DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -28,6 +28,12 @@ def heartbeat_age(run: RunRecord, *, now: float | None = None) -> float | None:
     if run.heartbeat_at is None:
         return None
     return (time.time() if now is None else now) - run.heartbeat_at
+
+
+def on_this_host(run: RunRecord) -> bool:
+    """Whether the run's runner was started on this host (or has not recorded a host yet):
+    only then are its pid and process groups ours to probe and signal."""
+    return not run.host or run.host == os.uname().nodename
 
 
 def runner_alive(
@@ -41,7 +47,7 @@ def runner_alive(
     for ever (issue 8 #31); `reap_lost_run` then kills it. On another host (or with no pid
     recorded): the heartbeat alone decides.
     """
-    if run.pid is not None and (not run.host or run.host == os.uname().nodename):
+    if run.pid is not None and on_this_host(run):
         if not _same_process(run):
             return False
         age = heartbeat_age(run)
@@ -66,7 +72,7 @@ def reap_lost_run(store: Store, run: RunRecord, reason: str) -> RunRecord:
     current = store.get_run_by_id(run.id)
     if current.status.is_final():
         return current
-    local = not current.host or current.host == os.uname().nodename
+    local = on_this_host(current)
     if local and current.pid_started is not None and _same_process(current):
         # A runner that exists but stopped beating (SIGSTOP, hang): it would resume and write
         # over the final status, so it goes first.

@@ -41,6 +41,7 @@ def run_view(run: RunRecord, *, alive: bool | None = None) -> RunView:
         params=tuple(run.params),
         scheduled_at=_dt(run.scheduled_at),
         created_at=_dt(run.created_at),
+        queued_at=_dt(run.queued_at),
         started_at=_dt(run.started_at),
         finished_at=_dt(run.finished_at),
         alive=alive,

@@ -65,6 +65,7 @@ class DagDesired:
     hist_retention_days: int = DEFAULT_RETENTION_DAYS
     skip_if_successful: bool = False
     overlap_policy: str = "skip"
+    restart_wait_seconds: float = 0.0  # restartWaitSec: a restart's new run waits this long
     start_ticks: tuple[StartTick, ...] = ()  # recent instants, within the window
     stop_ticks: tuple[datetime, ...] = ()
     restart_ticks: tuple[datetime, ...] = ()
@@ -125,6 +126,7 @@ class RunView:
     params: tuple[str, ...] = ()
     scheduled_at: datetime | None = None
     created_at: datetime | None = None
+    queued_at: datetime | None = None  # in the future: waits until then (restartWaitSec)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     # Liveness, filled by the observer: for running/waiting runs whether the runner lives; for
@@ -159,6 +161,7 @@ class Launch:
     scheduled_at: datetime | None = None
     params: tuple[str, ...] = ()
     tick: TickKey | None = None
+    not_before: datetime | None = None  # queued until then (restartWaitSec)
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,7 @@ def plan(desired: DesiredState, observed: ObservedState, now: datetime) -> list[
                     False,
                     reason=f"restart requested (request #{req.id})",
                     params=params,
+                    not_before=_restart_at(dag, now),
                 )
                 extra.append(_Item(dag.name, dag.queue_name, launch=launch))
             result = "restarted" if dag is not None else "DAG not found"
@@ -379,6 +383,7 @@ def plan(desired: DesiredState, observed: ObservedState, now: datetime) -> list[
                     reason=f"restart schedule {_iso(at)}",
                     params=params,
                     tick=key,
+                    not_before=_restart_at(dag, now),
                 )
                 extra.append(_Item(dag.name, dag.queue_name, launch=launch))
 
@@ -390,11 +395,19 @@ def plan(desired: DesiredState, observed: ObservedState, now: datetime) -> list[
                 new_items.extend(_start_ticks(dag, observed, live, stopping, actions))
 
     # 6. queues (FIFO): existing queued rows first, then this pass's new runs
-    actions.extend(_queue_pass(desired, live, stopping, [*_queued_items(live), *extra, *new_items]))
+    items = [*_queued_items(live), *extra, *new_items]
+    actions.extend(_queue_pass(desired, live, stopping, items, now))
 
     # 7. retention
     actions.extend(_prune(desired, observed, now))
     return actions
+
+
+def _restart_at(dag: DagDesired, now: datetime) -> datetime | None:
+    """When a restart's new run may start: `restartWaitSec` after the stop (None: at once)."""
+    if dag.restart_wait_seconds <= 0:
+        return None
+    return now + timedelta(seconds=dag.restart_wait_seconds)
 
 
 def _request_run_id(dag_name: str, request_id: int, now: datetime) -> str:
@@ -486,9 +499,14 @@ def _queued_items(live: Sequence[RunView]) -> list[_Item]:
 
 
 def _queue_pass(
-    desired: DesiredState, live: Sequence[RunView], stopping: set[int], items: Sequence[_Item]
+    desired: DesiredState,
+    live: Sequence[RunView],
+    stopping: set[int],
+    items: Sequence[_Item],
+    now: datetime,
 ) -> list[Action]:
-    """Start queued runs FIFO while their DAG and their global queue have free slots."""
+    """Start queued runs FIFO while their DAG and their global queue have free slots; a run
+    queued until a later instant (restartWaitSec) waits for it without taking a slot."""
     running_by_dag: dict[str, int] = defaultdict(int)
     running_by_queue: dict[str, int] = defaultdict(int)
     for r in live:
@@ -517,17 +535,22 @@ def _queue_pass(
         dag_free = dag.max_active_runs < 0 or running_by_dag[dag.name] < max(dag.max_active_runs, 1)
         limit = desired.global_queues.get(queue)
         queue_free = limit is None or limit < 0 or running_by_queue[queue] < max(limit, 1)
-        start = dag_free and queue_free and not desired.shutting_down
+        until = item.launch.not_before if item.launch is not None else None
+        if run is not None and run.trigger == "restart" and run.queued_at is not None:
+            until = run.queued_at  # a restart's run is queued as of its restartWaitSec
+        waiting = until is not None and until > now
+        start = dag_free and queue_free and not desired.shutting_down and not waiting
         if start:
             running_by_dag[dag.name] += 1
             running_by_queue[queue] += 1
         if item.launch is not None:
             launch = item.launch
-            reason = (
-                launch.reason
-                if start
-                else f"{launch.reason}; queued: {_why_full(dag, queue, limit, dag_free)}"
-            )
+            if start:
+                reason = launch.reason
+            elif waiting:
+                reason = f"{launch.reason}; queued until {_iso(until)} (restartWaitSec)"
+            else:
+                reason = f"{launch.reason}; queued: {_why_full(dag, queue, limit, dag_free)}"
             out.append(
                 Launch(
                     launch.dag_name,
@@ -538,6 +561,7 @@ def _queue_pass(
                     launch.scheduled_at,
                     launch.params,
                     launch.tick,
+                    launch.not_before,
                 )
             )
         elif start and run is not None:

@@ -452,10 +452,12 @@ class Store:
         root_run_id: str = "",
         now: float | None = None,
         max_active: int | None = None,
+        queued_at: float | None = None,
     ) -> RunRecord:
         """Insert a new run. Raises `Conflict` if the run id or the scheduled instant of this
         DAG is taken: a repeated create collides instead of duplicating.
 
+        `queued_at` in the future holds a queued run back until then (restartWaitSec).
         With `max_active` (the DAG's maxActiveRuns; negative = unlimited), raises
         `LimitReached` if the DAG already has that many running top-level runs — checked
         inside the same write transaction, so concurrent starts cannot both pass.
@@ -490,7 +492,7 @@ class Store:
                         trigger,
                         json.dumps(list(params)),
                         scheduled_at,
-                        now if status == RunStatus.QUEUED else None,
+                        queued_at or (now if status == RunStatus.QUEUED else None),
                         parent_dag,
                         parent_run_id,
                         root_dag or dag_name,

@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Restart; returns the exit code of the new run."""
     from controller.commands import start
-    from controller.liveness import reap_lost_run, runner_alive
+    from controller.liveness import on_this_host, reap_lost_run, runner_alive
     from controller.runparams import is_masked
     from controller.store import NotFound, open_store
     from model.status import RunStatus
@@ -39,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         if row.status == RunStatus.RUNNING:
             store.update_run(row.id, stop_requested_at=time.time())
-            if row.pid and runner_alive(row):
-                os.kill(row.pid, signal.SIGTERM)
+            if runner_alive(row) and (row.pid or not on_this_host(row)):
+                if on_this_host(row):
+                    os.kill(row.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                # else: its worker sees stop_requested_at and signals the runner there
                 deadline = time.monotonic() + dag.spec.max_clean_up_time_sec + 30
                 while time.monotonic() < deadline:
                     if not store.get_run_by_id(row.id).status.is_active():

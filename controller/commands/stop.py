@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Stop; returns the exit code."""
-    from controller.liveness import reap_lost_run, runner_alive
+    from controller.liveness import on_this_host, reap_lost_run, runner_alive
     from controller.store import NotFound, open_store
     from model.status import RunStatus
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         signalled = []
         for r in runs:
             store.update_run(r.id, stop_requested_at=time.time())
-            if r.host not in ("", os.uname().nodename) and runner_alive(
+            if not on_this_host(r) and runner_alive(
                 r, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds
             ):
                 # Another host's runner: its worker sees the request and signals it there.

@@ -245,6 +245,24 @@ def test_restart_schedule_stops_and_queues_a_new_run() -> None:
     assert launch.params == ("X=1",)
 
 
+def test_restart_wait_holds_the_new_run_back_without_taking_a_slot() -> None:
+    d = dag(restart_ticks=(TICK,), restart_wait_seconds=30.0)
+    actions = plan(D(d), ObservedState(active=(run(1, RunStatus.RUNNING),)), NOW)
+    launch = actions[1]
+    assert isinstance(launch, Launch) and not launch.start
+    assert launch.not_before == NOW + timedelta(seconds=30)
+    assert "queued until" in launch.reason and "restartWaitSec" in launch.reason
+    # The old run is gone; the new one is queued until NOW + 30 s: nothing starts before ...
+    later = dag(restart_wait_seconds=30.0)
+    held = run(2, RunStatus.QUEUED, trigger="restart", queued_at=NOW + timedelta(seconds=30))
+    other = run(3, RunStatus.QUEUED, "e")
+    waiting = plan(D(later, dag("e")), ObservedState(active=(held, other)), NOW)
+    assert [(type(a).__name__, a.row) for a in waiting] == [("StartQueued", 3)]  # type: ignore[attr-defined]
+    # ... and it starts once the instant has passed.
+    due = plan(D(later), ObservedState(active=(held,)), NOW + timedelta(seconds=31))
+    assert kinds(due) == ["StartQueued"]
+
+
 def test_removed_dag_queued_runs_aborted_running_runs_finish() -> None:
     observed = ObservedState(
         active=(run(1, RunStatus.RUNNING, "gone"), run(2, RunStatus.QUEUED, "gone"))
