@@ -170,8 +170,11 @@ def _warm_caches() -> None:
         from model.config import load_settings
 
         # fnmatch caches each compiled pattern: the runners match their env against these.
-        patterns = tuple(load_settings().secret_patterns)
+        settings = load_settings()
+        patterns = tuple(settings.secret_patterns)
         filtered_os_env({"DAGU_WARM_UP": ""}, secret_patterns=patterns)
+        if settings.database_url:  # the runners' store is PostgreSQL: psycopg once, here
+            import controller.pgconn  # noqa: F401
     except Exception:  # a warm-up only
         pass
 
