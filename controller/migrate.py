@@ -5,7 +5,8 @@ in `controller/migrations/versions/` applies the `controller.schema` step of the
 through `apply_schema_step`, which also records the version in `meta['schema_version']` — what
 every process checks when it opens the store (`controller.store.Store`).
 
-SQLAlchemy and Alembic are imported only here, never on the runner's hot path.
+SQLAlchemy and Alembic are imported only here, never on the runner's hot path. The tables are
+declared as SQLModel classes in `controller.tables` (Alembic's target metadata).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ SQLite file gets them all at once without Alembic (see `Store`), so both paths g
 file. A change of schema is a new step here plus a new revision there, never an edit of an old
 step: databases in the field were made by it.
 
-Text, not SQLModel table classes, because the hot path (`dagloop start` opening the store in
-well under 150 ms) cannot import SQLAlchemy, and the totals triggers are dialect SQL anyway.
+The DDL is text because the hot path (`dagloop start` opening the store in well under 150 ms)
+cannot import SQLAlchemy, and the totals triggers are dialect SQL anyway; the same tables are
+declared as SQLModel classes in `controller.tables`, and a test holds the three together.
 """
 
 from __future__ import annotations

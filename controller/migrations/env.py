@@ -6,12 +6,16 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from controller.tables import METADATA
+
 url = context.config.get_main_option("sqlalchemy.url")
 assert url is not None
 engine = create_engine(url, poolclass=NullPool)
 with engine.connect() as connection:
     # One transaction per revision: a failure leaves the database at the last whole version.
-    context.configure(connection=connection, transaction_per_migration=True)
+    context.configure(
+        connection=connection, target_metadata=METADATA, transaction_per_migration=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 engine.dispose()

@@ -68,6 +68,20 @@ def test_both_databases_have_the_same_tables_and_columns(tmp_path: Path, pg_url:
     assert pg_columns(pg_url) == lite
 
 
+def test_both_databases_match_the_sqlmodel_declaration(tmp_path: Path, pg_url: str) -> None:
+    """`controller.tables` declares exactly the columns (and their nullability) both databases
+    have, so the SQLModel classes can be trusted as the schema."""
+    from controller.tables import METADATA
+
+    declared = {
+        t: [(c.name, not c.nullable or c.primary_key) for c in METADATA.tables[t].columns]
+        for t in METADATA.tables
+    }
+    Store(tmp_path / "state.db").close()
+    for actual in (sqlite_columns(tmp_path / "state.db"), pg_columns(pg_url)):
+        assert {t: cols for t, cols in actual.items() if t != "alembic_version"} == declared
+
+
 def test_alembic_and_the_embedded_fast_path_make_the_same_file(tmp_path: Path) -> None:
     Store(tmp_path / "fast.db").close()
     upgrade(load_settings(env={"DAGU_DATA_DIR": str(tmp_path / "mig"), "DAGU_HOME": "/none"}))
