@@ -25,15 +25,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from controller.apply import runner_env, safe_dir
-from controller.forkserver import Dispatch, ForkServer, ForkServerUnavailable, start_argv
+from controller.apply import runner_env, safe_dir, start_runner
+from controller.forkserver import Dispatch, ForkServer
 from controller.store import RunRecord, Store, open_store
 from controller.watcher import Doorbell
 from model.config import Settings
@@ -108,41 +107,10 @@ class Worker:
             self._spawn(run)
 
     def _spawn(self, run: RunRecord) -> None:
-        log_dir = self.settings.log_dir / safe_dir(run.dag_name) / run.run_id
-        config = self.settings.config_file
-        args = start_argv(run.run_id, run.file, None if config is None else str(config))
-        if self.forkserver is not None:
-            # As the controller does: a warm fork costs a runner ~10 ms of CPU instead of a
-            # whole interpreter start (~250 ms with psycopg), the difference between a few
-            # runs per second and dozens.
-            try:
-                handle = self.forkserver.launch(
-                    row=run.id,
-                    argv=args,
-                    err_path=str(log_dir / "runner.err"),
-                    env=runner_env(self.settings),
-                    cwd=os.getcwd(),
-                )
-            except ForkServerUnavailable as exc:
-                log.warning("fork-server unavailable (%s): spawning the runner", exc)
-            else:
-                self.children[run.id] = (handle, run)
-                return
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_dir / "runner.err", "ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "controller", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=runner_env(self.settings),
-                start_new_session=True,  # the run outlives this worker
-                close_fds=True,
-            )
-        self.children[run.id] = (proc, run)
+        handle = start_runner(self.settings, self.forkserver, run)
+        self.children[run.id] = (handle, run)
         log.info(
-            "runner started (pid %d) on worker %s",
-            proc.pid,
+            "runner started on worker %s",
             self.worker_id,
             extra={"dag": run.dag_name, "run_id": run.run_id},
         )
