@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from model.config import Settings
+
 __all__ = [
     "SECRET_MASK",
     "LineFormatter",
@@ -147,6 +149,16 @@ class RedactingFilter(logging.Filter):
 
 class _DagloopHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler `setup_logging` installed, so a second call replaces it."""
+
+
+def setup_process_logging(settings: Settings) -> None:
+    """Logging of a long-running process (scheduler, server, start-all, worker): the settings'
+    format and debug flag, with the process's own credentials redacted from every line."""
+    setup_logging(
+        log_format=settings.log_format,
+        debug=settings.debug,
+        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
+    )
 
 
 def setup_logging(

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from controller.logs import setup_logging
+from controller.logs import setup_process_logging
 from model.config import ConfigError, load_settings
 
 
@@ -33,11 +33,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dagloop scheduler: {exc}", file=sys.stderr)
         return 1
-    setup_logging(
-        log_format=settings.log_format,
-        debug=settings.debug,
-        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
-    )
+    setup_process_logging(settings)
     from controller.loop import run_controller
 
     return run_controller(settings)

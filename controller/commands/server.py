@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.catalog import Catalog, spec_cache_dir
-from controller.logs import setup_logging
+from controller.logs import setup_process_logging
 from controller.store import StoreError, open_store
 from model.config import ConfigError, Settings, load_settings
 
@@ -89,11 +89,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dagloop server: {exc}", file=sys.stderr)
         return 1
-    setup_logging(
-        log_format=settings.log_format,
-        debug=settings.debug,
-        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
-    )
+    setup_process_logging(settings)
     try:
         app = build_app(settings, started_at=time.time())
         server = make_server(settings, app)

@@ -17,7 +17,7 @@ import threading
 import time
 
 from controller.commands import server as server_command
-from controller.logs import setup_logging
+from controller.logs import setup_process_logging
 from controller.store import StoreError
 from model.config import ConfigError
 
@@ -36,11 +36,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dagloop start-all: {exc}", file=sys.stderr)
         return 1
-    setup_logging(
-        log_format=settings.log_format,
-        debug=settings.debug,
-        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
-    )
+    setup_process_logging(settings)
     from controller.loop import run_controller
 
     loop_running = threading.Event()

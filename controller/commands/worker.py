@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from controller.logs import setup_logging
+from controller.logs import setup_process_logging
 from model.config import ConfigError, load_settings
 
 
@@ -58,11 +58,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"dagloop worker: {exc}", file=sys.stderr)
         return 1
-    setup_logging(
-        log_format=settings.log_format,
-        debug=settings.debug,
-        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
-    )
+    setup_process_logging(settings)
     from controller.store import StoreError
 
     try:

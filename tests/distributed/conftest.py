@@ -40,18 +40,18 @@ class Cluster:
         return path
 
     def spawn(
-        self, *args: str, name: str, env: dict[str, str] | None = None
+        self, *args: str, name: str, wrapper: tuple[str, ...] = ()
     ) -> subprocess.Popen[bytes]:
-        """`python -m controller ARGS` in its own process group, stderr to `<tmp>/<name>.err`."""
-        err = open(self.tmp / f"{name}.err", "ab")
-        p = subprocess.Popen(
-            [sys.executable, "-m", "controller", *args],
-            env=env or self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
-        err.close()
+        """`python -m controller ARGS` (behind `wrapper`) in its own process group, stderr to
+        `<tmp>/<name>.err`."""
+        with open(self.tmp / f"{name}.err", "ab") as err:
+            p = subprocess.Popen(
+                [*wrapper, sys.executable, "-m", "controller", *args],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
         self.procs.append(p)
         return p
 
@@ -60,33 +60,8 @@ class Cluster:
         host, so the leader treats them as another machine's (heartbeat, never a signal)."""
         if os.geteuid() != 0 or shutil.which("unshare") is None:
             pytest.skip("a separate host name needs root and unshare(1)")
-        err = open(self.tmp / f"{name}.err", "ab")
         script = 'hostname "$0" && exec "$@"'
-        p = subprocess.Popen(
-            [
-                "unshare",
-                "--uts",
-                "sh",
-                "-c",
-                script,
-                host,
-                sys.executable,
-                "-m",
-                "controller",
-                *args,
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
-        err.close()
-        self.procs.append(p)
-        return p
-
-    def log(self, name: str) -> str:
-        path = self.tmp / f"{name}.err"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.spawn(*args, name=name, wrapper=("unshare", "--uts", "sh", "-c", script, host))
 
     def store(self) -> Store:
         return Store(self.url)
