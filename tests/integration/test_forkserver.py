@@ -140,16 +140,6 @@ def server(home: Path) -> Iterator[tuple[ForkServer, Settings]]:
     fs.close()
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-
-
 def write_dag(home: Path, name: str, text: str) -> Path:
     path = home / "dags" / f"{name}.yaml"
     path.write_text(text)
