@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,19 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-# `model.spec.split_cron`'s pattern (a unit test keeps them equal): importing model.spec would
-# import pydantic into every reader of schedules (`dagloop plan`, the API's fast paths).
-_CRON_TZ = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
-
-
-def split_cron(expression: str) -> tuple[str | None, str]:
-    """Split ``CRON_TZ=Zone expr`` into (zone or None, expr), as `model.spec.split_cron`."""
-    expr = expression.strip()
-    m = _CRON_TZ.match(expr)
-    if m:
-        return m.group(1), m.group(2).strip()
-    return None, expr
-
+from model.specbase import split_cron  # pydantic-free: schedule readers must not import it
 
 # How far wall time and UTC can disagree around a transition; candidates are generated from a
 # wall-time window this much wider than asked, then filtered on the UTC instant.

@@ -34,6 +34,7 @@ from model.specbase import (
     HandlerOnBehaviour,
     StepBehaviour,
 )
+from model.specbase import split_cron as split_cron
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]+$")
 NAME_MAX_LENGTH = 40
@@ -56,18 +57,6 @@ def validate_name(name: str) -> str | None:
     if len(name) > NAME_MAX_LENGTH:
         return f"invalid name {name!r}: longer than {NAME_MAX_LENGTH} characters"
     return None
-
-
-_CRON_TZ = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
-
-
-def split_cron(expression: str) -> tuple[str | None, str]:
-    """Split ``CRON_TZ=Zone expr`` into (zone or None, expr)."""
-    expr = expression.strip()
-    m = _CRON_TZ.match(expr)
-    if m:
-        return m.group(1), m.group(2).strip()
-    return None, expr
 
 
 @functools.lru_cache(maxsize=4096)  # pure, and croniter's parse is the slowest part of a load

@@ -2,11 +2,13 @@
 
 `model.spec` (pydantic) and `model.speccache` (plain classes read back from the spec cache
 without importing pydantic) both describe the same DAG; the methods the engine calls on them
-live here once, as mixins over the attributes both provide. Imports nothing heavy.
+live here once, as mixins over the attributes both provide; so does `split_cron`, which the
+schedule readers (`controller.schedule`) share with validation. Imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,18 @@ from typing import TYPE_CHECKING, Any
 SUPPORTED_EXECUTORS = frozenset({"", "command", "shell", "http", "mail", "dag", "subworkflow"})
 
 HANDLER_EVENTS = ("init", "success", "failure", "abort", "exit", "wait")
+
+
+_CRON_TZ = re.compile(r"^(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
+
+
+def split_cron(expression: str) -> tuple[str | None, str]:
+    """Split ``CRON_TZ=Zone expr`` into (zone or None, expr)."""
+    expr = expression.strip()
+    m = _CRON_TZ.match(expr)
+    if m:
+        return m.group(1), m.group(2).strip()
+    return None, expr
 
 
 class StepBehaviour:

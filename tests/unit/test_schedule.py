@@ -82,15 +82,6 @@ def test_tick_cache_keeps_ticks_within_window_and_advances() -> None:
     ]
 
 
-def test_split_cron_is_model_specs() -> None:
-    """schedule.py keeps its own copy (it must not import pydantic); the two stay equal."""
-    from controller.schedule import split_cron
-    from model.spec import split_cron as spec_split_cron
-
-    for expr in ("* * * * *", " CRON_TZ=Europe/Berlin 30 2 * * * ", "TZ=UTC 0 0 * * *", "x"):
-        assert split_cron(expr) == spec_split_cron(expr)
-
-
 def test_fixed_offset_fast_path_agrees_with_the_general_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
