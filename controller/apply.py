@@ -30,8 +30,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from controller import faults
 from controller.catalog import Catalog, CatalogEntry
@@ -48,7 +49,7 @@ from controller.reconcile import (
     StartQueued,
     Stop,
 )
-from controller.store import Conflict, NotFound, RunRecord, Store
+from controller.store import NewRun, NotFound, RunRecord, Store
 from model.config import Settings
 from model.status import RunStatus
 
@@ -163,23 +164,35 @@ class Applier:
     # ------------------------------------------------------------------ actions
 
     def apply(self, actions: Iterable[Action]) -> None:
-        """Carry out every action; a failing action is logged and retried by a later pass."""
+        """Carry out every action; a failing action is logged and retried by a later pass.
+        Consecutive launches are created in one commit and their runners sent together."""
         self._warm_runners()
+        launches: list[Launch] = []
         try:
             for action in actions:
-                if not isinstance(action, Launch | StartQueued):
+                if isinstance(action, Launch):
+                    launches.append(action)
+                    continue
+                self._launch_all(launches)
+                launches = []
+                if not isinstance(action, StartQueued):
                     self._send_launches()  # slow actions (prune, reaping) must not delay them
-                try:
-                    self._one(action)
-                except Exception as exc:  # transient by default: the next pass repeats the plan
-                    log.error(
-                        "action failed: %s: %s",
-                        type(action).__name__,
-                        exc,
-                        extra={"dag": getattr(action, "dag_name", "")},
-                    )
+                self._guarded(action, partial(self._one, action))
+            self._launch_all(launches)
         finally:
             self._send_launches()
+
+    def _guarded(self, action: Action, do: Callable[[], None]) -> None:
+        """`do()` (carrying out `action`); a failure is logged, and a later pass retries."""
+        try:
+            do()
+        except Exception as exc:  # transient by default: the next pass repeats the plan
+            log.error(
+                "action failed: %s: %s",
+                type(action).__name__,
+                exc,
+                extra={"dag": getattr(action, "dag_name", "")},
+            )
 
     def _send_launches(self) -> None:
         """Hand the fork-server the launches buffered so far: a pass's rows are all created
@@ -188,9 +201,7 @@ class Applier:
             self.forkserver.flush()
 
     def _one(self, action: Action) -> None:
-        if isinstance(action, Launch):
-            self._launch(action)
-        elif isinstance(action, StartQueued):
+        if isinstance(action, StartQueued):
             self._start(self.store.get_run_by_id(action.row), action.reason)
         elif isinstance(action, Stop):
             self._stop(action)
@@ -285,65 +296,68 @@ class Applier:
             )
         return added
 
-    def _launch(self, action: Launch) -> None:
-        entry = self.catalog.find_dag(action.dag_name)
-        if entry is None or entry.dag is None:
-            return  # the file went away since the plan; the next pass decides again
-        dag = entry.dag
-        try:
-            run = self.store.record_run(
+    def _launch_all(self, launches: Sequence[Launch]) -> None:
+        """Create the runs of `launches` in one commit, then start those asked to start."""
+        found = [(a, self.catalog.find_dag(a.dag_name)) for a in launches]
+        # A DAG whose file went away since the plan gets nothing; the next pass decides again.
+        todo = [(a, e.path, e.dag) for a, e in found if e is not None and e.dag is not None]
+        if not todo:
+            return
+        new = [
+            NewRun(
                 dag_name=dag.name,
-                run_id=action.run_id,
+                run_id=a.run_id,
                 status=RunStatus.QUEUED,
-                file=str(entry.path),
+                file=str(path),
                 spec_yaml=dag.source,
                 queue=dag.queue,
-                trigger=action.trigger,
-                params=list(action.params),
-                scheduled_at=(
-                    action.scheduled_at.timestamp() if action.scheduled_at is not None else None
-                ),
-                queued_at=action.not_before.timestamp() if action.not_before else None,
-                now=self.clock(),
+                trigger=a.trigger,
+                params=a.params,
+                scheduled_at=a.scheduled_at.timestamp() if a.scheduled_at is not None else None,
+                queued_at=a.not_before.timestamp() if a.not_before else None,
             )
-        except Conflict:
-            return  # already launched (another pass or another controller): done
+            for a, path, dag in todo
+        ]
+        try:
+            runs = self.store.record_runs(new, now=self.clock())
+        except Exception as exc:  # transient by default: the next pass repeats the plan
+            log.error("action failed: Launch: %s", exc, extra={"dag": todo[0][2].name})
+            return
         faults.point("apply.launch.recorded")  # test-only crash point (controller/faults.py)
-        log.info("run created: %s", action.reason, extra={"dag": dag.name, "run_id": action.run_id})
-        if action.start:
-            self._start(run, action.reason)
+        for (action, _, dag), run in zip(todo, runs, strict=True):
+            if run is None:
+                continue  # already launched (another pass or another controller): done
+            if not action.start:
+                log.info(
+                    "run created: %s", action.reason, extra={"dag": dag.name, "run_id": run.run_id}
+                )
+                continue
+            self._guarded(action, partial(self._start, run, action.reason, created=True))
 
-    def _start(self, run: RunRecord, reason: str) -> None:
+    def _start(self, run: RunRecord, reason: str, *, created: bool = False) -> None:
+        """Start the runner of the queued `run` (or hand it to the workers); `created`: the
+        run was created by this pass, which the one log line says too."""
         if run.status != RunStatus.QUEUED or run.id in self.dispatched:
             return
+        kw: dict[str, Any] = {"extra": {"dag": run.dag_name, "run_id": run.run_id}}
+        made = "run created, " if created else ""
         selector = self._worker_selector(run)
         if selector is not None:
             if self.store.dispatch_run(run.id, selector=selector, now=self.clock()):
-                log.info(
-                    "handed to the workers (labels %s): %s",
-                    selector or "any",
-                    reason,
-                    extra={"dag": run.dag_name, "run_id": run.run_id},
-                )
+                labels = selector or "any"
+                log.info("%shanded to the workers (labels %s): %s", made, labels, reason, **kw)
             return
         if not self.spawn_runners:
+            if created:
+                log.info("run created: %s", reason, **kw)
             return
         handle = start_runner(self.settings, self.forkserver, run, flush=False)
         self.dispatched[run.id] = handle
         if isinstance(handle, Dispatch):
-            log.info(
-                "runner requested from the fork-server: %s",
-                reason,
-                extra={"dag": run.dag_name, "run_id": run.run_id},
-            )
+            log.info("%srunner requested from the fork-server: %s", made, reason, **kw)
             return
         self._children.append(handle)
-        log.info(
-            "runner started (pid %d): %s",
-            handle.pid,
-            reason,
-            extra={"dag": run.dag_name, "run_id": run.run_id},
-        )
+        log.info("%srunner started (pid %d): %s", made, handle.pid, reason, **kw)
 
     def _worker_selector(self, run: RunRecord) -> dict[str, str] | None:
         """The labels a worker needs to run `run`, or None when this controller runs it.

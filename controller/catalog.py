@@ -61,6 +61,7 @@ class Catalog:
     max_file_bytes: int = 1024 * 1024
     cache_dir: Path | None = None  # spec cache (`spec_cache_dir`); None: always the loader
     _entries: dict[str, CatalogEntry] = field(default_factory=dict)
+    _by_name: dict[str, CatalogEntry] = field(default_factory=dict)  # `find_dag`'s index
     _base_stamp: tuple[int, int] | None = None
     _base_loaded: bool = False  # _base_data/_base_errors are valid for _base_stamp
     _base_bytes: bytes | None = None
@@ -102,6 +103,11 @@ class Catalog:
         self._base_stamp = base_stamp
         if changed:
             self.generation += 1
+            # The first file that defines a name keeps it (as the scan order had it).
+            self._by_name = {}
+            for entry in self._entries.values():
+                if entry.dag is not None:
+                    self._by_name.setdefault(entry.dag.name, entry)
         return changed
 
     def _read_base(self) -> bytes | None:
@@ -192,10 +198,8 @@ class Catalog:
     def find_dag(self, name: str) -> CatalogEntry | None:
         """The entry whose DAG is named `name` (falls back to the file name)."""
         with self._lock:
-            for entry in self._entries.values():
-                if entry.dag is not None and entry.dag.name == name:
-                    return entry
-            return self._entries.get(name)
+            entry = self._by_name.get(name)
+            return entry if entry is not None else self._entries.get(name)
 
 
 def _stamp(path: Path | None) -> tuple[int, int] | None:

@@ -113,6 +113,26 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class NewRun:
+    """A run to insert (`Store.record_runs`; `record_run` takes the same as keywords)."""
+
+    dag_name: str
+    run_id: str
+    status: RunStatus
+    file: str = ""
+    spec_yaml: str = ""  # snapshot of the DAG file text
+    queue: str = ""  # '' = the DAG's name
+    trigger: str = "manual"
+    params: tuple[str, ...] = ()
+    scheduled_at: float | None = None
+    queued_at: float | None = None  # in the future: held back until then (restartWaitSec)
+    parent_dag: str = ""
+    parent_run_id: str = ""
+    root_dag: str = ""  # '' = this run
+    root_run_id: str = ""
+
+
+@dataclass(frozen=True)
 class WorkerRecord:
     """A worker (`dagloop worker`) as it last reported itself."""
 
@@ -227,7 +247,6 @@ class Store:
         self._timeout = timeout_seconds
         self.path: Path | None = path
         self.where = str(path)
-        self._integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
         try:
             if readonly:
                 uri = f"file:{path}?mode=ro"
@@ -262,7 +281,6 @@ class Store:
         self.dialect = "postgresql"
         self.path = None
         self.where = redact_url(url)
-        self._integrity_errors = (psycopg.IntegrityError,)
         try:
             self._db = PgConnection(
                 url,
@@ -488,6 +506,22 @@ class Store:
         `LimitReached` if the DAG already has that many running top-level runs — checked
         inside the same write transaction, so concurrent starts cannot both pass.
         """
+        new = NewRun(
+            dag_name=dag_name,
+            run_id=run_id,
+            status=status,
+            file=file,
+            spec_yaml=spec_yaml,
+            queue=queue,
+            trigger=trigger,
+            params=tuple(params),
+            scheduled_at=scheduled_at,
+            queued_at=queued_at,
+            parent_dag=parent_dag,
+            parent_run_id=parent_run_id,
+            root_dag=root_dag,
+            root_run_id=root_run_id,
+        )
         now = time.time() if now is None else now
         with self.transaction() as db:
             if max_active is not None and max_active >= 0:
@@ -502,36 +536,54 @@ class Store:
                     raise LimitReached(
                         f"{dag_name} has {active} active run(s) (maxActiveRuns {limit})"
                     )
-            try:
-                row = db.execute(
-                    """INSERT INTO runs (dag_name, run_id, file, spec_yaml, queue, status, trigger,
-                   params, scheduled_at, queued_at, parent_dag, parent_run_id, root_dag,
-                   root_run_id, created_at, updated_at)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id""",
-                    (
-                        dag_name,
-                        run_id,
-                        file,
-                        spec_yaml,
-                        queue or dag_name,
-                        int(status),
-                        trigger,
-                        json.dumps(list(params)),
-                        scheduled_at,
-                        queued_at or (now if status == RunStatus.QUEUED else None),
-                        parent_dag,
-                        parent_run_id,
-                        root_dag or dag_name,
-                        root_run_id or run_id,
-                        now,
-                        now,
-                    ),
-                ).fetchone()
-            except self._integrity_errors as exc:
-                raise Conflict(f"run {run_id!r} of {dag_name!r}: {exc}") from None
+            run = self._insert_run(db, new, now)
+            if run is None:
+                raise Conflict(f"run {run_id!r} of {dag_name!r}: the run id or instant is taken")
             if status == RunStatus.QUEUED:
                 self._wake(db)
-        return self.get_run_by_id(int(row[0]))
+        return run
+
+    def record_runs(
+        self, new: Sequence[NewRun], *, now: float | None = None
+    ) -> list[RunRecord | None]:
+        """Insert `new` in one commit (the runs of one control-loop pass: fifty one-row
+        commits at a minute boundary kept its runners waiting); per run its record, or None
+        where its run id or scheduled instant was taken already (as `record_run`'s
+        `Conflict`), without failing the others."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            out = [self._insert_run(db, n, now) for n in new]
+            if any(r is not None and r.status == RunStatus.QUEUED for r in out):
+                self._wake(db)
+        return out
+
+    def _insert_run(self, db: Any, new: NewRun, now: float) -> RunRecord | None:
+        """INSERT one run in the caller's transaction; None if a unique key is taken."""
+        row = db.execute(
+            """INSERT INTO runs (dag_name, run_id, file, spec_yaml, queue, status, trigger,
+               params, scheduled_at, queued_at, parent_dag, parent_run_id, root_dag,
+               root_run_id, created_at, updated_at)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING *""",
+            (
+                new.dag_name,
+                new.run_id,
+                new.file,
+                new.spec_yaml,
+                new.queue or new.dag_name,
+                int(new.status),
+                new.trigger,
+                json.dumps(list(new.params)),
+                new.scheduled_at,
+                new.queued_at or (now if new.status == RunStatus.QUEUED else None),
+                new.parent_dag,
+                new.parent_run_id,
+                new.root_dag or new.dag_name,
+                new.root_run_id or new.run_id,
+                now,
+                now,
+            ),
+        ).fetchone()
+        return None if row is None else _run(row)
 
     def update_run(self, run: int, **fields: Any) -> None:
         """Set columns of a run in one commit (`status` may be a RunStatus)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import Conflict, LimitReached, NotFound, Store
+from controller.store import Conflict, LimitReached, NewRun, NotFound, Store
 from model.status import RunStatus, StepStatus
 
 
@@ -40,6 +40,23 @@ def test_a_repeated_create_conflicts_instead_of_duplicating(store: Store) -> Non
         store.record_run(dag_name="d", run_id="b", status=RunStatus.QUEUED, scheduled_at=60.0)
     assert [r.run_id for r in store.list_runs(dag_name="d")] == ["a"]
     assert store.list_scheduled_runs(since=0.0) == [("d", 60.0)]
+
+
+def test_record_runs_inserts_a_batch_and_skips_only_the_taken_ones(store: Store) -> None:
+    store.record_run(dag_name="d", run_id="old", status=RunStatus.QUEUED, scheduled_at=60.0)
+    batch = [
+        NewRun(dag_name="d", run_id="x", status=RunStatus.QUEUED, scheduled_at=120.0),
+        NewRun(dag_name="d", run_id="y", status=RunStatus.QUEUED, scheduled_at=60.0),  # tick
+        NewRun(dag_name="e", run_id="old", status=RunStatus.QUEUED, params=("A=1",)),
+        NewRun(dag_name="d", run_id="old", status=RunStatus.QUEUED),  # run id
+    ]
+    got = store.record_runs(batch, now=200.0)
+    assert [None if r is None else r.run_id for r in got] == ["x", None, "old", None]
+    x, e = got[0], got[2]
+    assert x is not None and e is not None
+    assert store.get_run_by_id(x.id) == x and store.get_run("e", "old") == e
+    assert e.params == ["A=1"] and e.queue == "e" and e.queued_at == 200.0
+    assert sorted(r.run_id for r in store.list_runs(dag_name="d")) == ["old", "x"]
 
 
 def test_max_active_is_checked_with_the_insert(store: Store) -> None:
