@@ -60,6 +60,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, NoReturn
 
+from controller.process import prctl
+
 if TYPE_CHECKING:
     from controller.commands.start import Prepared
 
@@ -223,26 +225,10 @@ def _run_start(argv: list[str], prepared: Prepared | None = None) -> int:
         return 130
 
 
-_libc: object = None  # ctypes.CDLL(None), opened once by the server (children inherit it)
-
-
-def _prctl(option: int, arg: int | bytes) -> None:
-    """prctl(2) through ctypes, best effort (not Linux, or no prctl: nothing happens)."""
-    global _libc
-    try:
-        if _libc is None:
-            import ctypes
-
-            _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl(option, arg, 0, 0, 0)  # type: ignore[attr-defined]
-    except (OSError, AttributeError):
-        pass
-
-
 def _set_pdeathsig(sig: int) -> None:
     """Ask the kernel to send `sig` to this process when its parent dies (EOF on stdin is
     the other guard)."""
-    _prctl(_PR_SET_PDEATHSIG, sig)
+    prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def _write(fd: int, line: str) -> None:
@@ -264,7 +250,7 @@ def _detach(req: Mapping[str, object], *, err_path: str | None, keep: int = -1) 
     environment and directory for those of a runner started by `req`; stderr goes to
     `err_path` (None: /dev/null until `_redirect_stderr`)."""
     os.setsid()
-    _prctl(_PR_SET_NAME, RUNNER_COMM)
+    prctl(_PR_SET_NAME, RUNNER_COMM)
     signal.set_wakeup_fd(-1)
     for sig in (
         signal.SIGCHLD,

@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "become_subreaper",
     "find_escapees",
     "group_alive",
     "kill_group",
     "kill_run_processes",
     "make_fds_cloexec",
     "pid_alive",
+    "prctl",
     "proc_start_ticks",
+    "reap_adopted",
     "signal_by_name",
     "spawn",
 ]
@@ -70,6 +73,46 @@ def make_fds_cloexec() -> None:
                 os.set_inheritable(fd, False)
             except OSError:
                 pass
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+_libc: Any = None  # ctypes.CDLL(None), opened once (the fork-server's children inherit it)
+
+
+def prctl(option: int, arg: int | bytes) -> bool:
+    """prctl(2) through ctypes, best effort: False when it failed or is not available."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL(None, use_errno=True)
+        return bool(_libc.prctl(option, arg, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER), so
+    that a step's process that left its group and lost its parent becomes our child instead
+    of init's; whether the kernel agreed (not inherited by the children)."""
+    return prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def reap_adopted() -> bool:
+    """For a subreaper whose own children were all waited for: reap the exited descendants
+    it adopted; whether any child is still alive (then a step's descendant outlived it).
+
+    Only when no child of ours is still to be waited for elsewhere: `waitpid(-1)` would
+    take another waiter's exit status.
+    """
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
 
 
 def signal_by_name(name: str | None, default: int = signal.SIGTERM) -> int:

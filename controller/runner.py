@@ -338,6 +338,7 @@ class Runner:
         self.last_error = ""
         self.deadline_hit = False
         self.handler_status: RunStatus | None = None
+        self.subreaper = False  # orphaned descendants become our children (`execute`)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -478,7 +479,8 @@ class Runner:
 
     def _record_nodes(self) -> None:
         rows = []
-        for node in [*self.nodes, *self.handlers.values()]:
+        nodes = [*self.nodes, *self.handlers.values()]
+        for node in nodes:
             rows.append(
                 {
                     "position": node.position,
@@ -499,10 +501,8 @@ class Runner:
                     "pgid": None,
                 }
             )
-        self.store.record_steps(self.run.id, rows)
-        ids = {(s.kind, s.name): s.id for s in self.store.list_steps(self.run.id)}
-        for node in [*self.nodes, *self.handlers.values()]:
-            node.row = ids[(node.kind, node.name)]
+        for node, row in zip(nodes, self.store.record_steps(self.run.id, rows), strict=True):
+            node.row = row
 
     def _save(self, node: Node, **extra: Any) -> None:
         self.store.update_step(
@@ -540,6 +540,7 @@ class Runner:
     def execute(self) -> RunStatus:
         """Run the DAG to its end; record and return the final status."""
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.subreaper = proc.become_subreaper()
         try:
             return self._execute()
         finally:
@@ -1673,11 +1674,15 @@ class Runner:
             self._close_logs(n)
         # Always, not only after a stop: no process outlives its run (DESIGN §3.3), and a
         # setsid escapee of a succeeded step would otherwise run on unsupervised (issue 8 #6).
-        for pid in proc.find_escapees(self.dag.name, self.run.run_id):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        # As a subreaper we adopted every orphaned descendant: with no child left there is
+        # none, and the scan of every process's environment is skipped (fifty runners ending
+        # at one minute boundary each paid for it while the others were starting).
+        if not self.subreaper or proc.reap_adopted():
+            for pid in proc.find_escapees(self.dag.name, self.run.run_id):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         try:
             self.sel.close()
             os.close(self._wake_r)

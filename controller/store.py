@@ -608,10 +608,11 @@ class Store:
             if status is not None and RunStatus(status).is_final():
                 self._wake(db)
 
-    def claim_queued_run(self, run: int, **fields: Any) -> bool:
-        """QUEUED → RUNNING (plus `fields`) in one commit, only if the run is still queued.
+    def claim_queued_run(self, run: int, **fields: Any) -> RunRecord | None:
+        """QUEUED → RUNNING (plus `fields`) in one commit, only if the run is still queued;
+        the claimed run as recorded.
 
-        False when someone else claimed it first or it left the queue (runner contract).
+        None when someone else claimed it first or it left the queue (runner contract).
         """
         fields.setdefault("updated_at", time.time())
         cols = ["status=?"]
@@ -623,8 +624,10 @@ class Store:
             values.append(json.dumps(list(value)) if key == "params" else value)
         values += [run, int(RunStatus.QUEUED)]
         with self.transaction() as db:
-            cur = db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=? AND status=?", values)
-        return bool(cur.rowcount == 1)
+            row = db.execute(
+                f"UPDATE runs SET {', '.join(cols)} WHERE id=? AND status=? RETURNING *", values
+            ).fetchone()
+        return None if row is None else _run(row)
 
     def get_run_by_id(self, run: int) -> RunRecord:
         """The run with row id `run`."""
@@ -757,11 +760,12 @@ class Store:
 
     # ------------------------------------------------------------------ steps
 
-    def record_steps(self, run: int, steps: Sequence[dict[str, Any]]) -> None:
-        """Insert (or replace) the step rows of a run in one commit.
+    def record_steps(self, run: int, steps: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert (or replace) the step rows of a run in one commit; their row ids.
 
         Each dict has `position`, `kind`, `name` and optionally any other step column.
         """
+        ids: list[int] = []
         with self.transaction() as db:
             for s in steps:
                 # Replace, as SQLite's INSERT OR REPLACE would: columns not given get defaults.
@@ -771,10 +775,13 @@ class Store:
                 )
                 cols = ["run", *s.keys()]
                 values = [run, *(_step_value(k, v) for k, v in s.items())]
-                db.execute(
-                    f"INSERT INTO steps ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                (step_id,) = db.execute(
+                    f"INSERT INTO steps ({', '.join(cols)}) "
+                    f"VALUES ({', '.join('?' * len(cols))}) RETURNING id",
                     values,
-                )
+                ).fetchone()
+                ids.append(int(step_id))
+        return ids
 
     def update_step(self, step: int, **fields: Any) -> None:
         """Set columns of a step in one commit."""

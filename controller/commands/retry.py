@@ -71,7 +71,7 @@ def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
         previous = {s.name: s for s in store.list_steps(row.id) if s.kind == "step"}
         was_queued = row.status == RunStatus.QUEUED
         if was_queued:
-            if not store.claim_queued_run(row.id, attempt_id=new_run_id(time.time())[-6:]):
+            if store.claim_queued_run(row.id, attempt_id=new_run_id(time.time())[-6:]) is None:
                 print(f"dagloop retry: run {row.run_id} is no longer queued", file=sys.stderr)
                 return 1
             previous = {}

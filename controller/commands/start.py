@@ -149,14 +149,15 @@ def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
         if queued is not None:
             attempt_id = new_run_id(time.time())[-6:]
             started = launch.started_fields(settings, dag, queued)
-            if not store.claim_queued_run(queued.id, attempt_id=attempt_id, **started):
+            claimed = store.claim_queued_run(queued.id, attempt_id=attempt_id, **started)
+            if claimed is None:
                 print(
                     f"dagloop start: run {args.run_id!r} is no longer queued "
                     "(claimed by another runner or dequeued)",
                     file=sys.stderr,
                 )
                 return 1
-            run_row = store.get_run_by_id(queued.id)
+            run_row = claimed
             params = launch.params_for_runner(run_row, dag, settings, queued=True)
         else:
             overrides = _overrides([*args.params, *args.extra])

@@ -93,13 +93,13 @@ def test_concurrent_starts_never_exceed_max_active(store_location: str | Path) -
 
 def test_claim_only_a_queued_run(store: Store) -> None:
     run = store.record_run(dag_name="d", run_id="a", status=RunStatus.QUEUED)
-    assert store.claim_queued_run(run.id, pid=42, started_at=5.0)
-    assert not store.claim_queued_run(run.id, pid=43)
-    claimed = store.get_run_by_id(run.id)
+    claimed = store.claim_queued_run(run.id, pid=42, started_at=5.0)
+    assert claimed is not None and claimed == store.get_run_by_id(run.id)
     assert claimed.status == RunStatus.RUNNING and claimed.pid == 42
+    assert store.claim_queued_run(run.id, pid=43) is None
     other = store.record_run(dag_name="d", run_id="b", status=RunStatus.QUEUED)
     assert store.finish_queued_run(other.id, status=RunStatus.ABORTED, error="dequeued", now=9.0)
-    assert not store.claim_queued_run(other.id)
+    assert store.claim_queued_run(other.id) is None
     assert not store.finish_queued_run(run.id, status=RunStatus.ABORTED, error="x", now=9.0)
 
 
@@ -133,7 +133,7 @@ def test_list_runs_filters(store: Store) -> None:
 
 def test_steps_are_replaced_and_updated(store: Store) -> None:
     run = store.record_run(dag_name="d", run_id="a", status=RunStatus.RUNNING)
-    store.record_steps(
+    first = store.record_steps(
         run.id,
         [
             {"position": 0, "name": "one", "spec": {"command": "true"}, "stdout": "/x"},
@@ -141,8 +141,11 @@ def test_steps_are_replaced_and_updated(store: Store) -> None:
             {"position": 2, "kind": "onExit", "name": "onExit"},
         ],
     )
-    store.record_steps(run.id, [{"position": 0, "name": "one", "spec": {"command": "false"}}])
+    (again,) = store.record_steps(
+        run.id, [{"position": 0, "name": "one", "spec": {"command": "false"}}]
+    )
     steps = store.list_steps(run.id)
+    assert [s.id for s in steps] == [again, *first[1:]]
     assert [(s.kind, s.name) for s in steps] == [
         ("step", "one"),
         ("step", "two"),
