@@ -58,6 +58,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, NoReturn
 
 from controller.process import prctl
@@ -308,6 +309,11 @@ def _start_run(
     code = 1
     try:
         if redirect:
+            if prepared is not None and prepared.logs_ahead is not None:
+                from controller import launch
+
+                launch.adopt_logs_ahead(prepared.logs_ahead, Path(str(req["err"])).parent)
+                prepared.logs_ahead = None
             _redirect_stderr(str(req["err"]))
         argv = req["argv"]
         assert isinstance(argv, list)
@@ -357,6 +363,10 @@ def _run_prepared(req: Mapping[str, object], file: str, text: str, go: int) -> N
         pass
     launch = _read_request(go)
     if launch is None:
+        if prepared is not None and prepared.logs_ahead is not None:
+            import shutil
+
+            shutil.rmtree(prepared.logs_ahead, ignore_errors=True)
         os._exit(0)
     _start_run(launch, prepared, redirect=True)
 

@@ -251,6 +251,70 @@ def _log_dir(settings: Any, dag: Any, run: RunRecord) -> Path:
     return log_dir / f"attempt-{run.attempt}" if run.attempt > 1 else log_dir
 
 
+# `<log_dir>/.prepared/<pid>`: the log directory a prepared runner made before its run existed.
+LOGS_AHEAD_DIR = ".prepared"
+
+
+def make_logs_ahead(settings: Any, dag: Any) -> Path | None:
+    """Make, ahead of its run, a prepared runner's log directory with the files its run
+    creates first (`runner.err`, `run.log`, each step's `.out` and `.err`), as
+    `<log_dir>/.prepared/<pid>`; `adopt_logs_ahead` renames it to the run's directory at the
+    launch. A directory and five new files cost a runner ~1.5 ms of kernel time, and fifty
+    runners start at one minute boundary. None if it cannot be made (the run makes its own)."""
+    import shutil
+
+    from controller.runner import safe_name
+
+    ahead = Path(settings.log_dir) / LOGS_AHEAD_DIR / str(os.getpid())
+    names = ["runner.err", "run.log"]
+    for step in dag.spec.steps:
+        names += [f"{safe_name(step.name)}.out", f"{safe_name(step.name)}.err"]
+    try:
+        if ahead.exists():  # left by a killed process that had our pid
+            shutil.rmtree(ahead)
+        ahead.mkdir(parents=True)
+        for name in names:
+            os.close(os.open(ahead / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError:
+        shutil.rmtree(ahead, ignore_errors=True)
+        return None
+    return ahead
+
+
+def adopt_logs_ahead(ahead: Path, log_dir: Path) -> None:
+    """Rename the directory `make_logs_ahead` made to the run's `log_dir`; if that fails (the
+    run's directory exists already, another file system), remove it: the run then creates
+    its files itself."""
+    try:
+        log_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(ahead, log_dir)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(ahead, ignore_errors=True)
+
+
+def sweep_logs_ahead(settings: Any, *, older_than_seconds: float, now: float) -> int:
+    """Remove prepared log directories older than `older_than_seconds` (a prepared runner
+    lives seconds; one killed before its launch or expiry leaves its directory); how many."""
+    import shutil
+
+    removed = 0
+    try:
+        entries = list(os.scandir(Path(settings.log_dir) / LOGS_AHEAD_DIR))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < older_than_seconds:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def describe_log_error(exc: OSError, path: Path) -> str:
     """`cannot write the run log PATH: No space left on device (ENOSPC, errno 28)`."""
     from controller.diskfull import describe_os_error

@@ -52,6 +52,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+from controller import launch
 from controller.apply import Applier, runner_env
 from controller.catalog import Catalog, spec_cache_dir
 from controller.desired import DesiredBuilder
@@ -85,6 +86,7 @@ SHUTDOWN_STOP_SECONDS = 8.0  # after SIGTERM to runners: their cleanup (5 s defa
 LAST_PASS_KEY = "controller.last_pass_at"
 SKIPPED_TICKS_KEEP = timedelta(days=30)  # rows of skipped ticks kept (their totals stay)
 HOUSEKEEPING_SECONDS = 3600.0
+LOGS_AHEAD_KEEP_SECONDS = 600.0  # a prepared runner lives seconds: older log dirs are leftovers
 # Runners of the DAGs due at the next start instant are forked and set up this long before it
 # (controller.forkserver's prepared runners), and close unused this long after it.
 PREPARE_LEAD_SECONDS = 2.0
@@ -248,6 +250,9 @@ class Controller:
         if self._housekeeping_at is None or mono - self._housekeeping_at >= HOUSEKEEPING_SECONDS:
             self._housekeeping_at = mono
             self.store.prune_skipped_ticks(before=t - SKIPPED_TICKS_KEEP.total_seconds())
+            launch.sweep_logs_ahead(
+                self.settings, older_than_seconds=LOGS_AHEAD_KEEP_SECONDS, now=time.time()
+            )
 
     # ------------------------------------------------------------------ lock
 

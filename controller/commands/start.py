@@ -49,6 +49,7 @@ class Prepared:
     store: Store
     text: str  # the snapshot `dag` was loaded from ('' = the file)
     dag: Any
+    logs_ahead: Path | None = None  # the run's log directory, made ahead (`launch`)
 
     def fits(self, args: argparse.Namespace) -> bool:
         """Whether `run(args)` starts what this was prepared for."""
@@ -74,7 +75,8 @@ def prepare(file: str, text: str, *, config: str | None) -> Prepared:
     except BaseException:
         store.close()
         raise
-    return Prepared(file, config, settings, path, store, text, dag)
+    logs_ahead = launch.make_logs_ahead(settings, dag)
+    return Prepared(file, config, settings, path, store, text, dag, logs_ahead)
 
 
 def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:

@@ -10,14 +10,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from controller.apply import runner_env
 from controller.forkserver import Dispatch, ForkServer, start_argv
+from controller.launch import sweep_logs_ahead
 from controller.loop import Controller
 from controller.store import RunRecord, Store
 from model.config import Settings, load_settings
@@ -356,6 +359,10 @@ def test_launch_is_handed_to_the_prepared_runner(
     out = home / "out"
     path = write_dag(home, "ready", f"steps:\n  - command: sh -c 'echo ran >> {out}'\n")
     prepared = prepare(fs, settings, path, expire_seconds=60)
+    # its run's log directory and files are made ahead, then moved in place at the launch
+    ahead = settings.log_dir / ".prepared" / str(prepared)
+    wait_until(lambda: len(list(ahead.glob("*"))) == 4, 10)
+    assert {"runner.err", "run.log"} <= {p.name for p in ahead.iterdir()}
     with Store(settings.db_path) as store:
         run = queue_run(store, path, "r1")
         handle = launch(fs, settings, run)
@@ -363,7 +370,12 @@ def test_launch_is_handed_to_the_prepared_runner(
         assert handle.wait(15) == 0
         final = store.get_run_by_id(run.id)
         assert (final.status, final.pid) == (RunStatus.SUCCEEDED, prepared)
-        assert (settings.log_dir / "ready" / "r1" / "runner.err").is_file()
+        run_dir = settings.log_dir / "ready" / "r1"
+        assert (run_dir / "runner.err").is_file()
+        assert "run finished" in (run_dir / "run.log").read_text()
+        (step,) = store.list_steps(run.id)
+        assert Path(step.stdout).parent == run_dir and Path(step.stdout).is_file()
+    assert not ahead.exists() and list(ahead.parent.iterdir()) == []
     assert out.read_text() == "ran\n"
     # still a detached runner: leader of its own session
     assert runners_of(fs.proc.pid if fs.proc is not None else -1) == []
@@ -417,12 +429,29 @@ def test_unused_prepared_runner_exits_without_a_trace(
     with Store(settings.db_path) as store:
         assert store.list_runs(dag_name="idle") == []
     assert not (settings.log_dir / "idle").exists()
+    assert list((settings.log_dir / ".prepared").iterdir()) == []  # its log dir made ahead
     # the server is still serving: a launch after the expiry forks as usual
     with Store(settings.db_path) as store:
         run = queue_run(store, path, "late")
         handle = launch(fs, settings, run)
         assert handle.wait(15) == 0
         assert handle.pid != prepared
+
+
+def test_logs_made_ahead_by_killed_runners_are_swept_when_old(tmp_path: Path) -> None:
+    ahead = tmp_path / ".prepared"
+    old, fresh = ahead / "101", ahead / "102"
+    for d in (old, fresh):
+        d.mkdir(parents=True)
+        (d / "run.log").touch()
+    os.utime(old, (time.time() - 700, time.time() - 700))
+    settings = SimpleNamespace(log_dir=tmp_path)
+    assert sweep_logs_ahead(settings, older_than_seconds=600, now=time.time()) == 1
+    assert [p.name for p in ahead.iterdir()] == ["102"]
+    assert (
+        sweep_logs_ahead(SimpleNamespace(log_dir=tmp_path / "none"), older_than_seconds=0, now=0)
+        == 0
+    )
 
 
 def test_prepared_runners_exit_when_the_forkserver_closes(
@@ -433,6 +462,7 @@ def test_prepared_runners_exit_when_the_forkserver_closes(
     prepared = prepare(fs, settings, path, expire_seconds=600)
     fs.close()  # the controller stops
     wait_until(lambda: gone(prepared), 10)
+    assert list((settings.log_dir / ".prepared").iterdir()) == []
 
 
 def test_prepared_runners_exit_when_the_forkserver_is_killed(
