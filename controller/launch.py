@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -156,10 +157,12 @@ def execute_run(
     previous: dict[str, Any] | None = None,
     retry_step: str | None = None,
     start_recorded: bool = False,
+    step_ids: Sequence[int] | None = None,
 ) -> int:
     """Run `dag` as the already-RUNNING row `run`; print the outcome; return the exit code.
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
-    claim of a queued row carries them, saving a transaction at the minute boundary)."""
+    claim of a queued row carries them, saving a transaction at the minute boundary), and
+    `step_ids` are the rows of `runner.initial_step_rows` written with it."""
     from controller.runner import Heartbeat, Runner, RunnerOptions
 
     log_dir = _log_dir(settings, dag, run)
@@ -197,6 +200,7 @@ def execute_run(
                 previous=previous,
                 retry_step=retry_step,
                 progress=progress,
+                step_ids=step_ids,
             )
         )
         status = runner.execute()

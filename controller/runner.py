@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -64,6 +64,7 @@ HANDLER_KINDS = {
     "wait": "onWait",
 }
 _RESEND_SECONDS = 2.0
+STEP_WRITE_DELAY_SECONDS = 0.1  # a step change is written at most this late (`Runner._flush`)
 _PIPE_LINGER_SECONDS = 0.2  # see Runner._drain_after_exit
 # One read per wake-up moves up to this much from a step's pipe into its log; a pipe found
 # full (a chatty step) is grown to it, so a 50 MB step costs ~50 wake-ups, not 800.
@@ -304,6 +305,61 @@ def derive_run_status(nodes: Sequence[Node], *, canceled: bool, last_error: bool
     return RunStatus.SUCCEEDED
 
 
+def make_nodes(spec: Any) -> tuple[list[Node], dict[str, Node]]:
+    """The steps (in order, with their dependencies) and handlers (by event) of a fresh run."""
+    nodes: list[Node] = []
+    by_name: dict[str, Node] = {}
+    for i, step in enumerate(spec.steps):
+        node = Node(step=step, kind="step", position=i)
+        nodes.append(node)
+        by_name[step.name] = node
+        if step.id:
+            by_name[step.id] = node
+    for node in nodes:
+        node.deps = [by_name[d] for d in node.step.depends or [] if d in by_name]
+    handlers: dict[str, Node] = {}
+    pos = len(nodes)
+    for event, step in spec.handler_on.items():
+        kind = HANDLER_KINDS[event]
+        if not step.name:
+            step = step.model_copy(update={"name": kind})
+        handlers[event] = Node(step=step, kind=kind, position=pos)
+        pos += 1
+    return nodes, handlers
+
+
+def step_rows(nodes: Iterable[Node]) -> list[dict[str, Any]]:
+    """The step rows (`Store.record_steps`) of `nodes` as they are now."""
+    return [
+        {
+            "position": node.position,
+            "kind": node.kind,
+            "name": node.name,
+            "spec": _step_json(node.step),
+            "status": node.status,
+            "exit_code": node.exit_code,
+            "retry_count": node.retry_count,
+            "done_count": node.done_count,
+            "started_at": node.started_at,
+            "finished_at": node.finished_at,
+            "stdout": node.stdout_path,
+            "stderr": node.stderr_path,
+            "error": node.error,
+            "outputs": node.outputs,
+            "children": node.children,
+            "pgid": None,
+        }
+        for node in nodes
+    ]
+
+
+def initial_step_rows(dag: Any) -> list[dict[str, Any]]:
+    """The step rows a fresh run of `dag` starts with, in the order `Runner` assigns them
+    (a queued run's claim writes them: `RunnerOptions.step_ids`)."""
+    nodes, handlers = make_nodes(dag.spec)
+    return step_rows([*nodes, *handlers.values()])
+
+
 # --------------------------------------------------------------------------- options
 
 
@@ -321,6 +377,7 @@ class RunnerOptions:
     retry_step: str | None = None
     progress: Callable[[Node], None] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    step_ids: Sequence[int] | None = None  # rows of `initial_step_rows`, written with the claim
 
 
 class Runner:
@@ -353,6 +410,8 @@ class Runner:
         self.handlers: dict[str, Node] = {}
         self._active = 0
         self._dag_deadline: float | None = None
+        self._unsaved: dict[int, dict[str, Any]] = {}  # step row -> changes not yet written
+        self._flush_at: float | None = None  # monotonic deadline of the oldest of them
 
     # ------------------------------------------------------------------ setup
 
@@ -418,25 +477,9 @@ class Runner:
         return ex.expand(text, {**self.dag_vars, **self.outputs}, fallback=self.o.environ)
 
     def _make_nodes(self) -> None:
-        prev = self.o.previous or {}
-        by_name: dict[str, Node] = {}
-        for i, step in enumerate(self.spec.steps):
-            node = Node(step=step, kind="step", position=i)
-            self.nodes.append(node)
-            by_name[step.name] = node
-            if step.id:
-                by_name[step.id] = node
-        for node in self.nodes:
-            node.deps = [by_name[d] for d in node.step.depends or [] if d in by_name]
-        pos = len(self.nodes)
-        for event, step in self.spec.handler_on.items():
-            kind = HANDLER_KINDS[event]
-            if not step.name:
-                step = step.model_copy(update={"name": kind})
-            self.handlers[event] = Node(step=step, kind=kind, position=pos)
-            pos += 1
-        if prev:
-            self._apply_retry_plan(prev)
+        self.nodes, self.handlers = make_nodes(self.spec)
+        if self.o.previous:
+            self._apply_retry_plan(self.o.previous)
 
     def _apply_retry_plan(self, prev: Mapping[str, Any]) -> None:
         """Keep succeeded steps of the previous attempt; re-run the rest and their downstream."""
@@ -478,34 +521,17 @@ class Runner:
             self._publish(node)
 
     def _record_nodes(self) -> None:
-        rows = []
         nodes = [*self.nodes, *self.handlers.values()]
-        for node in nodes:
-            rows.append(
-                {
-                    "position": node.position,
-                    "kind": node.kind,
-                    "name": node.name,
-                    "spec": _step_json(node.step),
-                    "status": node.status,
-                    "exit_code": node.exit_code,
-                    "retry_count": node.retry_count,
-                    "done_count": node.done_count,
-                    "started_at": node.started_at,
-                    "finished_at": node.finished_at,
-                    "stdout": node.stdout_path,
-                    "stderr": node.stderr_path,
-                    "error": node.error,
-                    "outputs": node.outputs,
-                    "children": node.children,
-                    "pgid": None,
-                }
-            )
-        for node, row in zip(nodes, self.store.record_steps(self.run.id, rows), strict=True):
+        ids = self.o.step_ids
+        if ids is None or self.o.previous:
+            ids = self.store.record_steps(self.run.id, step_rows(nodes))
+        for node, row in zip(nodes, ids, strict=True):
             node.row = row
 
     def _save(self, node: Node, **extra: Any) -> None:
-        self.store.update_step(
+        """Record the node's state: buffered, written with the next step changes within
+        `STEP_WRITE_DELAY_SECONDS` (`_flush`), or with the run's final status."""
+        self._buffer(
             node.row,
             status=node.status,
             exit_code=node.exit_code,
@@ -523,6 +549,29 @@ class Runner:
         )
         if self.o.progress is not None:
             self.o.progress(node)
+
+    def _buffer(self, row: int, **fields: Any) -> None:
+        self._unsaved.setdefault(row, {}).update(fields)
+        if self._flush_at is None:
+            self._flush_at = time.monotonic() + STEP_WRITE_DELAY_SECONDS
+
+    def _flush_quietly(self) -> None:
+        try:
+            self._flush()
+        except Exception:  # already failing: the original error is the one to report
+            pass
+
+    def _flush(self, **run_fields: Any) -> None:
+        """Write the buffered step changes, and `run_fields` of the run, in one commit.
+
+        Each write takes the database's one write lock: fifty runners starting at a minute
+        boundary each wrote a step's start, its end and the run's end apart, and mostly
+        waited for the lock. A step of a few milliseconds now costs one write with the
+        run's end; a longer one shows as running within the delay."""
+        steps, self._unsaved, self._flush_at = self._unsaved, {}, None
+        self.store.update_steps(
+            steps, run=self.run.id if run_fields else None, run_fields=run_fields
+        )
 
     # ------------------------------------------------------------------ signals
 
@@ -543,6 +592,9 @@ class Runner:
         self.subreaper = proc.become_subreaper()
         try:
             return self._execute()
+        except BaseException:
+            self._flush_quietly()  # what the steps did is kept even when the run breaks
+            raise
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -618,8 +670,7 @@ class Runner:
         return status
 
     def _finish(self, status: RunStatus, error: str) -> RunStatus:
-        self.store.update_run(
-            self.run.id,
+        self._flush(
             status=status,
             finished_at=time.time(),
             error=error if status not in (RunStatus.SUCCEEDED,) else "",
@@ -978,7 +1029,7 @@ class Runner:
                 self.sel.register(pipe, selectors.EVENT_READ, (kind, (node, p)))
         if len(node.procs) == 1 and node.kind == "step" and node.done_count + node.retry_count:
             # a retry or repeat: the group changed (the first one is saved by _start_node)
-            self.store.update_step(node.row, pgid=popen.pid)
+            self._buffer(node.row, pgid=popen.pid)
 
     def _start_thread(self, node: Node, fn: Callable[[ExecRequest], int]) -> None:
         assert node.out_file is not None and node.err_file is not None
@@ -1170,6 +1221,9 @@ class Runner:
         if self._dag_deadline is not None and not self.deadline_hit:
             d = self._dag_deadline - now
             timeout = d if timeout is None else min(timeout, d)
+        if self._flush_at is not None:
+            d = self._flush_at - now
+            timeout = d if timeout is None else min(timeout, d)
         if timeout is not None:
             timeout = max(0.0, timeout)
         events = self.sel.select(timeout)
@@ -1198,6 +1252,8 @@ class Runner:
                 if p in node.procs:
                     self._reap(node, p)
         now = time.monotonic()
+        if self._flush_at is not None and now >= self._flush_at:
+            self._flush()
         if self.canceled:
             self._stop_all(running, now)
         if (

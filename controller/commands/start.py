@@ -81,6 +81,7 @@ def prepare(file: str, text: str, *, config: str | None) -> Prepared:
 
 def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
     """Start the run; returns the exit code. `prepared` (from `prepare`) is used if it fits."""
+    from controller.runner import initial_step_rows
     from controller.store import Conflict, LimitReached, NotFound, StoreError, open_store
     from model.config import ConfigError
     from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
@@ -151,7 +152,11 @@ def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
         if queued is not None:
             attempt_id = new_run_id(time.time())[-6:]
             started = launch.started_fields(settings, dag, queued)
-            claimed = store.claim_queued_run(queued.id, attempt_id=attempt_id, **started)
+            # The step rows go with the claim: one write, where fifty runners of a minute
+            # boundary queue for the database's one write lock.
+            claimed = store.claim_queued_run(
+                queued.id, steps=initial_step_rows(dag), attempt_id=attempt_id, **started
+            )
             if claimed is None:
                 print(
                     f"dagloop start: run {args.run_id!r} is no longer queued "
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            run_row = claimed
+            run_row, step_ids = claimed
             params = launch.params_for_runner(run_row, dag, settings, queued=True)
         else:
             overrides = _overrides([*args.params, *args.extra])
@@ -191,6 +196,7 @@ def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
                 return 1
             store.update_run(run_row.id, attempt_id=new_run_id(time.time())[-6:])
             run_row = store.get_run_by_id(run_row.id)
+            step_ids = None
         return launch.execute_run(
             store=store,
             settings=settings,
@@ -200,6 +206,7 @@ def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
             quiet=args.quiet,
             as_json=args.json,
             start_recorded=queued is not None,
+            step_ids=step_ids,
         )
     except StoreError as exc:  # a write the disk refused mid-run; the row is reaped as lost
         print(f"dagloop start: {exc}", file=sys.stderr)

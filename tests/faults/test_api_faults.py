@@ -193,8 +193,8 @@ def test_28_queued_run_gets_its_secret_param_through_a_handover_not_the_store(
     wait_until(lambda: step_out.exists() and "param=" in step_out.read_text(), 20)
     assert f"param={secret}" in step_out.read_text()
     assert not list((dhome / "data" / "handover").iterdir())  # read once, then deleted
-    pgid = step_pgid(fenv, "show")
-    assert pgid is not None
+    pgid = wait_until(lambda: step_pgid(fenv, "show"), 5)  # written within 0.1 s of its start
+    assert isinstance(pgid, int)
     for pid in processes_of(dhome, [run_id]):
         if secret.encode() in _environ(pid):
             assert os.getpgid(pid) == pgid, f"secret in the environment of pid {pid}"

@@ -93,10 +93,18 @@ def test_concurrent_starts_never_exceed_max_active(store_location: str | Path) -
 
 def test_claim_only_a_queued_run(store: Store) -> None:
     run = store.record_run(dag_name="d", run_id="a", status=RunStatus.QUEUED)
-    claimed = store.claim_queued_run(run.id, pid=42, started_at=5.0)
-    assert claimed is not None and claimed == store.get_run_by_id(run.id)
+    steps = [{"position": 0, "name": "a"}, {"position": 1, "kind": "onExit", "name": "onExit"}]
+    got = store.claim_queued_run(run.id, steps=steps, pid=42, started_at=5.0)
+    assert got is not None
+    claimed, ids = got
+    assert claimed == store.get_run_by_id(run.id)
     assert claimed.status == RunStatus.RUNNING and claimed.pid == 42
-    assert store.claim_queued_run(run.id, pid=43) is None
+    assert [(s.id, s.kind, s.name) for s in store.list_steps(run.id)] == [
+        (ids[0], "step", "a"),
+        (ids[1], "onExit", "onExit"),
+    ]
+    assert store.claim_queued_run(run.id, steps=steps, pid=43) is None
+    assert len(store.list_steps(run.id)) == 2  # a failed claim writes no step
     other = store.record_run(dag_name="d", run_id="b", status=RunStatus.QUEUED)
     assert store.finish_queued_run(other.id, status=RunStatus.ABORTED, error="dequeued", now=9.0)
     assert store.claim_queued_run(other.id) is None
