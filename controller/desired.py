@@ -298,6 +298,13 @@ class DesiredBuilder:
             if (c := self._caches.get(e.file_name)) is not None and c.start.next_at == at
         ]
 
+    def look_ahead(self, at: datetime) -> None:
+        """For the DAGs starting at `at`: find their next start after it now, ahead of the
+        instant (`TickCache.look_ahead`)."""
+        for c in self._caches.values():
+            if c.start.next_at == at:
+                c.start.look_ahead()
+
     def min_retention_days(self) -> int:
         """The smallest non-negative retention of any DAG (30 for removed DAGs included)."""
         days = [DEFAULT_RETENTION_DAYS]

@@ -220,6 +220,7 @@ class Controller:
         self.applier.prepare_runners(
             self.builder.starting_at(at), expire_seconds=lead + PREPARE_EXPIRE_AFTER_SECONDS
         )
+        self.builder.look_ahead(at)
 
     def _record_missed(self, now: datetime) -> None:
         """Once, on the first pass: record as skipped the start ticks that passed since the

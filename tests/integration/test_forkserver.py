@@ -501,6 +501,10 @@ def test_controller_prepares_the_next_start_and_launches_into_it(home: Path) -> 
         pids = wait_until(lambda: runners_of(server_pid), 10)
         assert isinstance(pids, list) and len(pids) == 1  # not for `later`
         assert c._sleep_seconds() == pytest.approx(1.5)  # prepared: next wake is the instant
+        # the start after the instant is found ahead too, only for the DAG starting then
+        caches = c.builder._caches
+        assert caches["on_the_hour"].start.following == datetime.fromtimestamp(boundary + 3600, UTC)
+        assert caches["later"].start.following is None
         path.write_text(f'schedule: "0 * * * *"\nsteps:\n  - command: echo new >> {out}\n')
         c.refresh_catalog(force=True)
         now[0] = boundary + 0.05

@@ -82,6 +82,29 @@ def test_tick_cache_keeps_ticks_within_window_and_advances() -> None:
     ]
 
 
+def test_tick_cache_looking_ahead_gives_the_same_ticks_across_dst() -> None:
+    """`look_ahead` (done by the loop before an instant) changes no tick, also when the
+    instant after next is across a DST change; the look-ahead is used once, then dropped."""
+    for start in (utc(2026, 3, 28, 20), utc(2026, 10, 24, 20)):
+        scheds = parse_all(["30 1,2,3 * * *", "*/45 * * * *"], default_zone="Europe/Berlin")
+        plain, ahead = (
+            TickCache(scheds, timedelta(seconds=60)),
+            TickCache(scheds, timedelta(seconds=60)),
+        )
+        now = start
+        while now < start + timedelta(hours=10):
+            ahead.look_ahead()
+            assert ahead.ticks(now) == plain.ticks(now)
+            assert ahead.next_at == plain.next_at
+            now += timedelta(minutes=5)
+    cache = TickCache(parse_all(["0 * * * *"], default_zone="UTC"), timedelta(seconds=60))
+    cache.ticks(utc(2026, 1, 1, 0, 30))
+    cache.look_ahead()
+    assert cache.following == utc(2026, 1, 1, 2)
+    assert cache.ticks(utc(2026, 1, 1, 1)) == [utc(2026, 1, 1, 1)]
+    assert (cache.next_at, cache.following) == (utc(2026, 1, 1, 2), None)
+
+
 def test_fixed_offset_fast_path_agrees_with_the_general_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
