@@ -333,6 +333,9 @@ class Applier:
                 )
                 continue
             self._guarded(action, partial(self._start, run, action.reason, created=True))
+            # Every row exists already: each runner starts while the rest are requested
+            # (sending them together left the second core idle for ~15 ms at a boundary).
+            self._send_launches()
 
     def _start(self, run: RunRecord, reason: str, *, created: bool = False) -> None:
         """Start the runner of the queued `run` (or hand it to the workers); `created`: the
