@@ -14,9 +14,11 @@ The schema and its versions live in `controller.schema`; Alembic (`dagloop migra
 an existing database, and every process refuses a database whose schema is older or newer than
 its own.
 
-Writers: SQLite serialises them (`BEGIN IMMEDIATE`); on PostgreSQL the few check-then-write
-transactions (`record_run` with a `maxActiveRuns` check, `claim_dispatched_runs`) take a
-transaction-level advisory lock, so the same invariants hold across hosts.
+Writers: SQLite serialises them (`BEGIN IMMEDIATE`), and dagloop's own writers first queue for
+their turn in the kernel (`flock` on `<db>-writers`, see `Store._queue_for_writing`); on
+PostgreSQL the few check-then-write transactions (`record_run` with a `maxActiveRuns` check,
+`claim_dispatched_runs`) take a transaction-level advisory lock, so the same invariants hold
+across hosts.
 
 Callers: the runner (writes its run and steps), the controller loop (claims, marks lost,
 prunes), the CLI (requests) and the API (reads, opening the file read-only).
