@@ -59,6 +59,8 @@ class Result:
     """What one engine measured."""
 
     delays: list[float] = field(default_factory=list)
+    boundary_medians: list[float] = field(default_factory=list)  # per minute boundary
+    load_at_first: float | None = None  # 1-minute load average at the first boundary
     missing: int = 0
     idle_cpu_pct: float | None = None
     rss_mib: float | None = None
@@ -221,6 +223,8 @@ def firing_phase(engine: Engine, marks: Path, boundaries: int, res: Result) -> N
         if first - started < 20:
             first += 60
         bounds = [first + 60 * k for k in range(boundaries)]
+        sleep_until(first)
+        res.load_at_first = os.getloadavg()[0]
         sleep_until(first + 10)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         rss = [rss_mib(proc.pid)]
@@ -234,6 +238,7 @@ def firing_phase(engine: Engine, marks: Path, boundaries: int, res: Result) -> N
         sleep_until(bounds[-1] + 8)
     finally:
         stop(proc, engine.home)
+    per_boundary: dict[float, list[float]] = {b: [] for b in bounds}
     for i in range(N_EVERY):
         f = marks / f"every_{i:02d}.txt"
         stamps = [float(x) for x in f.read_text().split()] if f.exists() else []
@@ -241,8 +246,10 @@ def firing_phase(engine: Engine, marks: Path, boundaries: int, res: Result) -> N
             fired = [s - b for s in stamps if b <= s < b + 30]
             if fired:
                 res.delays.append(min(fired))
+                per_boundary[b].append(min(fired))
             else:
                 res.missing += 1
+    res.boundary_medians = [statistics.median(d) for d in per_boundary.values() if d]
 
 
 def plan_latency(engine: Engine, reps: int = 3) -> list[float]:
@@ -304,6 +311,10 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _each(values: list[float]) -> str:
+    return " / ".join(f"{v:.3f}" for v in values) or "-"
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
@@ -344,6 +355,9 @@ def report(results: dict[str, Result], boundaries: int) -> str:
         f"- {N_DAGS} DAG files, {N_EVERY} firing every minute; {boundaries} minute boundaries "
         f"per engine ({len(d.delays)} / {len(g.delays)} fires seen, missing "
         f"{d.missing} / {g.missing} for Dagu / dagloop)",
+        f"- firing delay median per boundary (s): Dagu {_each(d.boundary_medians)}, dagloop "
+        f"{_each(g.boundary_medians)}; load average at the first boundary: Dagu "
+        f"{_fmt(d.load_at_first, 2)}, dagloop {_fmt(g.load_at_first, 2)}",
         "",
         "| measure | Dagu | dagloop | dagloop/Dagu | target |",
         "|---|---:|---:|---:|---|",
