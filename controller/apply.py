@@ -165,7 +165,7 @@ class Applier:
 
     def apply(self, actions: Iterable[Action]) -> None:
         """Carry out every action; a failing action is logged and retried by a later pass.
-        Consecutive launches are created in one commit and their runners sent together."""
+        Consecutive launches are created in one commit, then each runner is started."""
         self._warm_runners()
         launches: list[Launch] = []
         try:
