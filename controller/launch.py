@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -265,8 +266,6 @@ def make_logs_ahead(settings: Any, dag: Any) -> Path | None:
     `<log_dir>/.prepared/<pid>`; `adopt_logs_ahead` renames it to the run's directory at the
     launch. A directory and five new files cost a runner ~1.5 ms of kernel time, and fifty
     runners start at one minute boundary. None if it cannot be made (the run makes its own)."""
-    import shutil
-
     from controller.runner import safe_name
 
     ahead = Path(settings.log_dir) / LOGS_AHEAD_DIR / str(os.getpid())
@@ -293,16 +292,12 @@ def adopt_logs_ahead(ahead: Path, log_dir: Path) -> None:
         log_dir.parent.mkdir(parents=True, exist_ok=True)
         os.rename(ahead, log_dir)
     except OSError:
-        import shutil
-
         shutil.rmtree(ahead, ignore_errors=True)
 
 
 def sweep_logs_ahead(settings: Any, *, older_than_seconds: float, now: float) -> int:
     """Remove prepared log directories older than `older_than_seconds` (a prepared runner
     lives seconds; one killed before its launch or expiry leaves its directory); how many."""
-    import shutil
-
     removed = 0
     try:
         entries = list(os.scandir(Path(settings.log_dir) / LOGS_AHEAD_DIR))
