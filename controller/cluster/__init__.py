@@ -1,0 +1,1 @@
+"""Several hosts on PostgreSQL: leader election and workers."""

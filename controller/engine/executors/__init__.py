@@ -1,0 +1,1 @@
+"""Step executors other than the shell: http, jq and mail."""

@@ -1,0 +1,1 @@
+"""Notifications: SMTP delivery and the run-finished alert mails."""
