@@ -23,7 +23,7 @@ from api.runs import RunDetails, RunList, RunLogs
 from api.state import ApiContext, CatalogView, StorePool
 from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers
 from controller.catalog import Catalog
-from controller.store import Store
+from controller.store.store import Store
 from model.config import Settings
 
 try:  # the web dashboard is optional: a build without api/dashboard.py serves the API only

@@ -16,8 +16,8 @@ from api.dagview import dag_details, dag_summary
 from api.errors import NotFoundError
 from api.state import ApiContext
 from controller.catalog import CatalogEntry
-from controller.store import NotFound
-from controller.views import rfc3339, run_details, run_summary
+from controller.store.store import NotFound
+from controller.views.runs import rfc3339, run_details, run_summary
 
 MAX_PER_PAGE = 100
 HISTORY_LENGTH = 30  # runs shown by /dags/{fileName}/dag-runs, as Dagu's UI grid

@@ -1,6 +1,6 @@
 """Run endpoints: `/dag-runs`, `/dag-runs/{name}`, `/dag-runs/{name}/{dagRunId}` and its
 `spec`, `log`, `steps/{stepName}/log`, `outputs` and `sub-dag-runs`. `latest` is accepted as
-the run id everywhere. Run JSON comes from `controller.views` (one builder for CLI and API).
+the run id everywhere. Run JSON comes from `controller.views.runs` (one builder for CLI and API).
 Log files are opened only from paths recorded in the store, and only inside the log
 directories (`api.logfile.contained_path`). Routed by `api.app.create_app`.
 """
@@ -16,8 +16,8 @@ from api import params
 from api.errors import NotFoundError
 from api.logfile import MAX_LINES, contained_path, read_log
 from api.state import ApiContext
-from controller.store import RunRecord, StepRecord
-from controller.views import outputs_document, rfc3339, run_details, run_summary
+from controller.store.store import RunRecord, StepRecord
+from controller.views.runs import outputs_document, rfc3339, run_details, run_summary
 from model.status import RunStatus
 
 MAX_RUNS = 1000

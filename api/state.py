@@ -20,7 +20,7 @@ from typing import Any
 from api.errors import Unavailable
 from controller.catalog import Catalog, CatalogEntry
 from controller.schedule import next_fire, parse_all
-from controller.store import Store, StoreError
+from controller.store.store import Store, StoreError
 from model.config import Settings
 
 

@@ -11,8 +11,8 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.state import ApiContext, scheduler_status
-from controller.planview import plan_document
-from controller.views import rfc3339, run_summary
+from controller.views.plan import plan_document
+from controller.views.runs import rfc3339, run_summary
 from model import __version__
 from model.status import RunStatus
 

@@ -8,7 +8,7 @@ Run by hand (see bench/README.md); it re-executes itself inside a private networ
 Data, the same for both engines: the 1,000 DAG files of bench/scheduler_bench.py plus a
 100-step chain `hundred`, and 10,000 recorded runs (10 per DAG, one per day over the last
 10 days, 2 steps each, statuses succeeded/failed).
-  dagloop: the runs are inserted through `controller.store.Store` (record_run, update_run,
+  dagloop: the runs are inserted through `controller.store.store.Store` (record_run, update_run,
            record_steps), exactly the rows a runner writes.
   Dagu:    one real `dagu start` of a 2-step DAG gives a template attempt (status.jsonl +
            dag.json, Dagu's own writer); it is copied to
@@ -100,7 +100,7 @@ def run_times(now: float) -> list[float]:
 def seed_dagloop(home: Path, dag_names: list[str]) -> None:
     """10 runs per DAG through the store's verbs, as a runner records them."""
     sys.path.insert(0, str(REPO_ROOT))
-    from controller.store import Store
+    from controller.store.store import Store
     from model.status import RunStatus, StepStatus
 
     data = home / "data"

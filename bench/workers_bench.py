@@ -34,8 +34,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from controller.migrate import upgrade  # noqa: E402
-from controller.store import Store  # noqa: E402
+from controller.store.migrate import upgrade  # noqa: E402
+from controller.store.store import Store  # noqa: E402
 from model.config import load_settings  # noqa: E402
 from model.status import RunStatus  # noqa: E402
 from tests.pg import PostgresServer, postgres_server  # noqa: E402

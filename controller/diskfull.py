@@ -6,8 +6,8 @@ way to us (SQLite says "database or disk is full" / "disk I/O error"; a step jus
 non-zero, and its stderr went to the same full disk), so the callers ask `is_full` about the
 directory they wrote to and name ENOSPC when it says so.
 
-Called by `controller.store` (write errors), `controller.launch` (the run log) and
-`controller.runner` (a failed step on a full log disk). No state; only `os.statvfs`.
+Called by `controller.store.store` (write errors), `controller.engine.launch` (the run log) and
+`controller.engine.runner` (a failed step on a full log disk). No state; only `os.statvfs`.
 """
 
 from __future__ import annotations

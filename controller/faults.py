@@ -7,7 +7,7 @@
 to prove that a crash at any write leaves a valid store (issue 8 #21).
 
 Never set it in production. The variable is read once at import; an unset variable costs one
-string comparison per point. Callers: `controller.store`, `controller.apply`.
+string comparison per point. Callers: `controller.store.store`, `controller.loop.apply`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ patterns (`Settings.secret_patterns`, default `*PASSWORD*`, `*SECRET*`, `*TOKEN*
 The runner builds one `SecretMasker` per run with `collect_secrets` and passes every log line,
 mail body, stored output and API-visible text through `SecretMasker.mask`.
 
-Pure: no I/O. Called by the runner and by `controller.notify`.
+Pure: no I/O. Called by the runner and by `controller.notify.alerts`.
 """
 
 from __future__ import annotations

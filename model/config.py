@@ -90,7 +90,9 @@ class Settings:
     dispatch: str = "local"
     worker_id: str | None = None  # None: <host>@<pid>
     worker_max_active_runs: int = 100
-    worker_labels: object = None  # "k=v,k2=v2" or a map (config file); see controller.worker
+    worker_labels: object = (
+        None  # "k=v,k2=v2" or a map (config file); see controller.cluster.worker
+    )
     config_file: Path | None = None  # the config file that was read; None if there was none
     # dotted key -> "default" | "file" | "env" | "cli"; for `dagloop config`
     sources: Mapping[str, str] = field(

@@ -14,7 +14,7 @@ yaml. The methods the run engine calls (`executor_type`, `unsupported_features`,
 (`model.specbase`); `model_copy` is the light one below. A corrupt or foreign cache file is ignored
 and rewritten. Caching is best effort: a cache directory that cannot be written only costs time.
 
-Called by `controller.launch.load` (the run commands, and through them every runner the
+Called by `controller.engine.launch.load` (the run commands, and through them every runner the
 controller launches). The long-running processes (controller, API) keep using the loader.
 """
 

@@ -37,7 +37,7 @@ def pg_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def pg_url(pg_server: PostgresServer) -> str:
     """A fresh database on the session's server, migrated to the current schema."""
-    from controller.migrate import upgrade
+    from controller.store.migrate import upgrade
     from model.config import load_settings
 
     url = pg_server.create_database()

@@ -8,7 +8,8 @@ keepalive time, ~15 s). Nothing home-made: both are the operating system's or th
 
 A leader checks `still_held` before every pass; a PostgreSQL session can be lost under a live
 process (server restart, `pg_terminate_backend`, a cut network), and then another controller may
-already lead: the loop stops acting at once (see `controller.loop`). Scheduled ticks stay safe
+already lead: the loop stops acting at once (see `controller.loop.controller`). Scheduled ticks
+stay safe
 even in that window: a tick's run row is unique in the database.
 """
 
@@ -87,10 +88,10 @@ class PostgresLeadership:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._con: Any = None  # controller.pgconn.PgConnection while connected
+        self._con: Any = None  # controller.store.pg.PgConnection while connected
 
     def _connection(self) -> Any:
-        from controller.pgconn import PgConnection, application_name
+        from controller.store.pg import PgConnection, application_name
 
         if self._con is None:
             self._con = PgConnection(
@@ -138,7 +139,7 @@ class PostgresLeadership:
 
     def describe(self) -> str:
         """The advisory lock and the server."""
-        from controller.pgconn import redact_url
+        from controller.store.pg import redact_url
 
         return f"advisory lock 'dagloop:leader' on {redact_url(self.url)}"
 

@@ -1,7 +1,7 @@
 """`dagloop worker`: run the runs the leader hands out, on this host.
 
 The leader decides *whether* a run starts (queues, `maxActiveRuns`, FIFO) and marks it
-dispatched (`controller.apply`); workers decide only *where*: each claims dispatched runs whose
+dispatched (`controller.loop.apply`); workers decide only *where*: each claims dispatched runs whose
 `workerSelector` its labels satisfy (`Store.claim_dispatched_runs`, `FOR UPDATE SKIP LOCKED` on
 PostgreSQL), up to its `--max-active-runs`, and starts one runner per run — the same
 `dagloop start --run-id` process the controller starts, detached in its own session, so a worker
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from controller.apply import runner_env, safe_dir, start_runner
-from controller.forkserver import Dispatch, ForkServer
-from controller.store import RunRecord, Store, open_store
-from controller.watcher import Doorbell
+from controller.loop.apply import runner_env, safe_dir, start_runner
+from controller.loop.watcher import Doorbell
+from controller.spawn.forkserver import Dispatch, ForkServer
+from controller.store.store import RunRecord, Store, open_store
 from model.config import Settings
 from model.status import RunStatus
 
@@ -220,7 +220,7 @@ class Worker:
         except OSError as exc:  # launches spawn instead; the next launch retries the server
             log.warning("cannot start the fork-server: %s", exc)
         if self.settings.database_url:
-            from controller.pgconn import listen
+            from controller.store.pg import listen
 
             listen(
                 self.settings.database_url,

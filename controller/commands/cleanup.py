@@ -11,11 +11,11 @@ import argparse
 import sys
 import time
 
-from controller.apply import Applier
 from controller.catalog import Catalog
-from controller.cmdutil import add_common, dag_file, settings_from
-from controller.reconcile import DEFAULT_RETENTION_DAYS, Prune
-from controller.store import RunRecord, open_store
+from controller.commands.common import add_common, dag_file, settings_from
+from controller.loop.apply import Applier
+from controller.loop.reconcile import DEFAULT_RETENTION_DAYS, Prune
+from controller.store.store import RunRecord, open_store
 from model.config import ConfigError
 from model.loader import DagLoadError, load_base, load_dag
 

@@ -11,9 +11,9 @@ import argparse
 import sys
 import time
 
-from controller.cmdutil import add_common, settings_from
-from controller.store import NotFound, open_store
-from controller.watcher import ring
+from controller.commands.common import add_common, settings_from
+from controller.loop.watcher import ring
+from controller.store.store import NotFound, open_store
 from model.config import ConfigError
 from model.status import RunStatus
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from controller import launch
+from controller.engine import launch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan; returns 0, or 1 when the DAG cannot be loaded."""
-    from controller.expand import expand
-    from controller.runparams import mask_params
+    from controller.engine.expand import expand
+    from controller.engine.runparams import mask_params
     from model.loader import DagLoadError, parse_param_overrides, resolve_params
 
     settings = launch.settings_from(args)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from controller.cmdutil import add_common, settings_from
+from controller.commands.common import add_common, settings_from
 from model.config import ConfigError
 
 
@@ -22,9 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Migrate; exit 0, 1 when the database cannot be reached or migrated."""
-    from controller.migrate import upgrade
-    from controller.pgconn import redact_url
-    from controller.store import StoreError
+    from controller.store.migrate import upgrade
+    from controller.store.pg import redact_url
+    from controller.store.store import StoreError
 
     try:
         settings = settings_from(args)

@@ -13,9 +13,9 @@ import argparse
 import json
 import sys
 
-from controller.cmdutil import add_common, settings_from
-from controller.planview import plan_document
-from controller.store import open_store
+from controller.commands.common import add_common, settings_from
+from controller.store.store import open_store
+from controller.views.plan import plan_document
 from model.config import ConfigError
 
 

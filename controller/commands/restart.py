@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from controller import launch
+from controller.engine import launch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Restart; returns the exit code of the new run."""
     from controller.commands import start
+    from controller.engine.runparams import is_masked
     from controller.liveness import on_this_host, reap_lost_run, runner_alive
-    from controller.runparams import is_masked
-    from controller.store import NotFound, open_store
+    from controller.store.store import NotFound, open_store
     from model.status import RunStatus
 
     settings = launch.settings_from(args)

@@ -1,7 +1,7 @@
 """`dagloop scheduler`: run the control loop (controller only) until SIGTERM/SIGINT.
 
 Waits as a standby while another controller holds the DAGU_HOME lock. Dispatched by
-`controller.cli`; the loop itself is `controller.loop.Controller`.
+`controller.cli`; the loop itself is `controller.loop.controller.Controller`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop scheduler: {exc}", file=sys.stderr)
         return 1
     setup_process_logging(settings)
-    from controller.loop import run_controller
+    from controller.loop.controller import run_controller
 
     return run_controller(settings)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller import launch
+from controller.engine import launch
 from controller.ids import new_run_id
 
 if TYPE_CHECKING:
-    from controller.store import Store
+    from controller.store.store import Store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +65,7 @@ def prepare(file: str, text: str, *, config: str | None) -> Prepared:
     """Settings, store and spec (`text`, the snapshot the controller will record; '' for
     the file) of `start -q --run-id ID [-c CONFIG] FILE`, as `run` would get them; raises
     what they raise."""
-    from controller.store import open_store
+    from controller.store.store import open_store
 
     settings = launch.settings_from(argparse.Namespace(config=config, dagu_home=None))
     path = launch.find_dag_file(file, settings.dags_dir)
@@ -81,8 +81,8 @@ def prepare(file: str, text: str, *, config: str | None) -> Prepared:
 
 def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
     """Start the run; returns the exit code. `prepared` (from `prepare`) is used if it fits."""
-    from controller.runner import initial_step_rows
-    from controller.store import Conflict, LimitReached, NotFound, StoreError, open_store
+    from controller.engine.runner import initial_step_rows
+    from controller.store.store import Conflict, LimitReached, NotFound, StoreError, open_store
     from model.config import ConfigError
     from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
     from model.status import RunStatus

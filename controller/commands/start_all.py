@@ -2,7 +2,8 @@
 systemd `ExecStart`).
 
 The API is served by waitress on a background thread; the control loop
-(`controller.loop.Controller(settings).run_forever()`, as `dagloop scheduler`) runs in the main
+(`controller.loop.controller.Controller(settings).run_forever()`, as `dagloop scheduler`) runs in
+the main
 thread, so it receives SIGTERM
 and owns graceful shutdown; when it returns, the API stops and its exit code is ours.
 Dispatched by `controller.cli`.
@@ -18,7 +19,7 @@ import time
 
 from controller.commands import server as server_command
 from controller.logs import setup_process_logging
-from controller.store import StoreError
+from controller.store.store import StoreError
 from model.config import ConfigError
 
 log = logging.getLogger("dagloop.server")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop start-all: {exc}", file=sys.stderr)
         return 1
     setup_process_logging(settings)
-    from controller.loop import run_controller
+    from controller.loop.controller import run_controller
 
     loop_running = threading.Event()
     try:

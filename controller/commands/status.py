@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from controller import launch
+from controller.engine import launch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the status; returns the exit code."""
+    from controller.engine.runparams import mask_params
     from controller.liveness import heartbeat_age, reap_lost_run, runner_alive
-    from controller.runparams import mask_params
-    from controller.store import NotFound, StoreError, open_store
-    from controller.views import run_details
+    from controller.store.store import NotFound, StoreError, open_store
+    from controller.views.runs import run_details
     from model.status import RunStatus
 
     settings = launch.settings_from(args)

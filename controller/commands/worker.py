@@ -2,7 +2,8 @@
 
 Claims the runs the leader hands to workers (`scheduler.dispatch: workers`, or DAGs with a
 `workerSelector`) from the shared database (`DAGU_DATABASE_URL`) and runs each with a local
-runner; see `controller.worker`. Flags as Dagu's (`--worker.labels`, …) or short. Dispatched by
+runner; see `controller.cluster.worker`. Flags as Dagu's (`--worker.labels`, …) or short.
+Dispatched by
 `controller.cli`.
 """
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(config_file=args.config, overrides=overrides)
         if args.max_active_runs is not None and args.max_active_runs < 1:
             raise ConfigError(f"--max-active-runs: must be at least 1, not {args.max_active_runs}")
-        from controller.worker import parse_labels, worker_from
+        from controller.cluster.worker import parse_labels, worker_from
 
         if args.labels is not None:
             parse_labels(args.labels)  # a bad label is a usage error, reported before start
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop worker: {exc}", file=sys.stderr)
         return 1
     setup_process_logging(settings)
-    from controller.store import StoreError
+    from controller.store.store import StoreError
 
     try:
         worker = worker_from(

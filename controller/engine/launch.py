@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from controller.store import RunRecord, Store
+from controller.store.store import RunRecord, Store
 from model.status import RunStatus, StepStatus
 
 __all__ = [
@@ -164,7 +164,7 @@ def execute_run(
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
     claim of a queued row carries them, saving a transaction at the minute boundary), and
     `step_ids` are the rows of `runner.initial_step_rows` written with it."""
-    from controller.runner import Heartbeat, Runner, RunnerOptions
+    from controller.engine.runner import Heartbeat, Runner, RunnerOptions
 
     log_dir = _log_dir(settings, dag, run)
     log_file = log_dir / "run.log"
@@ -222,7 +222,7 @@ def execute_run(
     except OSError as exc:  # the outcome is recorded; only the log line is missing
         print(f"dagloop: {describe_log_error(exc, log_file)}", file=sys.stderr)
     if as_json:
-        from controller.views import run_details
+        from controller.views.runs import run_details
 
         sys.stdout.write(json.dumps(run_details(store, run), ensure_ascii=False) + "\n")
     elif not quiet:
@@ -266,7 +266,7 @@ def make_logs_ahead(settings: Any, dag: Any) -> Path | None:
     `<log_dir>/.prepared/<pid>`; `adopt_logs_ahead` renames it to the run's directory at the
     launch. A directory and five new files cost a runner ~1.5 ms of kernel time, and fifty
     runners start at one minute boundary. None if it cannot be made (the run makes its own)."""
-    from controller.runner import safe_name
+    from controller.engine.runner import safe_name
 
     ahead = Path(settings.log_dir) / LOGS_AHEAD_DIR / str(os.getpid())
     names = ["runner.err", "run.log"]
@@ -338,7 +338,7 @@ _masking = False
 
 def _register_secrets(params: list[tuple[str, str]], settings: Any) -> None:
     """Mask secret-named param values in every log line this process writes."""
-    from controller.runparams import secret_values
+    from controller.engine.runparams import secret_values
 
     global _masking
     values = secret_values(params, tuple(settings.secret_patterns))
@@ -359,7 +359,7 @@ def _fail_before_steps(store: Store, run: RunRecord, dag: Any, error: str, as_js
         store.record_error("disk_full")
     print(f"dagloop: run {run.run_id} of {dag.name} failed: {error}", file=sys.stderr)
     if as_json:
-        from controller.views import run_details
+        from controller.views.runs import run_details
 
         doc = run_details(store, store.get_run_by_id(run.id))
         sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
@@ -378,9 +378,9 @@ def params_for_runner(
     run: RunRecord, dag: Any, settings: Any, *, queued: bool
 ) -> list[tuple[str, str]]:
     """The params a runner of `run` needs: the stored ones, with masked secret values
-    restored (controller.runparams): the values handed over for a `queued` run, else the
+    restored (controller.engine.runparams): the values handed over for a `queued` run, else the
     DAG's defaults."""
-    from controller.runparams import take_handed_over, unmask_params
+    from controller.engine.runparams import take_handed_over, unmask_params
     from model.params import resolve_params
 
     handed = take_handed_over(settings.data_dir, run.dag_name, run.run_id) if queued else {}
@@ -393,7 +393,7 @@ def params_for_runner(
 
 def stored_params(params: list[tuple[str, str]], settings: Any) -> list[str]:
     """`NAME=value` strings for `runs.params`, secret-named values masked."""
-    from controller.runparams import mask_params
+    from controller.engine.runparams import mask_params
 
     return mask_params(params, tuple(settings.secret_patterns))
 
@@ -406,9 +406,9 @@ def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None
         (on is not None and (on.failure or on.success)) or any(s.mail_on_error for s in spec.steps)
     ):
         return
-    from controller.notify import notify_run_finished
+    from controller.notify.alerts import notify_run_finished
     from controller.secrets import collect_secrets
-    from controller.views import run_details
+    from controller.views.runs import run_details
 
     run = store.get_run_by_id(run_row)
     smtp_password = runner.expand_text(spec.smtp.password) if spec.smtp is not None else None

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from controller import expand as ex
 from controller import process as proc
 from controller.diskfull import ENOSPC_TEXT, describe_os_error, is_full
-from controller.store import RunRecord, Store
+from controller.engine import expand as ex
+from controller.store.store import RunRecord, Store
 from model.status import RunStatus, StepStatus
 
 __all__ = [
@@ -130,7 +130,7 @@ class _CaptureWriter:
 
 
 def _http(req: ExecRequest) -> int:
-    from controller.httpexec import run_http_step
+    from controller.engine.executors.http import run_http_step
 
     ex_spec = req.step.executor
     return run_http_step(
@@ -144,7 +144,7 @@ def _http(req: ExecRequest) -> int:
 
 
 def _mail(req: ExecRequest) -> int:
-    from controller.mailexec import run_mail_step
+    from controller.engine.executors.mail import run_mail_step
 
     ex_spec = req.step.executor
     return run_mail_step(
@@ -158,7 +158,7 @@ def _mail(req: ExecRequest) -> int:
 
 
 def _jq(req: ExecRequest) -> int:
-    from controller.jqexec import run_jq_step
+    from controller.engine.executors.jq import run_jq_step
 
     ex_spec = req.step.executor
     return run_jq_step(

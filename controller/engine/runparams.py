@@ -15,7 +15,7 @@ Limit (documented in docs/compatibility.md): a secret given explicitly to `daglo
 is not kept for a later `retry`/`restart`; those run with the DAG's default.
 
 Pure apart from `hand_over`/`take_handed_over`. Called by the run commands (`start`, `retry`,
-`restart`, `enqueue`, `dry`) via `controller.launch`.
+`restart`, `enqueue`, `dry`) via `controller.engine.launch`.
 """
 
 from __future__ import annotations

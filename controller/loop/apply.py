@@ -9,13 +9,14 @@ conditional update, reaping a lost run re-reads it, pruning skips active runs.
 Runners are launched detached (their own session, stdin from /dev/null, stderr to
 `runner.err` in the run's log directory) so that killing the controller — even with SIGKILL —
 leaves them running; they record their own final status. With a fork-server
-(`controller.forkserver`, started by the loop) a launch is one request line and the fork happens
+(`controller.spawn.forkserver`, started by the loop) a launch is one request line and the fork
+happens
 there, without waiting; without one, or when it is unavailable, the runner is spawned as
 `python -m controller start -q --run-id ID FILE` (`start_new_session=True`). Shortly before a
 start instant the loop has it prepare runners for the DAGs starting then (`prepare_runners`):
 the fork-server hands each such launch to a runner that did its start-up work already.
 
-Callers: `controller.loop` only.
+Callers: `controller.loop.controller` only.
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from controller import faults
 from controller.catalog import Catalog, CatalogEntry
-from controller.forkserver import Dispatch, ForkServer, ForkServerUnavailable, start_argv
 from controller.liveness import on_this_host, reap_lost_run, runner_alive
-from controller.reconcile import (
+from controller.loop.reconcile import (
     Action,
     CompleteRequest,
     Launch,
@@ -49,7 +49,8 @@ from controller.reconcile import (
     StartQueued,
     Stop,
 )
-from controller.store import NewRun, NotFound, RunRecord, Store
+from controller.spawn.forkserver import Dispatch, ForkServer, ForkServerUnavailable, start_argv
+from controller.store.store import NewRun, NotFound, RunRecord, Store
 from model.config import Settings
 from model.status import RunStatus
 
@@ -279,8 +280,8 @@ class Applier:
         )
 
     def record_missed(self, dag_name: str, ticks: Sequence[datetime], *, reason: str) -> int:
-        """Record start ticks that passed while no controller ran (`controller.loop` on its
-        first pass) as skipped, once each; returns how many were new (and counted)."""
+        """Record start ticks that passed while no controller ran (`controller.loop.controller`
+        on its first pass) as skipped, once each; returns how many were new (and counted)."""
         added = self.store.record_skipped_ticks(
             dag_name, [t.timestamp() for t in ticks], reason=reason, now=self.clock()
         )

@@ -11,7 +11,7 @@ It also wakes `PREPARE_LEAD_SECONDS` before the next start instant to have the f
 prepare the runners of the DAGs starting then (`Applier.prepare_runners`), so that at the
 instant a launch only hands a run id to a runner already set up.
 
-Exclusivity: one controller acts per state database (`controller.leader`): an exclusive
+Exclusivity: one controller acts per state database (`controller.cluster.leader`): an exclusive
 `flock` on `<data_dir>/controller.lock` for SQLite, a PostgreSQL session-level advisory lock for
 several hosts. A second instance is a standby that tries the lock every 0.25 s, so it takes over
 within ~0.5 s of the leader's death (the kernel or the server drops the lock with the process).
@@ -30,7 +30,7 @@ between that instant and now that fell out of their window without a run (a cont
 ticks and no `catchupWindowSec` covering them), so they show in `dagloop_missed_runs_total`.
 
 Time: every decision takes `now` from the injected `clock`; only the sleeps use real time.
-systemd: READY/WATCHDOG/STOPPING through `controller.sdnotify` (the unit is `Type=notify` with
+systemd: READY/WATCHDOG/STOPPING through `controller.loop.sdnotify` (the unit is `Type=notify` with
 `WatchdogSec=`); a pass pings the watchdog, and the sleep between passes is capped at half the
 watchdog period, so a hung or stopped loop is restarted by systemd.
 
@@ -52,16 +52,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from controller import launch
-from controller.apply import Applier, runner_env
 from controller.catalog import Catalog, spec_cache_dir
-from controller.desired import DesiredBuilder
-from controller.forkserver import ForkServer
+from controller.cluster.leader import LOCK_FILE, leadership_for
+from controller.engine import launch
 from controller.ids import new_run_id
-from controller.leader import LOCK_FILE, leadership_for
 from controller.liveness import reap_lost_run
-from controller.observed import PruneCache, default_liveness, observe
-from controller.reconcile import (
+from controller.loop.apply import Applier, runner_env
+from controller.loop.desired import DesiredBuilder
+from controller.loop.observed import PruneCache, default_liveness, observe
+from controller.loop.reconcile import (
     Action,
     DesiredState,
     ObservedState,
@@ -70,9 +69,10 @@ from controller.reconcile import (
     plan,
     tick_of,
 )
-from controller.sdnotify import Notifier
-from controller.store import Store, StoreError, open_store
-from controller.watcher import Doorbell, Watcher
+from controller.loop.sdnotify import Notifier
+from controller.loop.watcher import Doorbell, Watcher
+from controller.spawn.forkserver import ForkServer
+from controller.store.store import Store, StoreError, open_store
 from model.config import Settings
 from model.status import RunStatus
 
@@ -88,7 +88,7 @@ SKIPPED_TICKS_KEEP = timedelta(days=30)  # rows of skipped ticks kept (their tot
 HOUSEKEEPING_SECONDS = 3600.0
 LOGS_AHEAD_KEEP_SECONDS = 600.0  # a prepared runner lives seconds: older log dirs are leftovers
 # Runners of the DAGs due at the next start instant are forked and set up this long before it
-# (controller.forkserver's prepared runners), and close unused this long after it.
+# (controller.spawn.forkserver's prepared runners), and close unused this long after it.
 PREPARE_LEAD_SECONDS = 2.0
 EVENT_PASS_INTERVAL_SECONDS = 0.05  # passes woken by events are at least this far apart
 PREPARE_EXPIRE_AFTER_SECONDS = 10.0
@@ -259,7 +259,7 @@ class Controller:
     # ------------------------------------------------------------------ lock
 
     def try_lock(self) -> bool:
-        """Take the exclusive controller lock (`controller.leader`) without waiting."""
+        """Take the exclusive controller lock (`controller.cluster.leader`) without waiting."""
         return self.leadership.try_acquire()
 
     def release_lock(self) -> None:
@@ -317,7 +317,7 @@ class Controller:
         signal.signal(signal.SIGCHLD, self._on_child)
         log.info("controller active (dags: %s)", self.settings.dags_dir)
         if self.applier.spawn_runners and self.applier.forkserver is None:
-            # Runners are forked from a warm helper (controller/forkserver.py); its answers
+            # Runners are forked from a warm helper (controller/spawn/forkserver.py); its answers
             # (a runner exited) ring the doorbell as SIGCHLD does for spawned runners.
             self.applier.forkserver = ForkServer(runner_env(self.settings), on_exit=self.bell.ring)
             try:
@@ -338,7 +338,7 @@ class Controller:
         )
         watcher.start()
         if self.settings.database_url:  # runs queued or finished on other hosts ring too
-            from controller.pgconn import listen
+            from controller.store.pg import listen
 
             listen(
                 self.settings.database_url,
@@ -417,7 +417,7 @@ class Controller:
             if r.status in (RunStatus.RUNNING, RunStatus.WAITING)
             and r.queued_at is not None
             and not r.parent_run_id
-            and not r.worker_id  # a worker's runs are its own to stop (controller.worker)
+            and not r.worker_id  # a worker's runs are its own to stop (controller.cluster.worker)
         ]
 
     def shutdown(self) -> None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from controller.liveness import runner_alive
-from controller.reconcile import ObservedState, RunView, TickKey
-from controller.store import NotFound, RunRecord, Store
+from controller.loop.reconcile import ObservedState, RunView, TickKey
+from controller.store.store import NotFound, RunRecord, Store
 from model.status import RunStatus
 
 Liveness = Callable[[RunRecord], bool]

@@ -8,7 +8,7 @@ when it shuts down. Without ``NOTIFY_SOCKET`` every call is a no-op.
 
 The variables are removed from ``os.environ`` on construction, so the runners and steps the
 controller spawns never inherit them (only the main process may notify).
-Called by `controller.loop` only. Stdlib only: the protocol is one `sendto` per message.
+Called by `controller.loop.controller` only. Stdlib only: the protocol is one `sendto` per message.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ carries no information into the loop: it only marks "the catalog may have change
 the store now" and rings the doorbell; the next pass re-reads everything. If an event is lost,
 the periodic resync repairs it.
 
-Callers: `controller.loop`. Writers of the wake file: `controller.loop.ring(settings)`.
+Callers: `controller.loop.controller`. Writers of the wake file:
+`controller.loop.controller.ring(settings)`.
 """
 
 from __future__ import annotations

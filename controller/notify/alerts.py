@@ -4,7 +4,7 @@ Owns `send_mail` (one message over SMTP: STARTTLS when offered, implicit TLS on 
 AUTH only when a username is set) and `notify_run_finished`, which decides from `mailOn`,
 `errorMail`/`infoMail` and the steps' `mailOnError` which mails a finished run gets, builds
 them and sends them. Called by the runner after the run's final status is recorded, and by
-`controller.mailexec` (the `mail` step executor).
+`controller.engine.executors.mail` (the `mail` step executor).
 
 A mail failure never raises out of `notify_run_finished` and never changes a run's status: it
 comes back as a human-readable note that the runner stores on the run. No message or note

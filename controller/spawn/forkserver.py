@@ -3,7 +3,7 @@
 A runner started as `python -m controller start -q --run-id ID FILE` pays ~135 ms of interpreter
 start-up and imports before its first step; fifty of them at one minute boundary on two cores
 queue for seconds. The fork-server is a small single-threaded helper process that the control
-loop starts once (`python -m controller.forkserver --parent PID`), with the runner's modules
+loop starts once (`python -m controller.spawn.forkserver --parent PID`), with the runner's modules
 imported (not pydantic: a cached DAG never needs it). It reads launch requests, one JSON line
 each, on its stdin and forks one runner per request. The child:
 
@@ -41,8 +41,9 @@ in the pid and exit code and rings the loop's doorbell when a runner exits. If t
 gone, `launch()` raises `ForkServerUnavailable` and the applier falls back to spawning the
 runner with `subprocess.Popen`; the next launch starts a new server.
 
-Callers: `controller.loop` (start/stop), `controller.apply` (launch, prepare); `python -m
-controller.forkserver` is only ever started by `ForkServer.start`.
+Callers: `controller.loop.controller` (start/stop), `controller.loop.apply` (launch, prepare);
+`python -m
+controller.spawn.forkserver` is only ever started by `ForkServer.start`.
 """
 
 from __future__ import annotations
@@ -117,14 +118,14 @@ def env_overrides(base: Mapping[str, str], env: Mapping[str, str]) -> dict[str, 
 PRELOAD = (
     "controller.cli",
     "controller.commands.start",
-    "controller.expand",
-    "controller.launch",
+    "controller.engine.expand",
+    "controller.engine.launch",
     "controller.liveness",
     "controller.process",
-    "controller.runner",
-    "controller.runparams",
+    "controller.engine.runner",
+    "controller.engine.runparams",
     "controller.secrets",
-    "controller.store",
+    "controller.store.store",
     "model.config",
     "model.params",
     "model.speccache",
@@ -160,8 +161,8 @@ def _warm_caches() -> None:
     try:
         from controller.cli import COMMANDS
         from controller.commands import start
-        from controller.expand import filtered_os_env
-        from controller.runner import safe_name
+        from controller.engine.expand import filtered_os_env
+        from controller.engine.runner import safe_name
 
         parser = argparse.ArgumentParser(prog="dagloop start", description=COMMANDS["start"][1])
         start.configure(parser)
@@ -177,7 +178,7 @@ def _warm_caches() -> None:
         patterns = tuple(settings.secret_patterns)
         filtered_os_env({"DAGU_WARM_UP": ""}, secret_patterns=patterns)
         if settings.database_url:  # the runners' store is PostgreSQL: psycopg once, here
-            import controller.pgconn  # noqa: F401
+            import controller.store.pg  # noqa: F401
     except Exception:  # a warm-up only
         pass
 
@@ -310,7 +311,7 @@ def _start_run(
     try:
         if redirect:
             if prepared is not None and prepared.logs_ahead is not None:
-                from controller import launch
+                from controller.engine import launch
 
                 launch.adopt_logs_ahead(prepared.logs_ahead, Path(str(req["err"])).parent)
                 prepared.logs_ahead = None
@@ -437,7 +438,7 @@ def _run_warmer(items: list[tuple[str, str]], config: str | None) -> NoReturn:
         os.closerange(3, 1 << 20)
         import argparse
 
-        from controller import launch
+        from controller.engine import launch
 
         # As the runners get them: `-c CONFIG` if the controller has one, else the env.
         settings = launch.settings_from(argparse.Namespace(config=config, dagu_home=None))
@@ -645,10 +646,10 @@ def _fork_one(line: bytes, out: int, warmer: _Warmer, pool: _Pool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m controller.forkserver --parent PID`."""
+    """`python -m controller.spawn.forkserver --parent PID`."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2 or args[0] != "--parent" or not args[1].isdigit():
-        print("usage: python -m controller.forkserver --parent PID", file=sys.stderr)
+        print("usage: python -m controller.spawn.forkserver --parent PID", file=sys.stderr)
         return 2
     try:
         return serve(int(args[1]))
@@ -755,7 +756,7 @@ class ForkServer:
         self._forget_server()
         self.ready.clear()
         self.proc = subprocess.Popen(
-            [self.executable, "-m", "controller.forkserver", "--parent", str(os.getpid())],
+            [self.executable, "-m", "controller.spawn.forkserver", "--parent", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,

@@ -1,12 +1,13 @@
 """Schema migrations of the state database with Alembic, for SQLite and PostgreSQL alike.
 
 `upgrade` brings a database to this dagloop's schema (`dagloop migrate`); each Alembic revision
-in `controller/migrations/versions/` applies the `controller.schema` step of the same number
+in `controller/store/migrations/versions/` applies the `controller.store.schema` step of the same
+number
 through `apply_schema_step`, which also records the version in `meta['schema_version']` — what
-every process checks when it opens the store (`controller.store.Store`).
+every process checks when it opens the store (`controller.store.store.Store`).
 
 SQLAlchemy and Alembic are imported only here, never on the runner's hot path. The tables are
-declared as SQLModel classes in `controller.tables` (Alembic's target metadata).
+declared as SQLModel classes in `controller.store.tables` (Alembic's target metadata).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from controller.schema import REVISIONS, SCHEMA_VERSION, STEPS, statements
+from controller.store.schema import REVISIONS, SCHEMA_VERSION, STEPS, statements
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -37,7 +38,7 @@ def upgrade(settings: Any) -> tuple[int | None, int]:
     from alembic import command
     from alembic.config import Config
 
-    from controller.store import Store
+    from controller.store.store import Store
 
     if not settings.database_url:
         Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,7 @@ def upgrade(settings: Any) -> tuple[int | None, int]:
 
 
 def _version(settings: Any) -> int | None:
-    from controller.store import Store
+    from controller.store.store import Store
 
     if not settings.database_url and not Path(settings.db_path).exists():
         return None
@@ -64,7 +65,7 @@ def _version(settings: Any) -> int | None:
 
 
 def apply_schema_step(revision: str) -> None:
-    """Run `controller.schema`'s step for `revision` on Alembic's connection and record the
+    """Run `controller.store.schema`'s step for `revision` on Alembic's connection and record the
     new version. Called by the revision files only."""
     from alembic import op
 

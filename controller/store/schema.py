@@ -2,14 +2,14 @@
 
 Each schema version is one step per dialect, the same tables, columns, indexes and totals
 triggers in both (`tests/store/test_schema.py` compares the two databases column by column).
-The Alembic revisions in `controller/migrations/versions/` apply these steps; a new embedded
+The Alembic revisions in `controller/store/migrations/versions/` apply these steps; a new embedded
 SQLite file gets them all at once without Alembic (see `Store`), so both paths give the same
 file. A change of schema is a new step here plus a new revision there, never an edit of an old
 step: databases in the field were made by it.
 
 The DDL is text because the hot path (`dagloop start` opening the store in well under 150 ms)
 cannot import SQLAlchemy, and the totals triggers are dialect SQL anyway; the same tables are
-declared as SQLModel classes in `controller.tables`, and a test holds the three together.
+declared as SQLModel classes in `controller.store.tables`, and a test holds the three together.
 """
 
 from __future__ import annotations

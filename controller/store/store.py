@@ -7,10 +7,10 @@ consistent record. Verbs follow one naming scheme: `get_*` (one row or `NotFound
 `record_*` (a transition), `claim_*`, `prune_*`.
 
 One SQL text serves both databases: SQLite's dialect where both agree (`ON CONFLICT`,
-`RETURNING`, partial indexes), written with `?` parameters that `controller.pgconn` rewrites for
+`RETURNING`, partial indexes), written with `?` parameters that `controller.store.pg` rewrites for
 psycopg. Why stdlib `sqlite3` and not SQLModel here: `dagloop start` must run a one-step DAG in
 under 150 ms as a whole process, and importing SQLAlchemy alone costs ~190 ms on this machine.
-The schema and its versions live in `controller.schema`; Alembic (`dagloop migrate`) upgrades
+The schema and its versions live in `controller.store.schema`; Alembic (`dagloop migrate`) upgrades
 an existing database, and every process refuses a database whose schema is older or newer than
 its own.
 
@@ -40,7 +40,7 @@ from typing import Any
 
 from controller import faults
 from controller.diskfull import full_note
-from controller.schema import HEAD_REVISION, SCHEMA_VERSION, STEPS, statements
+from controller.store.schema import HEAD_REVISION, SCHEMA_VERSION, STEPS, statements
 from model.status import RunStatus, StepStatus
 
 # Upper bounds (seconds) of the run-duration buckets kept in `run_totals` (columns le_*).
@@ -281,7 +281,7 @@ class Store:
     def _open_postgres(self, url: str, readonly: bool, timeout_seconds: float, role: str) -> None:
         import psycopg  # only PostgreSQL deployments pay for the import
 
-        from controller.pgconn import PgConnection, application_name, redact_url
+        from controller.store.pg import PgConnection, application_name, redact_url
 
         self.dialect = "postgresql"
         self.path = None
@@ -500,7 +500,7 @@ class Store:
     def _wake(self, db: Any) -> None:
         """Wake the leader of another host (PostgreSQL NOTIFY, delivered at COMMIT): a run
         was queued or finished, so a slot or a start may be waiting. SQLite homes have the
-        doorbell file (`controller.watcher`) for this."""
+        doorbell file (`controller.loop.watcher`) for this."""
         if self.dialect == "postgresql":
             db.execute("SELECT pg_notify('dagloop_wake', '')")
 

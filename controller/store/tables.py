@@ -1,8 +1,8 @@
 """The state database's tables as SQLModel classes: the schema declared once, in Python.
 
-`controller.schema` holds the DDL each dialect runs (with the totals triggers, which SQLModel
+`controller.store.schema` holds the DDL each dialect runs (with the totals triggers, which SQLModel
 cannot express); these classes declare the same tables and columns for tools and readers:
-Alembic's `target_metadata` (`controller/migrations/env.py`, so `alembic revision
+Alembic's `target_metadata` (`controller/store/migrations/env.py`, so `alembic revision
 --autogenerate` starts from them) and `tests/store/test_schema.py`, which checks that both
 databases, migrated, have exactly these columns with this nullability. The store itself does
 not import this module: SQLAlchemy's import would cost a runner more than its whole start-up.
@@ -22,7 +22,7 @@ class Meta(SQLModel, table=True):
 
 
 class Run(SQLModel, table=True):
-    """A DAG run (`controller.store.RunRecord`)."""
+    """A DAG run (`controller.store.store.RunRecord`)."""
 
     __tablename__ = "runs"
     id: int | None = Field(default=None, primary_key=True)
@@ -60,7 +60,7 @@ class Run(SQLModel, table=True):
 
 
 class Step(SQLModel, table=True):
-    """A step or handler of a run (`controller.store.StepRecord`)."""
+    """A step or handler of a run (`controller.store.store.StepRecord`)."""
 
     __tablename__ = "steps"
     id: int | None = Field(default=None, primary_key=True)

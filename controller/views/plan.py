@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from controller.catalog import Catalog
-from controller.reconcile import Action, queue_positions
-from controller.store import Store
+from controller.loop.reconcile import Action, queue_positions
+from controller.store.store import Store
 from model.config import Settings
 
 
@@ -41,7 +41,7 @@ def plan_document(
     `catalog` lets a long-lived caller (the API) reuse its loaded DAGs; `name` keeps only
     what concerns that DAG.
     """
-    from controller.loop import Controller
+    from controller.loop.controller import Controller
 
     ctl = Controller(settings, store=store, spawn_runners=False, catalog=catalog)
     ctl.refresh_catalog(force=True)

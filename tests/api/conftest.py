@@ -14,7 +14,7 @@ import pytest
 
 from api.app import create_app
 from controller.catalog import Catalog
-from controller.store import RunRecord, Store
+from controller.store.store import RunRecord, Store
 from model.config import Settings, load_settings
 from model.status import RunStatus, StepStatus
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import PREFIX, create_app
 from controller.catalog import Catalog
-from controller.store import Store
+from controller.store.store import Store
 from model.status import RunStatus
 from tests.api.conftest import NOW, Home, make_client
 

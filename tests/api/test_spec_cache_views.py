@@ -11,7 +11,7 @@ import falcon.testing
 
 from api.app import PREFIX, create_app
 from controller.catalog import Catalog, spec_cache_dir
-from controller.store import Store
+from controller.store.store import Store
 from model.config import Settings, load_settings
 from model.speccache import LightDag
 from tests.helpers import REPO_ROOT

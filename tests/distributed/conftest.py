@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import RunRecord, Store
+from controller.store.store import RunRecord, Store
 from tests.helpers import dagu_home, group_alive
 
 

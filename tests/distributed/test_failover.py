@@ -10,8 +10,8 @@ import falcon.testing
 import psycopg
 
 from controller.commands.server import build_app
-from controller.pgconn import libpq_url
-from controller.store import RunRecord
+from controller.store.pg import libpq_url
+from controller.store.store import RunRecord
 from model.config import load_settings
 from model.status import RunStatus
 from tests.distributed.conftest import Cluster

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.loop import Controller
+from controller.loop.controller import Controller
 from model.config import load_settings
 from tests.faults.conftest import (
     HEARTBEAT_TIMEOUT,
@@ -135,7 +135,7 @@ def test_10_sd_notify_ready_watchdog_stopping_and_silence_when_stopped(
 def test_10_sdnotify_without_socket_is_a_no_op_and_abstract_names_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from controller.sdnotify import Notifier
+    from controller.loop.sdnotify import Notifier
 
     env: dict[str, str] = {}
     n = Notifier(env)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.loop import Controller
+from controller.loop.controller import Controller
 from model.config import load_settings
 from tests.faults.conftest import HEARTBEAT_TIMEOUT, Clock
 from tests.faults.invariants import assert_invariants

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.store import Store
+from controller.store.store import Store
 from model.status import RunStatus
 from tests.helpers import run_cli, wait_until
 

@@ -1,4 +1,4 @@
-"""The fork-server (controller/forkserver.py) with real processes: runners forked from it run
+"""The fork-server (controller/spawn/forkserver.py) with real processes: runners forked from it run
 and are recorded, survive the controller's SIGKILL, are reaped (no zombies), a dead fork-server
 is replaced at the next launch, an unusable one falls back to spawning, and the claim of a
 QUEUED row stays atomic. Prepared runners (forked ahead of a start instant) take the launch of
@@ -18,11 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from controller.apply import runner_env
-from controller.forkserver import Dispatch, ForkServer, start_argv
-from controller.launch import sweep_logs_ahead
-from controller.loop import Controller
-from controller.store import RunRecord, Store
+from controller.engine.launch import sweep_logs_ahead
+from controller.loop.apply import runner_env
+from controller.loop.controller import Controller
+from controller.spawn.forkserver import Dispatch, ForkServer, start_argv
+from controller.store.store import RunRecord, Store
 from model.config import Settings, load_settings
 from model.status import RunStatus
 from tests.helpers import run_cli, wait_until
@@ -94,7 +94,7 @@ def forkserver_of(controller_pid: int) -> int | None:
     """The fork-server child of a `dagloop scheduler` process."""
     for pid in children(controller_pid):
         try:
-            if b"controller.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"controller.spawn.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
         except OSError:
             continue

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from controller.httpexec import run_http_step, split_method_url
+from controller.engine.executors.http import run_http_step, split_method_url
 from model.loader import load_dag_text
 
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed_webhooks.md"

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from controller.store import Store
+from controller.store.store import Store
 from model.status import RunStatus
 from tests.helpers import run_cli, wait_until
 

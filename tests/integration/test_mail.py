@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from controller.mailexec import run_mail_step
-from controller.notify import (
+from controller.engine.executors.mail import run_mail_step
+from controller.notify.alerts import (
     MailError,
     _deliver,
     build_message,

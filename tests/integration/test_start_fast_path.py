@@ -75,7 +75,7 @@ def test_second_start_imports_no_pydantic_and_gives_the_same_run(tmp_path: Path)
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| controller.runner" in proc.stderr  # the import trace is there
+    assert "| controller.engine.runner" in proc.stderr  # the import trace is there
     assert "pydantic" not in proc.stderr and "yaml" not in proc.stderr
 
 

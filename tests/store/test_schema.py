@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from controller.migrate import upgrade
-from controller.pgconn import libpq_url
-from controller.schema import STEPS, statements
-from controller.store import Store, StoreError
+from controller.store.migrate import upgrade
+from controller.store.pg import libpq_url
+from controller.store.schema import STEPS, statements
+from controller.store.store import Store, StoreError
 from model.config import load_settings
 from model.status import RunStatus
 from tests.helpers import run_cli
@@ -69,9 +69,9 @@ def test_both_databases_have_the_same_tables_and_columns(tmp_path: Path, pg_url:
 
 
 def test_both_databases_match_the_sqlmodel_declaration(tmp_path: Path, pg_url: str) -> None:
-    """`controller.tables` declares exactly the columns (and their nullability) both databases
+    """`controller.store.tables` declares exactly the columns (and their nullability) both databases
     have, so the SQLModel classes can be trusted as the schema."""
-    from controller.tables import METADATA
+    from controller.store.tables import METADATA
 
     declared = {
         t: [(c.name, not c.nullable or c.primary_key) for c in METADATA.tables[t].columns]

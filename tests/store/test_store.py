@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import Conflict, LimitReached, NewRun, NotFound, Store
+from controller.store.store import Conflict, LimitReached, NewRun, NotFound, Store
 from model.status import RunStatus, StepStatus
 
 

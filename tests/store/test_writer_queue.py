@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from controller.store import Store
+from controller.store.store import Store
 from model.status import RunStatus
 
 HOLD = """

@@ -1,4 +1,5 @@
-"""`controller.jqexec`: gojq's JSON format and the step's exit codes (Dagu 1.30.2 observed)."""
+"""`controller.engine.executors.jq`: gojq's JSON format and the step's exit codes (Dagu 1.30.2
+observed)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 
 import pytest
 
-from controller.jqexec import encode_gojq, run_jq_step
+from controller.engine.executors.jq import encode_gojq, run_jq_step
 
 
 def test_encode_matches_gojq_format() -> None:

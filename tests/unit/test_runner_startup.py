@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from controller import forkserver
 from controller.commands import start
-from controller.forkserver import fast_start_args, start_argv
-from controller.store import Store
+from controller.spawn import forkserver
+from controller.spawn.forkserver import fast_start_args, start_argv
+from controller.store.store import Store
 
 
 def _parser() -> argparse.ArgumentParser:

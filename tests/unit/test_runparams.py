@@ -1,5 +1,5 @@
 """Secret-named params: stored masked, restored from a hand-over or the DAG defaults
-(controller.runparams, issue 8 #28); the ENOSPC wording of controller.diskfull."""
+(controller.engine.runparams, issue 8 #28); the ENOSPC wording of controller.diskfull."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from controller.diskfull import describe_os_error, mentions_enospc
-from controller.runparams import (
+from controller.engine.runparams import (
     hand_over,
     is_masked,
     mask_params,

@@ -1,1 +1,1 @@
-"""Alembic environment of the state database (`dagloop migrate`); see `controller.migrate`."""
+"""Alembic environment of the state database (`dagloop migrate`); see `controller.store.migrate`."""

@@ -1,4 +1,4 @@
-"""Alembic's entry point: migrate the database of the URL `controller.migrate` configured."""
+"""Alembic's entry point: migrate the database of the URL `controller.store.migrate` configured."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from controller.tables import METADATA
+from controller.store.tables import METADATA
 
 url = context.config.get_main_option("sqlalchemy.url")
 assert url is not None

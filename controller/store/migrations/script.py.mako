@@ -6,7 +6,7 @@ Revises: ${down_revision | comma,n}
 
 from __future__ import annotations
 
-from controller.migrate import apply_schema_step
+from controller.store.migrate import apply_schema_step
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
@@ -15,5 +15,5 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Apply the matching `controller.schema` step."""
+    """Apply the matching `controller.store.schema` step."""
     apply_schema_step(revision)

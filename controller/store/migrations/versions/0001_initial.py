@@ -6,7 +6,7 @@ Revises:
 
 from __future__ import annotations
 
-from controller.migrate import apply_schema_step
+from controller.store.migrate import apply_schema_step
 
 revision = "0001"
 down_revision = None
@@ -15,5 +15,5 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Apply `controller.schema` step 1."""
+    """Apply `controller.store.schema` step 1."""
     apply_schema_step(revision)

@@ -6,7 +6,7 @@ Revises: 0001
 
 from __future__ import annotations
 
-from controller.migrate import apply_schema_step
+from controller.store.migrate import apply_schema_step
 
 revision = "0002"
 down_revision = "0001"
@@ -15,5 +15,5 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Apply `controller.schema` step 2."""
+    """Apply `controller.store.schema` step 2."""
     apply_schema_step(revision)

@@ -1,1 +1,1 @@
-"""Schema revisions, one per `controller.schema` step."""
+"""Schema revisions, one per `controller.store.schema` step."""
