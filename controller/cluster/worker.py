@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from controller.doorbell import Doorbell
 from controller.loop.apply import runner_env, safe_dir, start_runner
-from controller.loop.watcher import Doorbell
 from controller.spawn.forkserver import Dispatch, ForkServer
 from controller.store.store import RunRecord, Store, open_store
 from model.config import Settings

@@ -14,7 +14,7 @@ import time
 from controller.catalog import Catalog
 from controller.commands.common import add_common, dag_file, settings_from
 from controller.loop.apply import Applier
-from controller.loop.reconcile import DEFAULT_RETENTION_DAYS, Prune
+from controller.reconcile.rules import DEFAULT_RETENTION_DAYS, Prune
 from controller.store.store import RunRecord, open_store
 from model.config import ConfigError
 from model.loader import DagLoadError, load_base, load_dag

@@ -12,7 +12,7 @@ import sys
 import time
 
 from controller.commands.common import add_common, settings_from
-from controller.loop.watcher import ring
+from controller.doorbell import ring
 from controller.store.store import NotFound, open_store
 from model.config import ConfigError
 from model.status import RunStatus

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from controller import faults
 from controller.catalog import Catalog, CatalogEntry
 from controller.liveness import on_this_host, reap_lost_run, runner_alive
-from controller.loop.reconcile import (
+from controller.reconcile.rules import (
     Action,
     CompleteRequest,
     Launch,

@@ -54,13 +54,16 @@ from types import FrameType
 
 from controller.catalog import Catalog, spec_cache_dir
 from controller.cluster.leader import LOCK_FILE, leadership_for
+from controller.doorbell import Doorbell
 from controller.engine import launch
 from controller.ids import new_run_id
 from controller.liveness import reap_lost_run
 from controller.loop.apply import Applier, runner_env
-from controller.loop.desired import DesiredBuilder
-from controller.loop.observed import PruneCache, default_liveness, observe
-from controller.loop.reconcile import (
+from controller.loop.sdnotify import Notifier
+from controller.loop.watcher import Watcher
+from controller.reconcile.desired import DesiredBuilder
+from controller.reconcile.observed import PruneCache, default_liveness, observe
+from controller.reconcile.rules import (
     Action,
     DesiredState,
     ObservedState,
@@ -69,8 +72,6 @@ from controller.loop.reconcile import (
     plan,
     tick_of,
 )
-from controller.loop.sdnotify import Notifier
-from controller.loop.watcher import Doorbell, Watcher
 from controller.spawn.forkserver import ForkServer
 from controller.store.store import Store, StoreError, open_store
 from model.config import Settings

@@ -6,40 +6,19 @@ carries no information into the loop: it only marks "the catalog may have change
 the store now" and rings the doorbell; the next pass re-reads everything. If an event is lost,
 the periodic resync repairs it.
 
-Callers: `controller.loop.controller`. Writers of the wake file:
-`controller.loop.controller.ring(settings)`.
+Callers: `controller.loop.controller`. The doorbell and the wake file's writers live in
+`controller.doorbell`.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-WAKE_FILE = "wake/controller.wake"  # in its own directory: the database's writes stay unwatched
-
-
-class Doorbell:
-    """A flag set by event threads and consumed by the loop."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.catalog_dirty = True
-
-    def ring(self, *, catalog: bool = False) -> None:
-        """Wake the loop; `catalog` asks for a DAG directory rescan."""
-        if catalog:
-            self.catalog_dirty = True
-        self.event.set()
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep until rung or `timeout` seconds passed; clears the bell."""
-        rung = self.event.wait(timeout)
-        self.event.clear()
-        return rung
+from controller.doorbell import WAKE_FILE, Doorbell
 
 
 class _Handler(FileSystemEventHandler):
@@ -82,13 +61,3 @@ class Watcher:
         """Stop the observer thread."""
         self._observer.stop()
         self._observer.join(timeout=2)
-
-
-def ring(data_dir: Path) -> None:
-    """Wake a running controller (touch its wake file); harmless when none runs."""
-    try:
-        wake = data_dir / WAKE_FILE
-        wake.parent.mkdir(parents=True, exist_ok=True)
-        wake.write_bytes(b"")
-    except OSError:
-        pass

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.catalog import Catalog
-from controller.loop.reconcile import Action, queue_positions
+from controller.reconcile.rules import Action, queue_positions
 from controller.store.store import Store
 from model.config import Settings
 

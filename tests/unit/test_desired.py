@@ -1,5 +1,5 @@
-"""The desired-state builder's reuse (controller.loop.desired): an idle pass returns the previous
-DAG
+"""The desired-state builder's reuse (controller.reconcile.desired): an idle pass returns the
+previous DAG
 map, and a builder that reuses agrees with a fresh builder at every minute of a walk."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.catalog import Catalog
-from controller.loop.desired import DesiredBuilder
+from controller.reconcile.desired import DesiredBuilder
 from model.config import Settings, load_settings
 
 T0 = datetime(2026, 3, 28, 23, 0, 20, tzinfo=UTC)  # the night before Berlin's spring forward

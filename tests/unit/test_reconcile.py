@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.ids import scheduled_run_id
-from controller.loop.reconcile import (
+from controller.reconcile.rules import (
     Action,
     CompleteRequest,
     DagDesired,

@@ -2,7 +2,8 @@
 
 Every rule of convergence lives here and nowhere else, decided on plain values: no clock reads,
 no I/O, no randomness (scheduled run ids derive from DAG + instant). The loop builds the inputs
-(`controller.loop.desired`, `controller.loop.observed`), calls `plan`, and hands the actions to
+(`controller.reconcile.desired`, `controller.reconcile.observed`), calls `plan`, and hands the
+actions to
 `controller.loop.apply`; `dagloop plan` calls the same function and prints the actions with their
 reasons. A converged world yields an empty plan.
 

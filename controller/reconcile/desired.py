@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from controller.catalog import Catalog, CatalogEntry
-from controller.loop.reconcile import (
+from controller.reconcile.rules import (
     DEFAULT_RETENTION_DAYS,
     DagDesired,
     DesiredState,

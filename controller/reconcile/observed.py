@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from controller.liveness import runner_alive
-from controller.loop.reconcile import ObservedState, RunView, TickKey
+from controller.reconcile.rules import ObservedState, RunView, TickKey
 from controller.store.store import NotFound, RunRecord, Store
 from model.status import RunStatus
 
