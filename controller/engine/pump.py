@@ -20,6 +20,7 @@ import select
 import selectors
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -74,6 +75,20 @@ def open_logs(node: Node, cap_bytes: int) -> None:
         node.log_dropped[stream] = 0
         # a log already at its cap ends with the previous execution's marker line
         node.log_nl.setdefault(stream, True)
+
+
+def open_redirects(node: Node, resolve: Callable[[str, Node], Path]) -> str:
+    """Open the step's `stdout:`/`stderr:` files for appending (`resolve` makes a target a
+    path); the error text when one cannot be."""
+    for stream, target in (("out", node.step.stdout), ("err", node.step.stderr)):
+        if not target or stream in node.redirects:
+            continue
+        try:
+            node.redirects[stream] = open(resolve(target, node), "ab", buffering=0)
+        except OSError as exc:
+            which = "stdout" if stream == "out" else "stderr"
+            return f"failed to setup {which} file: {describe_os_error(exc)}"
+    return ""
 
 
 def close_logs(node: Node) -> None:

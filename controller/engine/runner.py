@@ -9,7 +9,8 @@ executors, sub-DAG children), step and DAG timeouts, retry and repeat waits, sto
 (retry, repeat, continueOn, readiness, run status); it gathers their inputs and acts on them.
 Its collaborators: `graph` (the nodes), `variables` (env, outputs, expansion scope), `command`
 (argvs), `conditions`, `pump` (pipes into logs), `subdag` (`call:`/`parallel:`), `exits`
-(Dagu's error texts), `writes` (buffered step rows), `executors` (http, jq, mail).
+(Dagu's error texts), `writes` (buffered step rows), `stopping` (signals and kills),
+`executors` (http, jq, mail).
 
 Design: one thread, one selector. Each running process contributes a pidfd (readable when it
 exits) and its stdout and stderr pipes, which the pump moves into the step's log files up to
@@ -65,9 +66,11 @@ from controller.engine.pump import (
     close_logs,
     log_paths,
     open_logs,
+    open_redirects,
     precreate_logs,
     read_log_text,
 )
+from controller.engine.stopping import Stopper
 from controller.engine.subdag import (
     call_argv,
     call_items,
@@ -139,6 +142,7 @@ class Runner:
         self._active = 0
         self._dag_deadline: float | None = None
         self.writes = StepWriter(opts.store, opts.run.id)
+        self.stopper = Stopper(dag_name=opts.dag.name, run_id=opts.run.run_id, log_dir=opts.log_dir)
 
     # ------------------------------------------------------------------ setup
 
@@ -415,22 +419,6 @@ class Runner:
         self.last_error = error
         self._save(node)
 
-    def _open_redirects(self, node: Node) -> str:
-        """Open the step's `stdout:`/`stderr:` files (append; a relative path is relative to
-        the DAG's working directory, not the step's); the error text when one cannot be."""
-        for stream, target in (("out", node.step.stdout), ("err", node.step.stderr)):
-            if not target or stream in node.redirects:
-                continue
-            path = Path(self.vars.expand_path(target, node))
-            if not path.is_absolute():
-                path = self.workdir / path
-            try:
-                node.redirects[stream] = open(path, "ab", buffering=0)
-            except OSError as exc:
-                which = "stdout" if stream == "out" else "stderr"
-                return f"failed to setup {which} file: {describe_os_error(exc)}"
-        return ""
-
     def _begin_execution(self, node: Node) -> None:
         """Start one execution (attempt / repetition) of a running node."""
         node.captured = bytearray()
@@ -444,7 +432,9 @@ class Runner:
             return
         # Dagu tees stdout/stderr into these files too; one that cannot be opened (missing
         # directory) fails the step before it runs (Dagu 1.30.2, step_stdout_redirect).
-        if (node.step.stdout or node.step.stderr) and (problem := self._open_redirects(node)):
+        if (node.step.stdout or node.step.stderr) and (
+            problem := open_redirects(node, self.vars.redirect_path)
+        ):
             self._end_execution(node, 1, problem)
             return
         step = node.step
@@ -664,14 +654,14 @@ class Runner:
                 continue
             if node.timeout_at is not None and now >= node.timeout_at and not node.timed_out:
                 node.timed_out = True
-                self._signal_node(node, node.stop_signal)
+                self.stopper.signal_node(node, node.stop_signal)
                 node.kill_at = now + self.spec.max_clean_up_time_sec
             if node.kill_at is not None and now >= node.kill_at:
-                self._signal_node(node, signal.SIGKILL)
+                self.stopper.signal_node(node, signal.SIGKILL)
                 node.kill_at = None
                 node.resend_at = None
             if node.resend_at is not None and now >= node.resend_at:
-                self._signal_node(node, node.stop_signal)
+                self.stopper.signal_node(node, node.stop_signal)
                 node.resend_at = now + _RESEND_SECONDS
             if node.wait_until is not None and now >= node.wait_until:
                 if node.stopping:
@@ -695,36 +685,12 @@ class Runner:
                 continue
             sig = proc.signal_by_name(node.step.signal_on_stop) if self.canceled else signal.SIGTERM
             node.stop_signal = sig
-            self._signal_node(node, sig)
+            self.stopper.signal_node(node, sig)
             node.resend_at = now + _RESEND_SECONDS
             node.kill_at = now + self.spec.max_clean_up_time_sec
             if not node.procs and node.thread_result == [] and node.step.executor_type in EXECUTORS:
                 # a Python executor cannot be signalled; abandon it
                 self._final(node, StepStatus.ABORTED, None, "")
-
-    def _signal_node(self, node: Node, sig: int) -> None:
-        name = signal.Signals(sig).name
-        for p in node.procs:
-            if proc.kill_group(p.popen.pid, sig):
-                self._note(f"{name} sent to step {node.name!r} (process group {p.popen.pid})")
-        if sig == signal.SIGKILL:
-            escapees = proc.find_escapees(self.dag.name, self.run.run_id)
-            for pid in escapees:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            if escapees:
-                self._note(f"SIGKILL sent to processes that left their step's group: {escapees}")
-
-    def _note(self, text: str) -> None:
-        """One line in the run log (run.log), e.g. what a stop killed; never fails the run."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        try:
-            with open(self.o.log_dir / "run.log", "a", encoding="utf-8") as f:
-                f.write(f"{stamp} INFO {text} dag={self.dag.name} run_id={self.run.run_id}\n")
-        except OSError:
-            pass
 
     def _reap(self, node: Node, p: Proc) -> None:
         if p.capture is not None or p.errpipe is not None:
@@ -917,28 +883,10 @@ class Runner:
     # ------------------------------------------------------------------ cleanup
 
     def _cleanup_all(self) -> None:
-        """Nothing of this run may outlive it: kill what is left (normally nothing)."""
-        groups = [p.popen.pid for n in [*self.nodes, *self.handlers.values()] for p in n.procs]
-        for g in groups:
-            proc.kill_group(g, signal.SIGKILL)
-        for n in [*self.nodes, *self.handlers.values()]:
-            for p in n.procs:
-                try:
-                    p.popen.wait(timeout=1)
-                except subprocess.TimeoutExpired:
-                    pass
-            close_logs(n)
-        # Always, not only after a stop: no process outlives its run (DESIGN §3.3), and a
-        # setsid escapee of a succeeded step would otherwise run on unsupervised (issue 8 #6).
-        # As a subreaper we adopted every orphaned descendant: with no child left there is
-        # none, and the scan of every process's environment is skipped (fifty runners ending
-        # at one minute boundary each paid for it while the others were starting).
-        if not self.subreaper or proc.reap_adopted():
-            for pid in proc.find_escapees(self.dag.name, self.run.run_id):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        """Nothing of this run may outlive it (`Stopper.kill_leftovers`)."""
+        self.stopper.kill_leftovers(
+            [*self.nodes, *self.handlers.values()], subreaper=self.subreaper
+        )
         try:
             self.sel.close()
             os.close(self._wake_r)

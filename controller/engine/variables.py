@@ -109,6 +109,12 @@ class RunVars:
         """A path of a step's spec, `${VAR}` expanded in the node's scope."""
         return ex.expand(text, self.scope(node), fallback=self._environ)
 
+    def redirect_path(self, target: str, node: Node) -> Path:
+        """A step's `stdout:`/`stderr:` file: relative to the DAG's working directory, not
+        the step's."""
+        path = Path(self.expand_path(target, node))
+        return path if path.is_absolute() else self.workdir / path
+
     def node_env(self, node: Node, *, dag_name: str, run_id: str, log_file: str) -> dict[str, str]:
         """The environment of a starting step: the base env, the outputs so far, the step's
         `env:` (expanded in order), Dagu's `DAG_*` variables and the node's extras."""
