@@ -113,11 +113,6 @@ class Node:
         """The step name."""
         return str(self.step.name)
 
-    @property
-    def running(self) -> bool:
-        """The step has an execution in flight or scheduled (retry/repeat wait)."""
-        return self.status == StepStatus.RUNNING
-
 
 def make_nodes(spec: Any) -> tuple[list[Node], dict[str, Node]]:
     """The steps (in order, with their dependencies) and handlers (by event) of a fresh run."""

@@ -127,7 +127,6 @@ class Runner:
             log_dir=opts.log_dir,
         )
         self.canceled = False
-        self.stop_reason = ""
         self.last_error = ""
         self.deadline_hit = False
         self.subreaper = False  # orphaned descendants become our children (`execute`)
@@ -185,9 +184,7 @@ class Runner:
     # ------------------------------------------------------------------ signals
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if not self.canceled:
-            self.canceled = True
-            self.stop_reason = signal.Signals(signum).name
+        self.canceled = True
         try:
             os.write(self._wake_w, b"s")
         except OSError:
