@@ -164,7 +164,8 @@ def execute_run(
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
     claim of a queued row carries them, saving a transaction at the minute boundary), and
     `step_ids` are the rows of `runner.initial_step_rows` written with it."""
-    from controller.engine.runner import Heartbeat, Runner, RunnerOptions
+    from controller.engine.heartbeat import Heartbeat
+    from controller.engine.runner import Runner, RunnerOptions
 
     log_dir = _log_dir(settings, dag, run)
     log_file = log_dir / "run.log"
@@ -266,7 +267,7 @@ def make_logs_ahead(settings: Any, dag: Any) -> Path | None:
     `<log_dir>/.prepared/<pid>`; `adopt_logs_ahead` renames it to the run's directory at the
     launch. A directory and five new files cost a runner ~1.5 ms of kernel time, and fifty
     runners start at one minute boundary. None if it cannot be made (the run makes its own)."""
-    from controller.engine.runner import safe_name
+    from controller.engine.graph import safe_name
 
     ahead = Path(settings.log_dir) / LOGS_AHEAD_DIR / str(os.getpid())
     names = ["runner.err", "run.log"]

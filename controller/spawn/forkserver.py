@@ -162,7 +162,7 @@ def _warm_caches() -> None:
         from controller.cli import COMMANDS
         from controller.commands import start
         from controller.engine.expand import filtered_os_env
-        from controller.engine.runner import safe_name
+        from controller.engine.graph import safe_name
 
         parser = argparse.ArgumentParser(prog="dagloop start", description=COMMANDS["start"][1])
         start.configure(parser)
