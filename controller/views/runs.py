@@ -11,8 +11,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.engine.expand import camel_key
 from controller.store.store import RunRecord, StepRecord, Store
+from model.outputs import camel_key
 from model.status import RunStatus, StepStatus
 
 __all__ = ["outputs_document", "rfc3339", "run_details", "run_summary", "step_node"]
