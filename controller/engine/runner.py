@@ -43,6 +43,7 @@ from controller import process as proc
 from controller.diskfull import ENOSPC_TEXT, describe_os_error, is_full
 from controller.engine import expand as ex
 from controller.store.store import RunRecord, Store
+from controller.utc import utc_text
 from model.status import RunStatus, StepStatus
 
 __all__ = [
@@ -1325,7 +1326,7 @@ class Runner:
 
     def _note(self, text: str) -> None:
         """One line in the run log (run.log), e.g. what a stop killed; never fails the run."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stamp = utc_text(time.time())
         try:
             with open(self.o.log_dir / "run.log", "a", encoding="utf-8") as f:
                 f.write(f"{stamp} INFO {text} dag={self.dag.name} run_id={self.run.run_id}\n")

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from controller.ids import scheduled_run_id
+from controller.utc import iso_utc
 from model.status import RunStatus
 
 DEFAULT_RETENTION_DAYS = 30
@@ -257,7 +258,7 @@ def tick_of(action: Action) -> TickKey | None:
 
 
 def _iso(t: datetime | None) -> str:
-    return t.isoformat().replace("+00:00", "Z") if t is not None else "-"
+    return iso_utc(t) if t is not None else "-"
 
 
 def _is_running(run: RunView) -> bool:

@@ -14,12 +14,13 @@ from typing import Any
 from controller.catalog import Catalog
 from controller.reconcile.rules import Action, queue_positions
 from controller.store.store import Store
+from controller.utc import iso_utc
 from model.config import Settings
 
 
 def _value(v: Any) -> Any:
     if isinstance(v, datetime):
-        return v.isoformat().replace("+00:00", "Z")
+        return iso_utc(v)
     if isinstance(v, tuple):
         return [_value(x) for x in v]
     return v
