@@ -4,7 +4,8 @@ Every rule of convergence lives here and nowhere else, decided on plain values: 
 no I/O, no randomness (scheduled run ids derive from DAG + instant). The loop builds the inputs
 (`controller.reconcile.desired`, `controller.reconcile.observed`), calls `plan`, and hands the
 actions to `controller.loop.apply`; the plan view (`dagloop plan`, `GET /api/v2/plan`) calls the
-same function through `controller.reconcile.snapshot` and shows the actions with their reasons. A converged world yields an empty plan.
+same function through `controller.reconcile.snapshot` and shows the actions with their reasons.
+A converged world yields an empty plan.
 
 Rules, in the order they are applied:
 1. Invalid DAG files are reported once per file version (`RecordInvalid`).
