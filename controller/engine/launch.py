@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller.store.store import RunRecord, Store
+from controller.utc import utc_text
 from model.status import RunStatus, StepStatus
 
 __all__ = [
@@ -437,4 +438,4 @@ def safe_dir(name: str) -> str:
 
 
 def _ts() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return utc_text(time.time())

@@ -18,6 +18,7 @@ from pathlib import Path
 from controller import process as proc
 from controller.engine.graph import Node
 from controller.engine.pump import close_logs
+from controller.utc import utc_text
 
 
 class Stopper:
@@ -71,7 +72,7 @@ class Stopper:
 
     def note(self, text: str) -> None:
         """One line in the run log (run.log), e.g. what a stop killed; never fails the run."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stamp = utc_text(time.time())
         try:
             with open(self._log_dir / "run.log", "a", encoding="utf-8") as f:
                 f.write(f"{stamp} INFO {text} dag={self._dag_name} run_id={self._run_id}\n")

@@ -10,7 +10,8 @@ may sleep; `next_start_at()` and `starting_at()` which runners to prepare ahead 
 instant (`controller.spawn.forkserver`); `missed_ticks()` lists the start ticks a stopped controller
 missed (recorded once by the loop on start-up, see `controller.loop.controller`).
 
-Callers: the control loop (`controller.loop.controller`) and `dagloop plan`.
+Callers: the control loop (`controller.loop.controller`) and `controller.reconcile.snapshot`
+(the plan view's reads).
 
 Decisions documented here:
 - A DAG whose file is removed gets no new runs; a run of it that is already *running* finishes
