@@ -441,7 +441,7 @@ class Runner:
             env[key] = v
         dotenv = self.spec.dotenv
         files = [".env"] if dotenv is None else list(dotenv)
-        from model.config import parse_env_file
+        from model.dotenv import parse_env_file
 
         self.dotenv_values = {}
         for name in files:
