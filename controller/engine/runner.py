@@ -441,8 +441,6 @@ class Runner:
             env[key] = v
         dotenv = self.spec.dotenv
         files = [".env"] if dotenv is None else list(dotenv)
-        from model.dotenv import parse_env_file
-
         self.dotenv_values = {}
         for name in files:
             path = Path(os.path.expanduser(ex.expand(name, dag_vars, fallback=environ)))
@@ -452,6 +450,8 @@ class Runner:
                 text = path.read_text(encoding="utf-8")
             except OSError:
                 continue
+            from model.dotenv import parse_env_file  # only when a dotenv file exists
+
             try:
                 values = parse_env_file(text)
             except ValueError:
