@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.commands.common import add_common, add_json, add_quiet, settings_from
+from controller.dagfile import find_dag_file
 from controller.engine import launch
 from controller.ids import new_run_id
 
@@ -27,11 +29,12 @@ if TYPE_CHECKING:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `start`."""
-    launch.add_common(parser)
+    add_common(parser)
+    add_quiet(parser)
     parser.add_argument("dag", help="DAG name (in the dags dir) or file")
     parser.add_argument("-r", "--run-id", help="run id (letters, digits, '-', '_'; ≤ 64)")
     parser.add_argument("-p", "--params", action="append", default=[], help="params 'K=V a b'")
-    parser.add_argument("--json", action="store_true", help="print the run details as JSON")
+    add_json(parser, "the run details (as `status --json`)")
     parser.add_argument("--parent", help=argparse.SUPPRESS)  # NAME:ID of the parent run
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--local", help=argparse.SUPPRESS)  # sub-DAG document of the file
@@ -67,8 +70,8 @@ def prepare(file: str, text: str, *, config: str | None) -> Prepared:
     what they raise."""
     from controller.store.store import open_store
 
-    settings = launch.settings_from(argparse.Namespace(config=config, dagu_home=None))
-    path = launch.find_dag_file(file, settings.dags_dir)
+    settings = settings_from(argparse.Namespace(config=config, dagu_home=None))
+    path = find_dag_file(file, settings.dags_dir)
     store = open_store(settings, role="runner")
     try:
         dag = launch.load(path, settings, text=text or None)
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
         prepared.store.close()
         prepared = None
     try:
-        settings = prepared.settings if prepared is not None else launch.settings_from(args)
+        settings = prepared.settings if prepared is not None else settings_from(args)
     except ConfigError as exc:
         print(f"dagloop start: {exc}", file=sys.stderr)
         return 1
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
         print(f"dagloop start: invalid run id {args.run_id!r}", file=sys.stderr)
         return 1
     try:
-        path = launch.find_dag_file(args.dag, settings.dags_dir)
+        path = find_dag_file(args.dag, settings.dags_dir)
     except FileNotFoundError as exc:
         print(f"dagloop start: {exc}", file=sys.stderr)
         return 1

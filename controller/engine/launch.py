@@ -1,13 +1,12 @@
 """Shared plumbing of the run commands (`start`, `retry`, `restart`, `dry`, `status`, `stop`).
 
-Owns: finding a DAG file by name, loading it with base.yaml, run ids (UUIDv7), creating or
+Owns: loading a DAG file with base.yaml, run ids (UUIDv7), creating or
 claiming the run row, log paths, the progress printer, and `execute_run`, which wires a
 `Runner` to a run row and returns the exit code. Called only by `controller.commands.*`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,47 +21,13 @@ from controller.utc import utc_text
 from model.status import RunStatus, StepStatus
 
 __all__ = [
-    "add_common",
     "execute_run",
-    "find_dag_file",
     "load",
     "params_for_runner",
     "params_to_pairs",
     "started_fields",
     "stored_params",
 ]
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every run command takes."""
-    parser.add_argument("-c", "--config", help="config file")
-    parser.add_argument("--dagu-home", help="DAGU_HOME for this command")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print less")
-
-
-def settings_from(args: argparse.Namespace) -> Any:
-    """Settings for a command (config file and --dagu-home honoured)."""
-    from model.config import load_settings
-
-    overrides: dict[str, object] = {}
-    if getattr(args, "dagu_home", None):
-        overrides["home"] = args.dagu_home
-    config = Path(args.config) if getattr(args, "config", None) else None
-    return load_settings(config_file=config, overrides=overrides)
-
-
-def find_dag_file(name_or_file: str, dags_dir: Path) -> Path:
-    """A path as given if it exists (or looks like a file), else `<dags_dir>/NAME.yaml|.yml`."""
-    p = Path(name_or_file).expanduser()
-    if p.is_file():
-        return p.resolve()
-    for ext in (".yaml", ".yml"):
-        candidate = dags_dir / f"{name_or_file}{ext}"
-        if candidate.is_file():
-            return candidate.resolve()
-    if name_or_file.endswith((".yaml", ".yml")) and (dags_dir / name_or_file).is_file():
-        return (dags_dir / name_or_file).resolve()
-    raise FileNotFoundError(f"DAG {name_or_file!r} not found (looked in {dags_dir})")
 
 
 def load(path: Path, settings: Any, *, text: str | None = None, local: str | None = None) -> Any:

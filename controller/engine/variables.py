@@ -82,8 +82,6 @@ class RunVars:
     ) -> dict[str, str]:
         """The values of the dotenv files (`.env` by default), later files winning; a file
         that is missing or does not parse is passed over."""
-        from model.config import parse_env_file
-
         found: dict[str, str] = {}
         for name in [".env"] if dotenv is None else list(dotenv):
             scope = {**dag_vars, **found}  # a file's name may use an earlier file's values
@@ -94,6 +92,8 @@ class RunVars:
                 text = path.read_text(encoding="utf-8")
             except OSError:
                 continue
+            from model.dotenv import parse_env_file  # only when a dotenv file exists
+
             try:
                 values = parse_env_file(text)
             except ValueError:

@@ -436,15 +436,15 @@ def _run_warmer(items: list[tuple[str, str]], config: str | None) -> NoReturn:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.closerange(3, 1 << 20)
-        import argparse
-
+        from controller.dagfile import find_dag_file
         from controller.engine import launch
+        from model.config import load_settings
 
         # As the runners get them: `-c CONFIG` if the controller has one, else the env.
-        settings = launch.settings_from(argparse.Namespace(config=config, dagu_home=None))
+        settings = load_settings(config_file=Path(config) if config else None)
         for file, text in items:
             try:
-                path = launch.find_dag_file(file, settings.dags_dir)
+                path = find_dag_file(file, settings.dags_dir)
                 launch.load(path, settings, text=text or None)
             except Exception:  # an invalid or vanished DAG: its runner reports it
                 continue
