@@ -42,6 +42,7 @@ from typing import IO, Any
 from controller import process as proc
 from controller.diskfull import ENOSPC_TEXT, describe_os_error, is_full
 from controller.engine import expand as ex
+from controller.runlogs import RUN_LOG, output_files, safe_name
 from controller.store.store import RunRecord, Store
 from model.status import RunStatus, StepStatus
 
@@ -51,7 +52,6 @@ __all__ = [
     "Runner",
     "RunnerOptions",
     "derive_run_status",
-    "safe_name",
     "sub_run_id",
 ]
 
@@ -73,11 +73,6 @@ _PIPE_BYTES = 1 << 16  # Linux's default pipe capacity
 _MARKER_ROOM = 4096  # bytes of truncation markers a capped log may take beyond the cap
 _TAIL_BYTES = 1024
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def safe_name(name: str) -> str:
-    """A step name usable as a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
 
 
 def sub_run_id(parent_run_id: str, step: str, params: str) -> str:
@@ -849,8 +844,9 @@ class Runner:
             node.log_nl.setdefault(stream, True)
 
     def _log_paths(self, node: Node) -> tuple[str, str]:
-        base = safe_name(node.name) if node.kind == "step" else node.kind
-        return str(self.o.log_dir / f"{base}.out"), str(self.o.log_dir / f"{base}.err")
+        stem = safe_name(node.name) if node.kind == "step" else node.kind
+        out, err = output_files(self.o.log_dir, stem)
+        return str(out), str(err)
 
     def _precreate_logs(self) -> None:
         """Create the steps' log files from a helper thread while the first steps run.
@@ -1327,7 +1323,7 @@ class Runner:
         """One line in the run log (run.log), e.g. what a stop killed; never fails the run."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            with open(self.o.log_dir / "run.log", "a", encoding="utf-8") as f:
+            with open(self.o.log_dir / RUN_LOG, "a", encoding="utf-8") as f:
                 f.write(f"{stamp} INFO {text} dag={self.dag.name} run_id={self.run.run_id}\n")
         except OSError:
             pass
