@@ -1,8 +1,10 @@
 """Shared plumbing of the run commands (`start`, `retry`, `restart`, `dry`, `status`, `stop`).
 
-Owns: finding a DAG file by name, loading it with base.yaml, run ids (UUIDv7), creating or
-claiming the run row, log paths, the progress printer, and `execute_run`, which wires a
-`Runner` to a run row and returns the exit code. Called only by `controller.commands.*`.
+Owns: finding a DAG file by name, loading it with base.yaml, the columns a runner writes when it
+starts a run, the stored params, the progress printer, and `execute_run`, which wires a
+`Runner` to a run row and returns the exit code (the log directory of the run is
+`controller.runlogs`'s). Called by `controller.commands.*`, `controller.engine.start` and the
+fork-server's warmer (`controller.spawn.child`).
 """
 
 from __future__ import annotations
