@@ -12,7 +12,6 @@ Called by the runner (`controller.engine.runner`), the output pump, the sub-DAG 
 
 from __future__ import annotations
 
-import re
 import shlex
 import signal
 import subprocess
@@ -32,11 +31,6 @@ HANDLER_KINDS = {
 }
 # the statuses of a previous attempt a retry keeps (the step is not run again)
 _KEPT_ON_RETRY = (StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.PARTIALLY_SUCCEEDED)
-
-
-def safe_name(name: str) -> str:
-    """A step name usable as a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
 
 
 @dataclass

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import IO
 
 from controller.diskfull import ENOSPC_TEXT, describe_os_error
-from controller.engine.graph import Node, Proc, safe_name
+from controller.engine.graph import Node, Proc
+from controller.runlogs import output_files, safe_name
 
 _PIPE_LINGER_SECONDS = 0.2  # see Pump.drain_after_exit
 # One read per wake-up moves up to this much from a step's pipe into its log; a pipe found
@@ -38,8 +39,9 @@ _LOG_READ_BYTES = 16 * 1024 * 1024  # of a stdout log searched for continueOn.ou
 
 def log_paths(node: Node, log_dir: Path) -> tuple[str, str]:
     """The node's .out and .err logs (a handler's are named by its kind: `onExit.out`)."""
-    base = safe_name(node.name) if node.kind == "step" else node.kind
-    return str(log_dir / f"{base}.out"), str(log_dir / f"{base}.err")
+    stem = safe_name(node.name) if node.kind == "step" else node.kind
+    out, err = output_files(log_dir, stem)
+    return str(out), str(err)
 
 
 def precreate_logs(paths: list[str]) -> None:

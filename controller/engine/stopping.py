@@ -18,6 +18,7 @@ from pathlib import Path
 from controller import process as proc
 from controller.engine.graph import Node
 from controller.engine.pump import close_logs
+from controller.runlogs import RUN_LOG
 from controller.utc import utc_text
 
 
@@ -74,7 +75,7 @@ class Stopper:
         """One line in the run log (run.log), e.g. what a stop killed; never fails the run."""
         stamp = utc_text(time.time())
         try:
-            with open(self._log_dir / "run.log", "a", encoding="utf-8") as f:
+            with open(self._log_dir / RUN_LOG, "a", encoding="utf-8") as f:
                 f.write(f"{stamp} INFO {text} dag={self._dag_name} run_id={self._run_id}\n")
         except OSError:
             pass

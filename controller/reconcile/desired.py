@@ -7,7 +7,7 @@ the DAG's file or base.yaml changes), so a pass over 1,000 DAGs runs croniter on
 next fire time has come, and it reuses each DAG's `DagDesired` (and the whole DAG map) while the
 catalog generation is unchanged and nothing became due. `next_due_at()` tells the loop how long it
 may sleep; `next_start_at()` and `starting_at()` which runners to prepare ahead of the next start
-instant (`controller.spawn.forkserver`); `missed_ticks()` lists the start ticks a stopped controller
+instant (`controller.spawn.server`); `missed_ticks()` lists the start ticks a stopped controller
 missed (recorded once by the loop on start-up, see `controller.loop.controller`).
 
 Callers: the control loop (`controller.loop.controller`) and `controller.reconcile.snapshot`
