@@ -34,7 +34,8 @@ from typing import Any
 from controller.doorbell import Doorbell
 from controller.loop.apply import runner_env, safe_dir, start_runner
 from controller.spawn.forkserver import Dispatch, ForkServer
-from controller.store.store import RunRecord, Store, open_store
+from controller.store.records import RunRecord
+from controller.store.store import Store, open_store
 from model.config import Settings
 from model.status import RunStatus
 

@@ -15,7 +15,8 @@ from controller.catalog import Catalog
 from controller.commands.common import add_common, dag_file, settings_from
 from controller.loop.apply import Applier
 from controller.reconcile.rules import DEFAULT_RETENTION_DAYS, Prune
-from controller.store.store import RunRecord, open_store
+from controller.store.records import RunRecord
+from controller.store.store import open_store
 from model.config import ConfigError
 from model.loader import DagLoadError, load_base, load_dag
 

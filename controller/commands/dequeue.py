@@ -13,7 +13,8 @@ import time
 
 from controller.commands.common import add_common, settings_from
 from controller.doorbell import ring
-from controller.store.store import NotFound, open_store
+from controller.store.records import NotFound
+from controller.store.store import open_store
 from model.config import ConfigError
 from model.status import RunStatus
 

@@ -17,7 +17,8 @@ from controller.commands.common import add_common, dag_file, settings_from
 from controller.doorbell import ring
 from controller.engine.runparams import hand_over, mask_params, secret_values, take_handed_over
 from controller.ids import new_run_id
-from controller.store.store import Conflict, StoreError, open_store
+from controller.store.records import Conflict, StoreError
+from controller.store.store import open_store
 from model.config import ConfigError, Settings
 from model.loader import DagLoadError, load_base, load_dag, parse_param_overrides, resolve_params
 from model.spec import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     """Migrate; exit 0, 1 when the database cannot be reached or migrated."""
     from controller.store.migrate import upgrade
     from controller.store.pg import redact_url
-    from controller.store.store import StoreError
+    from controller.store.records import StoreError
 
     try:
         settings = settings_from(args)

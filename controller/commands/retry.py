@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Retry; returns the exit code of the new attempt."""
-    from controller.store.store import StoreError
+    from controller.store.records import StoreError
 
     settings = launch.settings_from(args)
     name = Path(args.dag).stem if args.dag.endswith((".yaml", ".yml")) else args.dag
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
     """The retry itself, on an open store."""
     from controller.liveness import reap_lost_run, runner_alive
-    from controller.store.store import NotFound, open_store
+    from controller.store.records import NotFound
+    from controller.store.store import open_store
     from model.loader import DagLoadError
     from model.status import RunStatus
 

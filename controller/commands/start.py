@@ -82,7 +82,8 @@ def prepare(file: str, text: str, *, config: str | None) -> Prepared:
 def run(args: argparse.Namespace, *, prepared: Prepared | None = None) -> int:
     """Start the run; returns the exit code. `prepared` (from `prepare`) is used if it fits."""
     from controller.engine.runner import initial_step_rows
-    from controller.store.store import Conflict, LimitReached, NotFound, StoreError, open_store
+    from controller.store.records import Conflict, LimitReached, NotFound, StoreError
+    from controller.store.store import open_store
     from model.config import ConfigError
     from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
     from model.status import RunStatus

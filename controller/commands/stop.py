@@ -26,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Stop; returns the exit code."""
     from controller.liveness import on_this_host, reap_lost_run, runner_alive
-    from controller.store.store import NotFound, open_store
+    from controller.store.records import NotFound
+    from controller.store.store import open_store
     from model.status import RunStatus
 
     settings = launch.settings_from(args)

@@ -42,7 +42,8 @@ from typing import IO, Any
 from controller import process as proc
 from controller.diskfull import ENOSPC_TEXT, describe_os_error, is_full
 from controller.engine import expand as ex
-from controller.store.store import RunRecord, Store
+from controller.store.records import RunRecord
+from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
 __all__ = [

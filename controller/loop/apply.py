@@ -50,7 +50,8 @@ from controller.reconcile.rules import (
     Stop,
 )
 from controller.spawn.forkserver import Dispatch, ForkServer, ForkServerUnavailable, start_argv
-from controller.store.store import NewRun, NotFound, RunRecord, Store
+from controller.store.records import NewRun, NotFound, RunRecord
+from controller.store.store import Store
 from model.config import Settings
 from model.status import RunStatus
 

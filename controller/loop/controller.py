@@ -73,7 +73,8 @@ from controller.reconcile.rules import (
     tick_of,
 )
 from controller.spawn.forkserver import ForkServer
-from controller.store.store import Store, StoreError, open_store
+from controller.store.records import StoreError
+from controller.store.store import Store, open_store
 from model.config import Settings
 from model.status import RunStatus
 

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.engine.expand import camel_key
-from controller.store.store import RunRecord, StepRecord, Store
+from controller.store.records import RunRecord, StepRecord
+from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
 __all__ = ["outputs_document", "rfc3339", "run_details", "run_summary", "step_node"]

@@ -22,7 +22,8 @@ from controller.engine.launch import sweep_logs_ahead
 from controller.loop.apply import runner_env
 from controller.loop.controller import Controller
 from controller.spawn.forkserver import Dispatch, ForkServer, start_argv
-from controller.store.store import RunRecord, Store
+from controller.store.records import RunRecord
+from controller.store.store import Store
 from model.config import Settings, load_settings
 from model.status import RunStatus
 from tests.helpers import run_cli, wait_until

@@ -11,8 +11,9 @@ import pytest
 
 from controller.store.migrate import upgrade
 from controller.store.pg import libpq_url
+from controller.store.records import StoreError
 from controller.store.schema import STEPS, statements
-from controller.store.store import Store, StoreError
+from controller.store.store import Store
 from model.config import load_settings
 from model.status import RunStatus
 from tests.helpers import run_cli
