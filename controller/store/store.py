@@ -10,9 +10,12 @@ One SQL text serves both databases: SQLite's dialect where both agree (`ON CONFL
 `RETURNING`, partial indexes), written with `?` parameters that `controller.store.pg` rewrites for
 psycopg. Why stdlib `sqlite3` and not SQLModel here: `dagloop start` must run a one-step DAG in
 under 150 ms as a whole process, and importing SQLAlchemy alone costs ~190 ms on this machine.
-The schema and its versions live in `controller.store.schema`; Alembic (`dagloop migrate`) upgrades
-an existing database, and every process refuses a database whose schema is older or newer than
-its own.
+The schema is declared in `controller.store.tables` and run as the DDL of `controller.store.schema`
+(checked against each other by the tests); Alembic (`dagloop migrate`) upgrades an existing
+database, and every process refuses a database whose schema is older or newer than its own.
+The rows it returns and the errors it raises are in `controller.store.records`; the SQLite
+connection and its write transaction in `controller.store.connection`, PostgreSQL's in
+`controller.store.pg`.
 
 Writers: SQLite serialises them (`BEGIN IMMEDIATE`), and dagloop's own writers first queue for
 their turn in the kernel (`flock` on `<db>-writers`, see `controller.store.connection`); on
@@ -55,7 +58,7 @@ from controller.store.records import (
     step_value,
     worker_from_row,
 )
-from controller.store.schema import HEAD_REVISION, SCHEMA_VERSION, STEPS, statements
+from controller.store.schema import SCHEMA_VERSION, sqlite_creation, version_problem
 from model.status import RunStatus
 
 if TYPE_CHECKING:
@@ -151,38 +154,16 @@ class Store:
         if version is None and self.dialect == "sqlite" and not self.readonly:
             self._create_sqlite()
             return
-        if version is None:
-            raise StoreError(
-                f"{self.where}: the database has no dagloop schema; run `dagloop migrate` first"
-            )
-        if version < SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.where}: schema version {version} is older than this dagloop's "
-                f"({SCHEMA_VERSION}); run `dagloop migrate` first"
-            )
-        raise StoreError(
-            f"{self.where}: schema version {version} is newer than this dagloop's "
-            f"({SCHEMA_VERSION}); upgrade dagloop"
-        )
+        raise StoreError(f"{self.where}: {version_problem(version)}")
 
     def _create_sqlite(self) -> None:
         """A new embedded database: every schema step at once, in one transaction (so two
-        processes creating the same file cannot both run a step), stamped with the Alembic
-        head so that `dagloop migrate` knows where it stands."""
+        processes creating the same file cannot both run a step), stamped as migrated."""
         with self.transaction() as db:
             if self.schema_version() is not None:
                 return  # another process made it while we waited for the write lock
-            for step in STEPS["sqlite"]:
-                for statement in statements(step):
-                    db.execute(statement)
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS alembic_version "
-                "(version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
-            )
-            db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD_REVISION,))
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            for statement in sqlite_creation():
+                db.execute(statement)
 
     def transaction(self) -> AbstractContextManager[Any]:
         """One atomic write (`with store.transaction() as db:`): BEGIN … COMMIT, ROLLBACK on
