@@ -1,7 +1,8 @@
 """The `dagloop` command line: a thin dispatcher over `controller.commands.*`.
 
 Only the module of the requested verb is imported, so `dagloop start` does not pay for the
-API server or the ORM at start-up.
+API server or the ORM at start-up. Exit codes (the same for every verb, docs/cli.md): 0 done,
+1 failed or refused, 2 usage error (argparse's convention), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def _load(verb: str) -> _Command:
     return cast(_Command, importlib.import_module(f"controller.commands.{module_name}"))
 
 
+EXIT_CODES_EPILOG = (
+    "Exit codes: 0 done, 1 failed or refused, 2 usage error. "
+    "Every verb, its options and its --json output: docs/cli.md."
+)
+
+
 def _usage() -> str:
     width = max(len(v) for v in COMMANDS)
     lines = [
@@ -57,6 +64,7 @@ def _usage() -> str:
         *(f"  {verb.ljust(width)}  {help_}" for verb, (_, help_) in COMMANDS.items()),
         "",
         "Run 'dagloop COMMAND --help' for the options of a command.",
+        EXIT_CODES_EPILOG,
     ]
     return "\n".join(lines)
 
@@ -64,9 +72,12 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dagloop` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args:  # a usage error: usage on stderr, exit 2 (as argparse does)
+        print(_usage(), file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help", "help"):
         print(_usage())
-        return 0 if args else 2
+        return 0
     if args[0] in ("--version", "-V"):
         print(f"dagloop {__version__}")
         return 0
@@ -75,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dagloop: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     command = _load(verb)
-    parser = argparse.ArgumentParser(prog=f"dagloop {verb}", description=COMMANDS[verb][1])
+    parser = argparse.ArgumentParser(
+        prog=f"dagloop {verb}", description=COMMANDS[verb][1], epilog=EXIT_CODES_EPILOG
+    )
     command.configure(parser)
     try:
         namespace = parser.parse_args(args[1:])

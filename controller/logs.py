@@ -20,10 +20,10 @@ import logging
 import sys
 import threading
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from controller.utc import utc_text
 from model.config import Settings
 
 __all__ = [
@@ -77,10 +77,6 @@ def redact(text: str) -> str:
     return text
 
 
-def _utc_time(created: float) -> str:
-    return datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _logfmt_value(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     if text == "" or any(c in text for c in ' "=\n\r\t\\'):
@@ -115,7 +111,7 @@ class LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """One line, no trailing newline."""
         msg = record.getMessage()
-        time = _utc_time(record.created)
+        time = utc_text(record.created)
         fields = self._fields(record)
         if self.log_format == "json":
             line = json.dumps(

@@ -4,8 +4,7 @@ Owns the table of configuration keys (Dagu 1.30's, reference §5, plus dagloop's
 `controller.*` and `database.url`), their environment names, defaults and parsing. Pure: the only
 I/O is reading the config file it is asked to read (and the zone database to check `tz`).
 Called by every `dagloop` command at start-up, and by `dagloop config` to show where each value
-came from. Also home of `parse_env_file`, the one parser for systemd `EnvironmentFile`s and DAG
-`dotenv` files.
+came from. (Env files are parsed by `model.dotenv`.)
 
 Precedence, highest first: CLI overrides > `DAGU_*` environment > config file > defaults.
 
@@ -21,7 +20,6 @@ key is a `ConfigError` naming the file and the dotted key.
 from __future__ import annotations
 
 import os
-import re
 import types
 import zoneinfo
 from collections.abc import Mapping
@@ -36,7 +34,6 @@ __all__ = [
     "Settings",
     "describe_settings",
     "load_settings",
-    "parse_env_file",
 ]
 
 SECRET_MASK = "*****"
@@ -520,37 +517,69 @@ def load_settings(
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     cwd = Path.cwd()
     sources: dict[str, str] = {}
-
-    # DAGU_HOME: cli > env > legacy ~/.dagu > ~/.config/dagu
-    if "home" in overrides:
-        home = (cwd / Path(_as_str(overrides.pop("home"), "cli: home")).expanduser()).resolve()
-        sources["home"] = "cli"
-    elif env.get("DAGU_HOME"):
-        home = (cwd / Path(env["DAGU_HOME"]).expanduser()).resolve()
-        sources["home"] = "env"
-    else:
-        home = _default_home(env).resolve()
-        sources["home"] = "default"
-
+    home = _resolve_home(overrides.pop("home", None), env, cwd, sources)
     unknown = sorted(set(overrides) - set(_BY_KEY))
     if unknown:
         raise ConfigError(f"cli: unknown key '{unknown[0]}'")
+    path, file_values = _read_chosen_config_file(config_file, env, home, cwd, sources)
+    file_dir = path.parent if path is not None else home
+    values = _layered_values(overrides, env, file_values, file_dir, cwd, sources)
+    _check_values(values, sources)
+    _derive_values(values, home)
+    return Settings(
+        home=home,
+        config_file=path,
+        sources=types.MappingProxyType(sources),
+        **values,  # type: ignore[arg-type]
+    )
 
+
+def _resolve_home(
+    override: object, env: Mapping[str, str], cwd: Path, sources: dict[str, str]
+) -> Path:
+    """DAGU_HOME: cli > env > legacy ~/.dagu > ~/.config/dagu (relative to `cwd`)."""
+    if override is not None:
+        sources["home"] = "cli"
+        return (cwd / Path(_as_str(override, "cli: home")).expanduser()).resolve()
+    if env.get("DAGU_HOME"):
+        sources["home"] = "env"
+        return (cwd / Path(env["DAGU_HOME"]).expanduser()).resolve()
+    sources["home"] = "default"
+    return _default_home(env).resolve()
+
+
+def _read_chosen_config_file(
+    config_file: Path | None,
+    env: Mapping[str, str],
+    home: Path,
+    cwd: Path,
+    sources: dict[str, str],
+) -> tuple[Path | None, dict[str, tuple[object, str]]]:
+    """The config file in effect (None when the default one does not exist) and its values:
+    `config_file` (cli) > `DAGU_CONFIG` (env) — both must exist — > `<home>/config.yaml`."""
     explicit = config_file if config_file is not None else env.get("DAGU_CONFIG") or None
-    path: Path | None
     if explicit is not None:
         path = (cwd / Path(explicit).expanduser()).resolve()
-        file_values = _read_config_file(path)
         sources["configFile"] = "cli" if config_file is not None else "env"
-    else:
-        path = home / "config.yaml"
-        sources["configFile"] = "default"
-        if path.is_file():
-            file_values = _read_config_file(path)
-        else:
-            file_values, path = {}, None
-    file_dir = path.parent if path is not None else home
+        return path, _read_config_file(path)
+    sources["configFile"] = "default"
+    path = home / "config.yaml"
+    if path.is_file():
+        return path, _read_config_file(path)
+    return None, {}
 
+
+def _layered_values(
+    overrides: Mapping[str, object],
+    env: Mapping[str, str],
+    file_values: Mapping[str, tuple[object, str]],
+    file_dir: Path,
+    cwd: Path,
+    sources: dict[str, str],
+) -> dict[str, object]:
+    """Each key's value by precedence (cli > env > file > default), converted; relative paths
+    are taken from the working directory for cli and env values, from the file's directory for
+    file values. Records each key's source in `sources`."""
     values: dict[str, object] = {}
     for spec in _KEYS:
         if spec.key in overrides:
@@ -569,7 +598,12 @@ def load_settings(
         sources[spec.key] = src
         if spec.field is not None:
             values[spec.field] = converted
+    return values
 
+
+def _check_values(values: dict[str, object], sources: Mapping[str, str]) -> None:
+    """The checks across one value that its converter cannot make (a known time zone, a port
+    in range, positive limits); `tz: ""` becomes None. Raises `ConfigError` naming the source."""
     tz = values.get("tz")
     if isinstance(tz, str):
         if not tz:
@@ -590,6 +624,10 @@ def load_settings(
             key = _BY_FIELD[name].key
             raise ConfigError(f"{key} ({sources[key]}): must be positive, got {limit}")
 
+
+def _derive_values(values: dict[str, object], home: Path) -> None:
+    """Fields computed from others: `metrics_public`, and the directories left unset, which
+    default to their place under `home`."""
     values["metrics_public"] = values["metrics_public"] == "public"
     for field_name, sub in (
         ("dags_dir", "dags"),
@@ -599,93 +637,6 @@ def load_settings(
     ):
         if values[field_name] is None:
             values[field_name] = home / sub
-    return Settings(
-        home=home,
-        config_file=path,
-        sources=types.MappingProxyType(sources),
-        **values,  # type: ignore[arg-type]
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Env files
-
-_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)$", re.DOTALL)
-_DQ_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$", "`": "`"}
-
-
-def _parse_double_quoted(body: str, lineno: int) -> tuple[str, str]:
-    """`body` starts after the opening quote; returns (value, rest after the closing quote)."""
-    out: list[str] = []
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        if ch == "\\" and i + 1 < len(body):
-            nxt = body[i + 1]
-            if nxt == "\n":  # line continuation inside quotes
-                i += 2
-                continue
-            out.append(_DQ_ESCAPES.get(nxt, "\\" + nxt))
-            i += 2
-            continue
-        if ch == '"':
-            return "".join(out), body[i + 1 :]
-        out.append(ch)
-        i += 1
-    raise ConfigError(f"line {lineno}: unterminated double quote")
-
-
-def parse_env_file(text: str) -> dict[str, str]:
-    """Parse systemd `EnvironmentFile` / dotenv text into a dict, in file order.
-
-    Supports blank lines, `#`/`;` comment lines, an optional `export ` prefix, unquoted values
-    (trimmed; ` #` starts a comment), single quotes (literal) and double quotes (with `\\n`, `\\t`,
-    `\\"`, `\\\\`, `\\$` escapes; may span lines), and a trailing `\\` continuing an unquoted line.
-    Variables are not expanded here. Raises `ConfigError` naming the line on malformed input.
-    """
-    result: dict[str, str] = {}
-    lines = text.replace("\r\n", "\n").split("\n")
-    i = 0
-    while i < len(lines):
-        lineno = i + 1
-        line = lines[i].strip()
-        i += 1
-        if not line or line.startswith(("#", ";")):
-            continue
-        match = _ENV_LINE.match(line)
-        if match is None:
-            raise ConfigError(f"line {lineno}: expected NAME=VALUE, got {line!r}")
-        name, raw = match.group(1), match.group(2)
-        if raw.startswith('"'):
-            body = raw[1:]
-            while True:
-                try:
-                    value, rest = _parse_double_quoted(body, lineno)
-                    break
-                except ConfigError:
-                    if i >= len(lines):
-                        raise
-                    body += "\n" + lines[i]
-                    i += 1
-        elif raw.startswith("'"):
-            body = raw[1:]
-            while "'" not in body:
-                if i >= len(lines):
-                    raise ConfigError(f"line {lineno}: unterminated single quote")
-                body += "\n" + lines[i]
-                i += 1
-            value, rest = body.split("'", 1)
-        else:
-            while raw.endswith("\\") and i < len(lines):
-                raw = raw[:-1] + lines[i].strip()
-                i += 1
-            value = re.split(r"\s+#", raw, maxsplit=1)[0].strip()
-            rest = ""
-        rest = rest.strip()
-        if rest and not rest.startswith("#"):
-            raise ConfigError(f"line {lineno}: unexpected text after the closing quote: {rest!r}")
-        result[name] = value
-    return result
 
 
 # --------------------------------------------------------------------------------------------

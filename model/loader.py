@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from model.params import PARAM_NAME
 from model.params import resolve_params as resolve_params
 from model.spec import (
     NAME_PATTERN,
@@ -778,6 +779,6 @@ def parse_param_overrides(tokens: Sequence[str]) -> list[tuple[str | None, str]]
 
 def _one_param(token: str) -> list[tuple[str | None, str]]:
     key, sep, val = token.partition("=")
-    if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+    if sep and PARAM_NAME.fullmatch(key):
         return [(key, val)]
     return [(None, token)]

@@ -11,6 +11,9 @@ import re
 from collections.abc import Sequence
 
 RUN_ID_PATTERN = re.compile(r"^[-a-zA-Z0-9_]+$")
+# A param or variable name: the `K` of `K=V` params (DAG `params`, CLI overrides) and a step's
+# `output` name. Use with `fullmatch`.
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RUN_ID_MAX_LENGTH = 64
 
 

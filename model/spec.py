@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from model.params import PARAM_NAME
 from model.params import RUN_ID_MAX_LENGTH as RUN_ID_MAX_LENGTH
 from model.params import RUN_ID_PATTERN as RUN_ID_PATTERN
 from model.specbase import (
@@ -162,7 +163,7 @@ def parse_env_entries(value: Any) -> list[tuple[str, str]]:
                 pairs.append((str(key), _scalar_text(val)))
         elif isinstance(item, str):
             key, sep, val = item.partition("=")
-            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            if not sep or not PARAM_NAME.fullmatch(key):
                 raise ValueError(f"expected 'KEY=value', got {item!r}")
             pairs.append((key, val))
         else:
@@ -179,7 +180,7 @@ def _tokenize_params(text: str) -> list[tuple[str | None, str]]:
         raise ValueError(f"cannot split params {text!r}: {exc}") from None
     for token in tokens:
         key, sep, val = token.partition("=")
-        if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        if sep and PARAM_NAME.fullmatch(key):
             out.append((key, val))
         else:
             out.append((None, token))
@@ -387,7 +388,7 @@ class OutputSpec(_Spec):
     @classmethod
     def _valid(cls, value: str) -> str:
         name = value[1:] if value.startswith("$") else value
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if not PARAM_NAME.fullmatch(name):
             raise ValueError(f"output name {value!r} is not a valid variable name")
         return name
 

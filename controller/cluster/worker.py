@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from controller import runlogs
 from controller.doorbell import Doorbell
-from controller.loop.apply import runner_env, safe_dir, start_runner
-from controller.spawn.forkserver import Dispatch, ForkServer
+from controller.spawn.client import Dispatch, ForkServer
+from controller.spawn.runner_process import runner_env, start_runner
 from controller.store.records import RunRecord
 from controller.store.store import Store, open_store
 from model.config import Settings
@@ -131,7 +132,8 @@ class Worker:
             self._signalled.discard(row)
             current = self.store.get_run_by_id(row)
             if current.status == RunStatus.QUEUED and current.worker_id == self.worker_id:
-                err = self.settings.log_dir / safe_dir(run.dag_name) / run.run_id / "runner.err"
+                err_dir = runlogs.run_dir(self.settings.log_dir, run.dag_name, run.run_id)
+                err = err_dir / runlogs.RUNNER_ERR
                 self.store.finish_queued_run(
                     row,
                     status=RunStatus.FAILED,

@@ -8,36 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-from model.config import ConfigError, describe_settings, load_settings
+from controller.commands.common import add_common, add_json, fail, settings_from
+from model.config import ConfigError, describe_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add `--json` and `-c/--config`."""
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="config file (default: $DAGU_CONFIG or $DAGU_HOME/config.yaml)",
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help='print a JSON list of {"key", "value", "source"} objects',
-    )
+    """The common options and `--json`."""
+    add_common(parser)
+    add_json(parser, 'a list of {"key", "value", "source"} objects')
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the configuration; exit 0, or 1 with the error on stderr if it is invalid."""
     try:
-        settings = load_settings(config_file=args.config)
+        settings = settings_from(args)
     except ConfigError as exc:
-        print(f"dagloop config: {exc}", file=sys.stderr)
-        return 1
+        return fail("config", exc)
     rows = describe_settings(settings)
     if args.json:
         print(json.dumps([{"key": k, "value": v, "source": s} for k, v, s in rows], indent=2))

@@ -8,13 +8,20 @@ not touched. Dispatched by `controller.cli`.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from controller.commands.common import add_common, settings_from
+from controller.commands.common import (
+    add_common,
+    add_json,
+    add_quiet,
+    fail,
+    print_json,
+    settings_from,
+)
 from controller.doorbell import ring
 from controller.store.records import NotFound
 from controller.store.store import open_store
+from controller.views.runs import run_summary
 from model.config import ConfigError
 from model.status import RunStatus
 
@@ -22,10 +29,13 @@ from model.status import RunStatus
 def configure(parser: argparse.ArgumentParser) -> None:
     """NAME or QUEUE, `-r/--run-id`, `-d/--dag-run NAME:ID`."""
     add_common(parser)
-    parser.add_argument("-q", "--quiet", action="store_true")
+    add_quiet(parser)
     parser.add_argument("name", help="DAG name (or queue name with -d)")
-    parser.add_argument("-r", "--run-id", default=None)
-    parser.add_argument("-d", "--dag-run", default=None, metavar="NAME:ID")
+    parser.add_argument("-r", "--run-id", default=None, help="the queued run's id")
+    parser.add_argument(
+        "-d", "--dag-run", default=None, metavar="NAME:ID", help="the run as NAME:ID"
+    )
+    add_json(parser, "the dequeued run's summary")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,32 +43,28 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
     except ConfigError as exc:
-        print(f"dagloop dequeue: {exc}", file=sys.stderr)
-        return 1
+        return fail("dequeue", exc)
     if args.dag_run:
         dag_name, _, run_id = args.dag_run.partition(":")
     else:
         dag_name, run_id = args.name, args.run_id or ""
     if not dag_name or not run_id:
-        print("dagloop dequeue: give NAME --run-id ID or -d NAME:ID", file=sys.stderr)
-        return 1
+        return fail("dequeue", "give NAME --run-id ID or -d NAME:ID")
     with open_store(settings) as store:
         try:
             run_row = store.get_run(dag_name, run_id)
         except NotFound as exc:
-            print(f"dagloop dequeue: {exc}", file=sys.stderr)
-            return 1
+            return fail("dequeue", exc)
         ok = store.finish_queued_run(
             run_row.id, status=RunStatus.ABORTED, error="dequeued", now=time.time()
         )
-    if not ok:
-        print(
-            f"dagloop dequeue: run {run_id!r} of {dag_name!r} is not queued "
-            f"({run_row.status.label})",
-            file=sys.stderr,
-        )
-        return 1
+        if not ok:
+            label = run_row.status.label
+            return fail("dequeue", f"run {run_id!r} of {dag_name!r} is not queued ({label})")
+        summary = run_summary(store.get_run_by_id(run_row.id))
     ring(settings.data_dir)
-    if not args.quiet:
+    if args.json:
+        print_json(summary)
+    elif not args.quiet:
         print(f"dequeued {dag_name}:{run_id}")
     return 0

@@ -11,15 +11,18 @@ import argparse
 import json
 import sys
 
+from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
+from controller.dagfile import find_dag_file
 from controller.engine import launch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `dry`."""
-    launch.add_common(parser)
+    add_common(parser)
+    add_quiet(parser)
     parser.add_argument("dag", help="DAG name or file")
-    parser.add_argument("-p", "--params", action="append", default=[], help="params")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("-p", "--params", action="append", default=[], help="params 'K=V a b'")
+    add_json(parser, "the plan (name, params, env, steps)")
     parser.add_argument("extra", nargs="*", help="params after --")
 
 
@@ -27,11 +30,15 @@ def run(args: argparse.Namespace) -> int:
     """Print the plan; returns 0, or 1 when the DAG cannot be loaded."""
     from controller.engine.expand import expand
     from controller.engine.runparams import mask_params
+    from model.config import ConfigError
     from model.loader import DagLoadError, parse_param_overrides, resolve_params
 
-    settings = launch.settings_from(args)
     try:
-        path = launch.find_dag_file(args.dag, settings.dags_dir)
+        settings = settings_from(args)
+    except ConfigError as exc:
+        return fail("dry", exc)
+    try:
+        path = find_dag_file(args.dag, settings.dags_dir)
         dag = launch.load(path, settings)
     except (DagLoadError, FileNotFoundError) as exc:
         print(f"dagloop dry: {exc}", file=sys.stderr)

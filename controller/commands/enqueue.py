@@ -8,17 +8,25 @@ queue allow (FIFO). Prints the run id. Dispatched by `controller.cli`.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from controller.commands.common import add_common, dag_file, settings_from
+from controller.commands.common import (
+    add_common,
+    add_json,
+    add_quiet,
+    fail,
+    print_json,
+    settings_from,
+)
+from controller.dagfile import find_dag_file
 from controller.doorbell import ring
 from controller.engine.runparams import hand_over, mask_params, secret_values, take_handed_over
 from controller.ids import new_run_id
-from controller.store.records import Conflict, StoreError
+from controller.store.records import Conflict, RunRecord, StoreError
 from controller.store.store import open_store
+from controller.views.runs import run_summary
 from model.config import ConfigError, Settings
 from model.loader import DagLoadError, load_base, load_dag, parse_param_overrides, resolve_params
 from model.spec import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN
@@ -28,13 +36,14 @@ from model.status import RunStatus
 def configure(parser: argparse.ArgumentParser) -> None:
     """NAME, `-r/--run-id`, `-p/--params`, `-u/--queue` (accepted, the DAG's queue is used)."""
     add_common(parser)
-    parser.add_argument("-q", "--quiet", action="store_true")
-    parser.add_argument("-r", "--run-id", default=None)
-    parser.add_argument("-p", "--params", action="append", default=[])
+    add_quiet(parser)
+    parser.add_argument("-r", "--run-id", default=None, help="run id (default: a new UUIDv7)")
+    parser.add_argument("-p", "--params", action="append", default=[], help="params 'K=V a b'")
     parser.add_argument("-N", "--name", default=None, help="accepted for Dagu compatibility")
     parser.add_argument("-u", "--queue", default=None, help="queue name (default: the DAG's)")
-    parser.add_argument("dag")
+    parser.add_argument("dag", help="DAG name (in the dags dir) or file")
     parser.add_argument("extra", nargs="*", help="params after --")
+    add_json(parser, "the queued run's summary")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,22 +51,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
     except ConfigError as exc:
-        print(f"dagloop enqueue: {exc}", file=sys.stderr)
-        return 1
+        return fail("enqueue", exc)
     if args.run_id is not None and (
         not RUN_ID_PATTERN.match(args.run_id) or len(args.run_id) > RUN_ID_MAX_LENGTH
     ):
-        print(f"dagloop enqueue: invalid run id {args.run_id!r}", file=sys.stderr)
-        return 1
-    path = dag_file(args.dag, settings.dags_dir)
-    if path is None:
-        print(f"dagloop enqueue: DAG {args.dag!r} not found", file=sys.stderr)
-        return 1
+        return fail("enqueue", f"invalid run id {args.run_id!r}")
     try:
+        path = find_dag_file(args.dag, settings.dags_dir)
         dag = load_dag(path, base=load_base(settings.base_config))
-    except DagLoadError as exc:
-        print(f"dagloop enqueue: {exc}", file=sys.stderr)
-        return 1
+    except (DagLoadError, FileNotFoundError) as exc:
+        return fail("enqueue", exc)
     params = resolve_params(dag.spec.params, parse_param_overrides([*args.params, *args.extra]))
     patterns = tuple(settings.secret_patterns)
     now = time.time()
@@ -70,10 +73,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         hand_over(settings.data_dir, dag.name, run_id, handed)
     except FileExistsError:
-        print(f"dagloop enqueue: run id {run_id!r} already exists", file=sys.stderr)
-        return 1
+        return fail("enqueue", f"run id {run_id!r} already exists")
     try:
-        _record(
+        row = _record(
             settings,
             dag,
             path,
@@ -85,15 +87,16 @@ def run(args: argparse.Namespace) -> int:
     except Conflict:
         if handed:  # the file is ours (created exclusively): the run is not
             take_handed_over(settings.data_dir, dag.name, run_id)
-        print(f"dagloop enqueue: run id {run_id!r} already exists", file=sys.stderr)
-        return 1
+        return fail("enqueue", f"run id {run_id!r} already exists")
     except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
         if handed:
             take_handed_over(settings.data_dir, dag.name, run_id)
-        print(f"dagloop enqueue: {exc}", file=sys.stderr)
-        return 1
+        return fail("enqueue", exc)
     ring(settings.data_dir)
-    print(run_id)
+    if args.json:
+        print_json(run_summary(row))
+    else:
+        print(run_id)
     return 0
 
 
@@ -106,10 +109,10 @@ def _record(
     queue: str | None,
     stored_params: list[str],
     now: float,
-) -> None:
-    """Insert the QUEUED row; raises `Conflict` (id taken) or `StoreError`."""
+) -> RunRecord:
+    """Insert the QUEUED row and return it; raises `Conflict` (id taken) or `StoreError`."""
     with open_store(settings) as store:
-        store.record_run(
+        return store.record_run(
             dag_name=dag.name,
             run_id=run_id,
             status=RunStatus.QUEUED,

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from controller.commands.common import add_common, settings_from
+from controller.commands.common import add_common, add_json, fail, settings_from
 from controller.store.store import open_store
 from controller.views.plan import plan_document
 from model.config import ConfigError
@@ -23,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Optional NAME (a DAG name) and `--json`."""
     add_common(parser)
     parser.add_argument("name", nargs="?", default=None, help="only this DAG")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(parser, "the plan document (as GET /api/v2/plan)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
     except ConfigError as exc:
-        print(f"dagloop plan: {exc}", file=sys.stderr)
-        return 1
+        return fail("plan", exc)
     with open_store(settings) as store:
         doc = plan_document(settings=settings, store=store, name=args.name)
     if args.json:

@@ -9,15 +9,18 @@ import signal
 import sys
 import time
 
+from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
+from controller.dagfile import find_dag_file
 from controller.engine import launch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `restart`."""
-    launch.add_common(parser)
+    add_common(parser)
+    add_quiet(parser)
     parser.add_argument("dag", help="DAG name or file")
     parser.add_argument("-r", "--run-id", help="the run to restart (default: latest)")
-    parser.add_argument("--json", action="store_true", help="print the run details as JSON")
+    add_json(parser, "the new run's details (as `status --json`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,11 +30,16 @@ def run(args: argparse.Namespace) -> int:
     from controller.liveness import on_this_host, reap_lost_run, runner_alive
     from controller.store.records import NotFound
     from controller.store.store import open_store
+    from model.config import ConfigError
+    from model.loader import DagLoadError
     from model.status import RunStatus
 
-    settings = launch.settings_from(args)
-    path = launch.find_dag_file(args.dag, settings.dags_dir)
-    dag = launch.load(path, settings)
+    try:
+        settings = settings_from(args)
+        path = find_dag_file(args.dag, settings.dags_dir)
+        dag = launch.load(path, settings)
+    except (ConfigError, DagLoadError, FileNotFoundError) as exc:
+        return fail("restart", exc)
     with open_store(settings) as store:
         try:
             row = store.get_run(dag.name, args.run_id or "latest")

@@ -13,24 +13,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
+from controller.dagfile import find_dag_file
 from controller.engine import launch
 from controller.ids import new_run_id
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `retry`."""
-    launch.add_common(parser)
+    add_common(parser)
+    add_quiet(parser)
     parser.add_argument("dag", help="DAG name or file")
     parser.add_argument("-r", "--run-id", required=True, help="the run to retry")
     parser.add_argument("--step", help="re-run only this step")
-    parser.add_argument("--json", action="store_true", help="print the run details as JSON")
+    add_json(parser, "the run details (as `status --json`)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Retry; returns the exit code of the new attempt."""
     from controller.store.records import StoreError
+    from model.config import ConfigError
 
-    settings = launch.settings_from(args)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        return fail("retry", exc)
     name = Path(args.dag).stem if args.dag.endswith((".yaml", ".yml")) else args.dag
     try:
         return _retry(args, settings, name)
@@ -58,7 +65,7 @@ def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
                 print(f"dagloop retry: run {row.run_id} is still running", file=sys.stderr)
                 return 1
             row = reap_lost_run(store, row, "runner process is gone")
-        path = Path(row.file) if row.file else launch.find_dag_file(args.dag, settings.dags_dir)
+        path = Path(row.file) if row.file else find_dag_file(args.dag, settings.dags_dir)
         try:
             dag = launch.load(path, settings, text=row.spec_yaml or None)
             if row.parent_run_id and dag.name != row.dag_name and row.dag_name in dag.local_dags:

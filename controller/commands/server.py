@@ -17,14 +17,14 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from controller.catalog import Catalog, spec_cache_dir
+from controller.commands import common
 from controller.logs import setup_process_logging
 from controller.store.records import StoreError
 from controller.store.store import open_store
-from model.config import ConfigError, Settings, load_settings
+from model.config import ConfigError, Settings
 
 log = logging.getLogger("dagloop.server")
 
@@ -32,8 +32,8 @@ SERVE_THREADS = 8
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """`-c/--config`, `-s/--host`, `-p/--port`, `-d/--dags`."""
-    parser.add_argument("-c", "--config", type=Path, default=None, metavar="FILE")
+    """The common options, `-s/--host`, `-p/--port`, `-d/--dags`."""
+    common.add_common(parser)
     parser.add_argument("-s", "--host", default=None, help="address to listen on")
     parser.add_argument("-p", "--port", type=int, default=None, help="port to listen on")
     parser.add_argument("-d", "--dags", default=None, metavar="DIR", help="DAGs directory")
@@ -41,10 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings with the command line's overrides."""
-    return load_settings(
-        config_file=args.config,
-        overrides={"host": args.host, "port": args.port, "paths.dagsDir": args.dags},
-    )
+    overrides = {"host": args.host, "port": args.port, "paths.dagsDir": args.dags}
+    return common.settings_from(args, overrides=overrides)
 
 
 def build_app(

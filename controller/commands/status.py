@@ -12,15 +12,18 @@ import json
 import sys
 import time
 
+from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
+from controller.dagfile import find_dag_file
 from controller.engine import launch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `status`."""
-    launch.add_common(parser)
+    add_common(parser)
+    add_quiet(parser)
     parser.add_argument("dag", help="DAG name or file")
     parser.add_argument("-r", "--run-id", default="latest", help="run id (default: latest)")
-    parser.add_argument("--json", action="store_true", help="print the run details as JSON")
+    add_json(parser, "the run details, with `liveness`")
     parser.add_argument("--reap", action="store_true", help="record a lost run as failed")
 
 
@@ -31,9 +34,13 @@ def run(args: argparse.Namespace) -> int:
     from controller.store.records import NotFound, StoreError
     from controller.store.store import open_store
     from controller.views.runs import run_details
+    from model.config import ConfigError
     from model.status import RunStatus
 
-    settings = launch.settings_from(args)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        return fail("status", exc)
     name = _dag_name(args.dag, settings)
     if not settings.database_url and not settings.db_path.exists():
         print(f"dagloop status: no runs of {name!r}", file=sys.stderr)
@@ -82,7 +89,7 @@ def _dag_name(arg: str, settings: object) -> str:
 
     if arg.endswith((".yaml", ".yml")):
         try:
-            path = launch.find_dag_file(arg, settings.dags_dir)  # type: ignore[attr-defined]
+            path = find_dag_file(arg, settings.dags_dir)  # type: ignore[attr-defined]
             dag = launch.load(path, settings)
             return str(dag.name)
         except Exception:

@@ -19,34 +19,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from model.config import ConfigError, load_settings
+from controller.commands.common import EXIT_USAGE, add_common, add_json, fail, settings_from
+from model.config import ConfigError
 from model.loader import DagLoadError, LoadError, load_base, load_dag
 
 _BASE_NAMES = frozenset({"base.yaml", "base.yml"})
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the DAG arguments, `--json`, `--base` and `-c/--config`."""
+    """The common options, the DAG arguments, `--json` and `--base`."""
+    add_common(parser)
     parser.add_argument("dags", nargs="*", metavar="FILE|NAME", help="DAG files or names")
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help='print {"files": [{"file", "valid", "errors": [...]}]}',
-    )
+    add_json(parser, '{"files": [{"file", "valid", "errors": [...]}]}')
     parser.add_argument(
         "--base",
         type=Path,
         default=None,
         metavar="FILE",
         help="base config merged under every DAG (default: paths.baseConfig)",
-    )
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="config file (default: $DAGU_CONFIG or $DAGU_HOME/config.yaml)",
     )
 
 
@@ -84,16 +74,12 @@ def _check(path: Path, base: Mapping[str, Any] | None) -> list[LoadError]:
 def run(args: argparse.Namespace) -> int:
     """Validate every argument; print the problems; return 0, 1 or 2."""
     if not args.dags:
-        print(
-            "dagloop validate: no DAG given (usage: dagloop validate FILE|NAME ...)",
-            file=sys.stderr,
-        )
-        return 2
+        usage = "no DAG given (usage: dagloop validate FILE|NAME ...)"
+        return fail("validate", usage, EXIT_USAGE)
     try:
-        settings = load_settings(config_file=args.config)
+        settings = settings_from(args)
     except ConfigError as exc:
-        print(f"dagloop validate: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+        return fail("validate", f"invalid configuration: {exc}", EXIT_USAGE)
     paths: list[Path] = []
     missing = False
     for target in args.dags:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from controller.commands.common import add_common, settings_from
 from controller.logs import setup_process_logging
-from model.config import ConfigError, load_settings
+from model.config import ConfigError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """`-c/--config`, `--dagu-home`, `-l/--labels`, `-m/--max-active-runs`, `-w/--worker-id`."""
-    parser.add_argument("-c", "--config", type=Path, default=None, metavar="FILE")
-    parser.add_argument("--dagu-home", default=None, metavar="DIR")
+    add_common(parser)
     parser.add_argument(
         "-l",
         "--labels",
@@ -45,11 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the worker; exit 0 after a graceful stop, 1 on a configuration error."""
-    overrides: dict[str, object] = {}
-    if args.dagu_home:
-        overrides["home"] = args.dagu_home
     try:
-        settings = load_settings(config_file=args.config, overrides=overrides)
+        settings = settings_from(args)
         if args.max_active_runs is not None and args.max_active_runs < 1:
             raise ConfigError(f"--max-active-runs: must be at least 1, not {args.max_active_runs}")
         from controller.cluster.worker import parse_labels, worker_from

@@ -1,10 +1,10 @@
 """Variable expansion and step environment composition, as Dagu 1.30 does it (reference §8 #4, #5).
 
 Owns: `${VAR}` / `$VAR` / `${VAR.json.path}` / `${id.stdout|stderr|exitCode}` references,
-backtick command substitution, the filtered OS environment (seed whitelist minus the
-controller's own secrets) and `camel_key` for outputs.json keys.
+backtick command substitution and the filtered OS environment (seed whitelist minus the
+controller's own secrets).
 
-Called by the runner (env, commands, conditions), `dry` (no backticks) and the views.
+Called by the runner (env, commands, conditions) and `dry` (no backticks).
 Pure except `eval_backticks`, which runs commands, and `filtered_os_env`, which reads nothing
 itself (the caller passes the environment in).
 """
@@ -20,7 +20,6 @@ from collections.abc import Callable, Collection, Mapping
 __all__ = [
     "ENV_PREFIXES",
     "ENV_WHITELIST",
-    "camel_key",
     "eval_backticks",
     "expand",
     "filtered_os_env",
@@ -259,12 +258,3 @@ def eval_backticks(
         return proc.stdout.decode("utf-8", "replace").strip()
 
     return _BACKTICK.sub(lambda m: run(m.group(1)), text)
-
-
-def camel_key(name: str) -> str:
-    """outputs.json key of an output variable: ``OUT1`` → ``out1``, ``MY_VAR`` → ``myVar``."""
-    parts = [p for p in name.split("_") if p]
-    if not parts:
-        return name
-    first = parts[0].lower()
-    return first + "".join(p[:1].upper() + p[1:].lower() for p in parts[1:])

@@ -1,68 +1,36 @@
 """Shared plumbing of the run commands (`start`, `retry`, `restart`, `dry`, `status`, `stop`).
 
-Owns: finding a DAG file by name, loading it with base.yaml, run ids (UUIDv7), creating or
-claiming the run row, log paths, the progress printer, and `execute_run`, which wires a
-`Runner` to a run row and returns the exit code. Called only by `controller.commands.*`.
+Owns: loading a DAG file with base.yaml, the columns a runner writes when it
+starts a run, the stored params, the progress printer, and `execute_run`, which wires a
+`Runner` to a run row and returns the exit code (the log directory of the run is
+`controller.runlogs`'s). Called by `controller.commands.*`, `controller.engine.start` and the
+fork-server's warmer (`controller.spawn.child`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from controller import runlogs
 from controller.store.records import RunRecord
 from controller.store.store import Store
+from controller.utc import utc_text
 from model.status import RunStatus, StepStatus
 
 __all__ = [
-    "add_common",
     "execute_run",
-    "find_dag_file",
     "load",
     "params_for_runner",
     "params_to_pairs",
     "started_fields",
     "stored_params",
 ]
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every run command takes."""
-    parser.add_argument("-c", "--config", help="config file")
-    parser.add_argument("--dagu-home", help="DAGU_HOME for this command")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print less")
-
-
-def settings_from(args: argparse.Namespace) -> Any:
-    """Settings for a command (config file and --dagu-home honoured)."""
-    from model.config import load_settings
-
-    overrides: dict[str, object] = {}
-    if getattr(args, "dagu_home", None):
-        overrides["home"] = args.dagu_home
-    config = Path(args.config) if getattr(args, "config", None) else None
-    return load_settings(config_file=config, overrides=overrides)
-
-
-def find_dag_file(name_or_file: str, dags_dir: Path) -> Path:
-    """A path as given if it exists (or looks like a file), else `<dags_dir>/NAME.yaml|.yml`."""
-    p = Path(name_or_file).expanduser()
-    if p.is_file():
-        return p.resolve()
-    for ext in (".yaml", ".yml"):
-        candidate = dags_dir / f"{name_or_file}{ext}"
-        if candidate.is_file():
-            return candidate.resolve()
-    if name_or_file.endswith((".yaml", ".yml")) and (dags_dir / name_or_file).is_file():
-        return (dags_dir / name_or_file).resolve()
-    raise FileNotFoundError(f"DAG {name_or_file!r} not found (looked in {dags_dir})")
 
 
 def load(path: Path, settings: Any, *, text: str | None = None, local: str | None = None) -> Any:
@@ -165,10 +133,11 @@ def execute_run(
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
     claim of a queued row carries them, saving a transaction at the minute boundary), and
     `step_ids` are the rows of `runner.initial_step_rows` written with it."""
-    from controller.engine.runner import Heartbeat, Runner, RunnerOptions
+    from controller.engine.heartbeat import Heartbeat
+    from controller.engine.runner import Runner, RunnerOptions
 
     log_dir = _log_dir(settings, dag, run)
-    log_file = log_dir / "run.log"
+    log_file = log_dir / runlogs.RUN_LOG
     _register_secrets(params, settings)
     if not start_recorded:
         store.update_run(run.id, **started_fields(settings, dag, run))
@@ -243,7 +212,7 @@ def started_fields(settings: Any, dag: Any, run: RunRecord) -> dict[str, Any]:
         "pid": os.getpid(),
         "pid_started": proc_self_start(),
         "host": os.uname().nodename,
-        "log_file": str(_log_dir(settings, dag, run) / "run.log"),
+        "log_file": str(_log_dir(settings, dag, run) / runlogs.RUN_LOG),
         "started_at": now,
         "heartbeat_at": now,
         "finished_at": None,
@@ -253,66 +222,8 @@ def started_fields(settings: Any, dag: Any, run: RunRecord) -> dict[str, Any]:
 
 
 def _log_dir(settings: Any, dag: Any, run: RunRecord) -> Path:
-    log_dir: Path = settings.log_dir / safe_dir(dag.name) / run.run_id
-    return log_dir / f"attempt-{run.attempt}" if run.attempt > 1 else log_dir
-
-
-# `<log_dir>/.prepared/<pid>`: the log directory a prepared runner made before its run existed.
-LOGS_AHEAD_DIR = ".prepared"
-
-
-def make_logs_ahead(settings: Any, dag: Any) -> Path | None:
-    """Make, ahead of its run, a prepared runner's log directory with the files its run
-    creates first (`runner.err`, `run.log`, each step's `.out` and `.err`), as
-    `<log_dir>/.prepared/<pid>`; `adopt_logs_ahead` renames it to the run's directory at the
-    launch. A directory and five new files cost a runner ~1.5 ms of kernel time, and fifty
-    runners start at one minute boundary. None if it cannot be made (the run makes its own)."""
-    from controller.engine.runner import safe_name
-
-    ahead = Path(settings.log_dir) / LOGS_AHEAD_DIR / str(os.getpid())
-    names = ["runner.err", "run.log"]
-    for step in dag.spec.steps:
-        names += [f"{safe_name(step.name)}.out", f"{safe_name(step.name)}.err"]
-    try:
-        if ahead.exists():  # left by a killed process that had our pid
-            shutil.rmtree(ahead)
-        ahead.mkdir(parents=True)
-        for name in names:
-            os.close(os.open(ahead / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    except OSError:
-        shutil.rmtree(ahead, ignore_errors=True)
-        return None
-    return ahead
-
-
-def adopt_logs_ahead(ahead: Path, log_dir: Path) -> None:
-    """Rename the directory `make_logs_ahead` made to the run's `log_dir`; if that fails (the
-    run's directory exists already, another file system), remove it: the run then creates
-    its files itself."""
-    try:
-        log_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(ahead, log_dir)
-    except OSError:
-        shutil.rmtree(ahead, ignore_errors=True)
-
-
-def sweep_logs_ahead(settings: Any, *, older_than_seconds: float, now: float) -> int:
-    """Remove prepared log directories older than `older_than_seconds` (a prepared runner
-    lives seconds; one killed before its launch or expiry leaves its directory); how many."""
-    removed = 0
-    try:
-        entries = list(os.scandir(Path(settings.log_dir) / LOGS_AHEAD_DIR))
-    except OSError:
-        return 0
-    for entry in entries:
-        try:
-            if now - entry.stat(follow_symlinks=False).st_mtime < older_than_seconds:
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed += 1
-    return removed
+    """The directory of this attempt of `run` (`controller.runlogs` owns the layout)."""
+    return runlogs.attempt_dir(settings.log_dir, dag.name, run.run_id, run.attempt)
 
 
 def describe_log_error(exc: OSError, path: Path) -> str:
@@ -431,10 +342,5 @@ def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None
         store.update_run(run.id, notes="\n".join(notes))
 
 
-def safe_dir(name: str) -> str:
-    """A DAG name as a directory name."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "_"
-
-
 def _ts() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return utc_text(time.time())

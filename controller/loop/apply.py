@@ -8,11 +8,10 @@ conditional update, reaping a lost run re-reads it, pruning skips active runs.
 
 Runners are launched detached (their own session, stdin from /dev/null, stderr to
 `runner.err` in the run's log directory) so that killing the controller — even with SIGKILL —
-leaves them running; they record their own final status. With a fork-server
-(`controller.spawn.forkserver`, started by the loop) a launch is one request line and the fork
-happens
-there, without waiting; without one, or when it is unavailable, the runner is spawned as
-`python -m controller start -q --run-id ID FILE` (`start_new_session=True`). Shortly before a
+leaves them running; they record their own final status (`controller.spawn.runner_process`).
+With a fork-server (`controller.spawn.client`, started by the loop) a launch is one request
+line and the fork happens there, without waiting; without one, or when it is unavailable, the
+runner is spawned as `python -m controller start -q --run-id ID FILE`. Shortly before a
 start instant the loop has it prepare runners for the DAGs starting then (`prepare_runners`):
 the fork-server hands each such launch to a runner that did its start-up work already.
 
@@ -26,7 +25,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller import faults
+from controller import faults, runlogs
 from controller.catalog import Catalog, CatalogEntry
 from controller.liveness import on_this_host, reap_lost_run, runner_alive
 from controller.reconcile.rules import (
@@ -49,7 +47,8 @@ from controller.reconcile.rules import (
     StartQueued,
     Stop,
 )
-from controller.spawn.forkserver import Dispatch, ForkServer, ForkServerUnavailable, start_argv
+from controller.spawn.client import Dispatch, ForkServer
+from controller.spawn.runner_process import runner_env, start_runner
 from controller.store.records import NewRun, NotFound, RunRecord
 from controller.store.store import Store
 from model.config import Settings
@@ -61,59 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dagloop.controller")
 
 STOP_FORK_WAIT_SECONDS = 2.0  # a stop waits this long for the pid of a runner being forked
-
-
-def safe_dir(name: str) -> str:
-    """A DAG name as a directory name (the runner's log layout)."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "_"
-
-
-def runner_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a spawned runner: ours, with the paths this controller uses pinned."""
-    env = dict(os.environ if base is None else base)
-    env["DAGU_HOME"] = str(settings.home)
-    env["DAGU_DAGS_DIR"] = str(settings.dags_dir)
-    env["DAGU_DATA_DIR"] = str(settings.data_dir)
-    env["DAGU_LOG_DIR"] = str(settings.log_dir)
-    env["DAGU_BASE_CONFIG"] = str(settings.base_config)
-    return env
-
-
-def start_runner(
-    settings: Settings, forkserver: ForkServer | None, run: RunRecord, *, flush: bool = True
-) -> subprocess.Popen[bytes] | Dispatch:
-    """Start the runner of the queued `run` (the controller's and the workers' one way):
-    forked warm by `forkserver` when there is one (~10 ms of CPU instead of a whole
-    interpreter start), else spawned. Detached in its own session either way, so the run
-    outlives whoever started it. `flush=False` leaves a fork-server request in its pipe
-    until `ForkServer.flush` (the applier sends a pass's launches together)."""
-    log_dir = settings.log_dir / safe_dir(run.dag_name) / run.run_id
-    config = settings.config_file
-    args = start_argv(run.run_id, run.file, None if config is None else str(config))
-    if forkserver is not None:
-        try:
-            # The child makes the log directory: the caller's loop only writes one line.
-            return forkserver.launch(
-                row=run.id,
-                argv=args,
-                err_path=str(log_dir / "runner.err"),
-                env=runner_env(settings),
-                cwd=os.getcwd(),
-                flush=flush,
-            )
-        except ForkServerUnavailable as exc:
-            log.warning("fork-server unavailable (%s): spawning the runner", exc)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "runner.err", "ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "controller", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=runner_env(settings),
-            start_new_session=True,
-            close_fds=True,
-        )
 
 
 @dataclass
@@ -431,7 +377,7 @@ class Applier:
 
     def _remove_logs(self, run: RunRecord) -> None:
         root = self.settings.log_dir.resolve()
-        candidates = [self.settings.log_dir / safe_dir(run.dag_name) / run.run_id]
+        candidates = [runlogs.run_dir(self.settings.log_dir, run.dag_name, run.run_id)]
         if run.log_file:
             candidates.append(Path(run.log_file).parent)
         for path in candidates:

@@ -52,13 +52,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+from controller import runlogs
 from controller.catalog import Catalog, spec_cache_dir
 from controller.cluster.leader import LOCK_FILE, leadership_for
 from controller.doorbell import Doorbell
-from controller.engine import launch
 from controller.ids import new_run_id
 from controller.liveness import reap_lost_run
-from controller.loop.apply import Applier, runner_env
+from controller.loop.apply import Applier
 from controller.loop.sdnotify import Notifier
 from controller.loop.watcher import Watcher
 from controller.reconcile.desired import DesiredBuilder
@@ -72,7 +72,8 @@ from controller.reconcile.rules import (
     plan,
     tick_of,
 )
-from controller.spawn.forkserver import ForkServer
+from controller.spawn.client import ForkServer
+from controller.spawn.runner_process import runner_env
 from controller.store.records import StoreError
 from controller.store.store import Store, open_store
 from model.config import Settings
@@ -90,7 +91,8 @@ SKIPPED_TICKS_KEEP = timedelta(days=30)  # rows of skipped ticks kept (their tot
 HOUSEKEEPING_SECONDS = 3600.0
 LOGS_AHEAD_KEEP_SECONDS = 600.0  # a prepared runner lives seconds: older log dirs are leftovers
 # Runners of the DAGs due at the next start instant are forked and set up this long before it
-# (controller.spawn.forkserver's prepared runners), and close unused this long after it.
+# (the fork-server's prepared runners, controller.spawn.server), and close unused this long
+# after it.
 PREPARE_LEAD_SECONDS = 2.0
 EVENT_PASS_INTERVAL_SECONDS = 0.05  # passes woken by events are at least this far apart
 PREPARE_EXPIRE_AFTER_SECONDS = 10.0
@@ -254,8 +256,8 @@ class Controller:
         if self._housekeeping_at is None or mono - self._housekeeping_at >= HOUSEKEEPING_SECONDS:
             self._housekeeping_at = mono
             self.store.prune_skipped_ticks(before=t - SKIPPED_TICKS_KEEP.total_seconds())
-            launch.sweep_logs_ahead(
-                self.settings, older_than_seconds=LOGS_AHEAD_KEEP_SECONDS, now=time.time()
+            runlogs.sweep_logs_ahead(
+                self.settings.log_dir, older_than_seconds=LOGS_AHEAD_KEEP_SECONDS, now=time.time()
             )
 
     # ------------------------------------------------------------------ lock
@@ -319,7 +321,7 @@ class Controller:
         signal.signal(signal.SIGCHLD, self._on_child)
         log.info("controller active (dags: %s)", self.settings.dags_dir)
         if self.applier.spawn_runners and self.applier.forkserver is None:
-            # Runners are forked from a warm helper (controller/spawn/forkserver.py); its answers
+            # Runners are forked from a warm helper (controller/spawn/server.py); its answers
             # (a runner exited) ring the doorbell as SIGCHLD does for spawned runners.
             self.applier.forkserver = ForkServer(runner_env(self.settings), on_exit=self.bell.ring)
             try:

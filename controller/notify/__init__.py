@@ -1,1 +1,1 @@
-"""Notifications: SMTP delivery and the run-finished alert mails."""
+"""Notifications: SMTP delivery (`smtp`) and the alert mails of a finished run (`alerts`)."""

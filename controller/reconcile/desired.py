@@ -7,10 +7,11 @@ the DAG's file or base.yaml changes), so a pass over 1,000 DAGs runs croniter on
 next fire time has come, and it reuses each DAG's `DagDesired` (and the whole DAG map) while the
 catalog generation is unchanged and nothing became due. `next_due_at()` tells the loop how long it
 may sleep; `next_start_at()` and `starting_at()` which runners to prepare ahead of the next start
-instant (`controller.spawn.forkserver`); `missed_ticks()` lists the start ticks a stopped controller
+instant (`controller.spawn.server`); `missed_ticks()` lists the start ticks a stopped controller
 missed (recorded once by the loop on start-up, see `controller.loop.controller`).
 
-Callers: the control loop (`controller.loop.controller`) and `dagloop plan`.
+Callers: the control loop (`controller.loop.controller`) and `controller.reconcile.snapshot`
+(the plan view's reads).
 
 Decisions documented here:
 - A DAG whose file is removed gets no new runs; a run of it that is already *running* finishes

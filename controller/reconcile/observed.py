@@ -7,7 +7,8 @@ heartbeat) into a `reconcile.ObservedState`. A run that looks dead
 is re-read before it is reported lost, so a runner that recorded its final status and exited a
 moment ago is never mistaken for a lost one.
 
-Callers: the control loop and `dagloop plan`. Reads only.
+Callers: the control loop and `controller.reconcile.snapshot` (the plan view's reads). Reads
+only.
 """
 
 from __future__ import annotations

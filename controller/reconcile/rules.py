@@ -3,9 +3,9 @@
 Every rule of convergence lives here and nowhere else, decided on plain values: no clock reads,
 no I/O, no randomness (scheduled run ids derive from DAG + instant). The loop builds the inputs
 (`controller.reconcile.desired`, `controller.reconcile.observed`), calls `plan`, and hands the
-actions to
-`controller.loop.apply`; `dagloop plan` calls the same function and prints the actions with their
-reasons. A converged world yields an empty plan.
+actions to `controller.loop.apply`; the plan view (`dagloop plan`, `GET /api/v2/plan`) calls the
+same function through `controller.reconcile.snapshot` and shows the actions with their reasons.
+A converged world yields an empty plan.
 
 Rules, in the order they are applied:
 1. Invalid DAG files are reported once per file version (`RecordInvalid`).
@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from controller.ids import scheduled_run_id
+from controller.utc import iso_utc
 from model.status import RunStatus
 
 DEFAULT_RETENTION_DAYS = 30
@@ -257,7 +258,7 @@ def tick_of(action: Action) -> TickKey | None:
 
 
 def _iso(t: datetime | None) -> str:
-    return t.isoformat().replace("+00:00", "Z") if t is not None else "-"
+    return iso_utc(t) if t is not None else "-"
 
 
 def _is_running(run: RunView) -> bool:
@@ -276,22 +277,63 @@ class _Item:
 
 def plan(desired: DesiredState, observed: ObservedState, now: datetime) -> list[Action]:
     """What to do now to bring `observed` to `desired`. Pure; `[]` when converged."""
-    actions: list[Action] = []
+    out = _Plan()
+    out.actions.extend(_invalid_files(desired, observed))  # 1.
+    live = _lost_runs(observed, out.actions)  # 2.
+    for req in desired.requests:  # 3.
+        _request(req, desired, live, now, out)
 
-    # 1. invalid DAG files
-    for bad in desired.invalid:
-        if bad.key not in observed.reported_invalid:
-            actions.append(
-                RecordInvalid(
-                    bad.file_name,
-                    bad.path,
-                    bad.errors,
-                    bad.key,
-                    reason=f"invalid DAG file: {'; '.join(bad.errors) or 'unknown error'}",
-                )
-            )
+    # Only DAGs with a tick in their window need rules 4 and 5 (most DAGs, most passes: none).
+    due = [d for d in desired.dags.values() if d.start_ticks or d.stop_ticks or d.restart_ticks]
+    for dag in due:  # 4.
+        _stop_and_restart_ticks(dag, desired, observed, live, now, out)
+    new_items: list[_Item] = []
+    if not desired.shutting_down:  # 5.
+        for dag in due:
+            if dag.start_ticks:
+                new_items.extend(_start_ticks(dag, observed, live, out.stopping, out.actions))
 
-    # 2. lost runs
+    # 6. queues (FIFO): existing queued rows first, then this pass's new runs
+    items = [*_queued_items(live), *out.extra, *new_items]
+    out.actions.extend(_queue_pass(desired, live, out.stopping, items, now))
+    out.actions.extend(_prune(desired, observed, now))  # 7.
+    return out.actions
+
+
+@dataclass
+class _Plan:
+    """The plan being built: its actions in order, the rows it stops, and the runs it creates
+    that wait for a queue slot."""
+
+    actions: list[Action] = field(default_factory=list)
+    stopping: set[int] = field(default_factory=set)
+    extra: list[_Item] = field(default_factory=list)
+
+    def stop(self, run: RunView, reason: str, tick: TickKey | None = None) -> None:
+        """Stop `run` once, whichever rules ask for it."""
+        if run.id in self.stopping:
+            return
+        self.stopping.add(run.id)
+        self.actions.append(Stop(run.dag_name, run.run_id, run.id, reason=reason, tick=tick))
+
+
+def _invalid_files(desired: DesiredState, observed: ObservedState) -> list[Action]:
+    """Rule 1: each invalid file version is reported once."""
+    return [
+        RecordInvalid(
+            bad.file_name,
+            bad.path,
+            bad.errors,
+            bad.key,
+            reason=f"invalid DAG file: {'; '.join(bad.errors) or 'unknown error'}",
+        )
+        for bad in desired.invalid
+        if bad.key not in observed.reported_invalid
+    ]
+
+
+def _lost_runs(observed: ObservedState, actions: list[Action]) -> list[RunView]:
+    """Rule 2: mark the runs whose runner is gone lost; returns the others (the live runs)."""
     live: list[RunView] = []
     for run in observed.active:
         if run.alive is False:
@@ -303,105 +345,88 @@ def plan(desired: DesiredState, observed: ObservedState, now: datetime) -> list[
             actions.append(MarkLost(run.dag_name, run.run_id, run.id, reason=why))
         else:
             live.append(run)
+    return live
 
-    stopping: set[int] = set()  # rows stopped by this plan
-    extra: list[_Item] = []  # runs created by this plan that wait for a slot
 
-    def stop_run(run: RunView, reason: str, tick: TickKey | None = None) -> None:
-        if run.id in stopping:
-            return
-        stopping.add(run.id)
-        actions.append(Stop(run.dag_name, run.run_id, run.id, reason=reason, tick=tick))
-
-    # 3. requests
-    for req in desired.requests:
-        targets = [
-            r
-            for r in live
-            if r.dag_name == req.dag_name and (not req.run_id or r.run_id == req.run_id)
-        ]
-        if req.kind == "stop":
-            for r in targets:
-                stop_run(r, f"stop requested (request #{req.id})")
-            actions.append(
-                CompleteRequest(req.id, f"stopped {len(targets)} run(s)", reason="stop request")
+def _request(
+    req: RequestView, desired: DesiredState, live: list[RunView], now: datetime, out: _Plan
+) -> None:
+    """Rule 3: one CLI request (stop, dequeue, restart), completed in the same plan."""
+    targets = [
+        r for r in live if r.dag_name == req.dag_name and (not req.run_id or r.run_id == req.run_id)
+    ]
+    if req.kind == "stop":
+        for r in targets:
+            out.stop(r, f"stop requested (request #{req.id})")
+        out.actions.append(
+            CompleteRequest(req.id, f"stopped {len(targets)} run(s)", reason="stop request")
+        )
+    elif req.kind == "dequeue":
+        queued = [r for r in targets if r.status == RunStatus.QUEUED and r.alive is None]
+        for r in queued:
+            out.stop(r, f"dequeued (request #{req.id})")
+        result = "dequeued" if queued else "not queued"
+        out.actions.append(CompleteRequest(req.id, result, reason="dequeue request"))
+    elif req.kind == "restart":
+        dag = desired.dags.get(req.dag_name)
+        running = [r for r in targets if _is_running(r)]
+        for r in running:
+            out.stop(r, f"restart requested (request #{req.id})")
+        if dag is not None and not desired.shutting_down:
+            params = running[0].params if running else dag.params
+            launch = Launch(
+                dag.name,
+                _request_run_id(dag.name, req.id, now),
+                "restart",
+                False,
+                reason=f"restart requested (request #{req.id})",
+                params=params,
+                not_before=_restart_at(dag, now),
             )
-        elif req.kind == "dequeue":
-            queued = [r for r in targets if r.status == RunStatus.QUEUED and r.alive is None]
-            for r in queued:
-                stop_run(r, f"dequeued (request #{req.id})")
-            result = "dequeued" if queued else "not queued"
-            actions.append(CompleteRequest(req.id, result, reason="dequeue request"))
-        elif req.kind == "restart":
-            dag = desired.dags.get(req.dag_name)
-            running = [r for r in targets if _is_running(r)]
+            out.extra.append(_Item(dag.name, dag.queue_name, launch=launch))
+        result = "restarted" if dag is not None else "DAG not found"
+        out.actions.append(CompleteRequest(req.id, result, reason="restart request"))
+
+
+def _stop_and_restart_ticks(
+    dag: DagDesired,
+    desired: DesiredState,
+    observed: ObservedState,
+    live: list[RunView],
+    now: datetime,
+    out: _Plan,
+) -> None:
+    """Rule 4: the DAG's stop and restart ticks not decided yet."""
+    for kind, ticks in (("stop", dag.stop_ticks), ("restart", dag.restart_ticks)):
+        for at in ticks:
+            key: TickKey = (dag.name, kind, at)
+            if key in observed.decided:
+                continue
+            running = [r for r in live if r.dag_name == dag.name and _is_running(r)]
+            if kind == "stop":
+                if not running:
+                    out.actions.append(
+                        SkipTick(dag.name, kind, at, "stop schedule: nothing running")
+                    )
+                for i, r in enumerate(running):
+                    out.stop(r, f"stop schedule {_iso(at)}", tick=key if i == 0 else None)
+                continue
+            if desired.shutting_down:
+                continue
             for r in running:
-                stop_run(r, f"restart requested (request #{req.id})")
-            if dag is not None and not desired.shutting_down:
-                params = running[0].params if running else dag.params
-                launch = Launch(
-                    dag.name,
-                    _request_run_id(dag.name, req.id, now),
-                    "restart",
-                    False,
-                    reason=f"restart requested (request #{req.id})",
-                    params=params,
-                    not_before=_restart_at(dag, now),
-                )
-                extra.append(_Item(dag.name, dag.queue_name, launch=launch))
-            result = "restarted" if dag is not None else "DAG not found"
-            actions.append(CompleteRequest(req.id, result, reason="restart request"))
-
-    # Only DAGs with a tick in their window need rules 4 and 5 (most DAGs, most passes: none).
-    due = [d for d in desired.dags.values() if d.start_ticks or d.stop_ticks or d.restart_ticks]
-
-    # 4. stop and restart schedules
-    for dag in due:
-        for kind, ticks in (("stop", dag.stop_ticks), ("restart", dag.restart_ticks)):
-            for at in ticks:
-                key: TickKey = (dag.name, kind, at)
-                if key in observed.decided:
-                    continue
-                running = [r for r in live if r.dag_name == dag.name and _is_running(r)]
-                if kind == "stop":
-                    if not running:
-                        actions.append(
-                            SkipTick(dag.name, kind, at, "stop schedule: nothing running")
-                        )
-                    for i, r in enumerate(running):
-                        stop_run(r, f"stop schedule {_iso(at)}", tick=key if i == 0 else None)
-                    continue
-                if desired.shutting_down:
-                    continue
-                for r in running:
-                    stop_run(r, f"restart schedule {_iso(at)}")
-                params = running[0].params if running else dag.params
-                launch = Launch(
-                    dag.name,
-                    scheduled_run_id(dag.name + "#restart", at.timestamp()),
-                    "restart",
-                    False,
-                    reason=f"restart schedule {_iso(at)}",
-                    params=params,
-                    tick=key,
-                    not_before=_restart_at(dag, now),
-                )
-                extra.append(_Item(dag.name, dag.queue_name, launch=launch))
-
-    # 5. start schedules
-    new_items: list[_Item] = []
-    if not desired.shutting_down:
-        for dag in due:
-            if dag.start_ticks:
-                new_items.extend(_start_ticks(dag, observed, live, stopping, actions))
-
-    # 6. queues (FIFO): existing queued rows first, then this pass's new runs
-    items = [*_queued_items(live), *extra, *new_items]
-    actions.extend(_queue_pass(desired, live, stopping, items, now))
-
-    # 7. retention
-    actions.extend(_prune(desired, observed, now))
-    return actions
+                out.stop(r, f"restart schedule {_iso(at)}")
+            params = running[0].params if running else dag.params
+            launch = Launch(
+                dag.name,
+                scheduled_run_id(dag.name + "#restart", at.timestamp()),
+                "restart",
+                False,
+                reason=f"restart schedule {_iso(at)}",
+                params=params,
+                tick=key,
+                not_before=_restart_at(dag, now),
+            )
+            out.extra.append(_Item(dag.name, dag.queue_name, launch=launch))
 
 
 def _restart_at(dag: DagDesired, now: datetime) -> datetime | None:

@@ -1,25 +1,32 @@
 """The controller's plan as a document: what the loop would do now, and why.
 
-One builder for `dagloop plan --json` and `GET /api/v2/plan`. It runs the same observe and
-`reconcile.plan` as the loop on a snapshot of the DAG directory and the store, and changes
-nothing (no runner is spawned, nothing is written).
+One builder for `dagloop plan --json` (`controller.commands.plan`) and `GET /api/v2/plan`
+(`api.system.Plan`). `plan_document` reads a snapshot — the DAG catalog, the store's open
+requests and runs — with `controller.reconcile.snapshot.take_snapshot`, which plans with the same
+`reconcile.rules.plan` as the loop; `render_plan` turns that snapshot into the document and is
+pure. Nothing here constructs the loop, applies an action or starts a process: the API server
+imports this module.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from controller.catalog import Catalog
+from controller.catalog import Catalog, spec_cache_dir
+from controller.reconcile.desired import DesiredBuilder
+from controller.reconcile.observed import default_liveness
 from controller.reconcile.rules import Action, queue_positions
+from controller.reconcile.snapshot import Snapshot, take_snapshot
 from controller.store.store import Store
+from controller.utc import iso_utc
 from model.config import Settings
 
 
 def _value(v: Any) -> Any:
     if isinstance(v, datetime):
-        return v.isoformat().replace("+00:00", "Z")
+        return iso_utc(v)
     if isinstance(v, tuple):
         return [_value(x) for x in v]
     return v
@@ -33,19 +40,9 @@ def action_dict(action: Action) -> dict[str, Any]:
     return out
 
 
-def plan_document(
-    *, settings: Settings, store: Store, catalog: Catalog | None = None, name: str | None = None
-) -> dict[str, Any]:
-    """The plan now: actions with reasons, running and queued runs, invalid files, schedules.
-
-    `catalog` lets a long-lived caller (the API) reuse its loaded DAGs; `name` keeps only
-    what concerns that DAG.
-    """
-    from controller.loop.controller import Controller
-
-    ctl = Controller(settings, store=store, spawn_runners=False, catalog=catalog)
-    ctl.refresh_catalog(force=True)
-    snap = ctl.snapshot()
+def render_plan(snap: Snapshot, *, name: str | None = None) -> dict[str, Any]:
+    """The plan document of a snapshot (pure): actions with reasons, running and queued runs,
+    invalid files, schedules; with `name`, only what concerns that DAG."""
 
     def mine(dag: str) -> bool:
         return name is None or dag == name
@@ -81,3 +78,35 @@ def plan_document(
             if mine(d.name) and (d.next_start_at or d.next_stop_at or d.next_restart_at)
         ],
     }
+
+
+def plan_document(
+    *,
+    settings: Settings,
+    store: Store,
+    catalog: Catalog | None = None,
+    name: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The plan at `now` (default: the wall clock) as a controller that just started would
+    compute it: no runner spawned by it, no tick decided yet, no invalid file reported yet.
+
+    `catalog` lets a long-lived caller (the API) reuse its loaded DAGs; it is rescanned first.
+    `name` keeps only what concerns that DAG.
+    """
+    if catalog is None:
+        catalog = Catalog(
+            settings.dags_dir,
+            settings.base_config,
+            max_file_bytes=settings.max_dag_file_bytes,
+            cache_dir=spec_cache_dir(settings),
+        )
+    catalog.refresh()
+    snap = take_snapshot(
+        store,
+        DesiredBuilder(settings, catalog),
+        now=now if now is not None else datetime.now(UTC),
+        liveness=default_liveness(settings.heartbeat_timeout_seconds),
+        worker_timeout_seconds=settings.heartbeat_timeout_seconds,
+    )
+    return render_plan(snap, name=name)

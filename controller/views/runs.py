@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
-from controller.engine.expand import camel_key
 from controller.store.records import RunRecord, StepRecord
 from controller.store.store import Store
+from controller.utc import utc_text
+from model.outputs import camel_key
 from model.status import RunStatus, StepStatus
 
 __all__ = ["outputs_document", "rfc3339", "run_details", "run_summary", "step_node"]
@@ -32,7 +32,7 @@ def rfc3339(ts: float | None) -> str:
     """Epoch seconds → ``2026-11-25T07:27:48Z`` (UTC, second precision); "" when unset."""
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_text(ts)
 
 
 def _params_text(run: RunRecord) -> str:

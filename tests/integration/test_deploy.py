@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model.config import Settings, load_settings, parse_env_file
+from model.config import Settings, load_settings
+from model.dotenv import parse_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

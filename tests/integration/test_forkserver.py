@@ -1,4 +1,4 @@
-"""The fork-server (controller/spawn/forkserver.py) with real processes: runners forked from it run
+"""The fork-server (controller/spawn/) with real processes: runners forked from it run
 and are recorded, survive the controller's SIGKILL, are reaped (no zombies), a dead fork-server
 is replaced at the next launch, an unusable one falls back to spawning, and the claim of a
 QUEUED row stays atomic. Prepared runners (forked ahead of a start instant) take the launch of
@@ -10,18 +10,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from controller.engine.launch import sweep_logs_ahead
-from controller.loop.apply import runner_env
 from controller.loop.controller import Controller
-from controller.spawn.forkserver import Dispatch, ForkServer, start_argv
+from controller.spawn.client import Dispatch, ForkServer
+from controller.spawn.protocol import start_argv
+from controller.spawn.runner_process import runner_env
 from controller.store.records import RunRecord
 from controller.store.store import Store
 from model.config import Settings, load_settings
@@ -95,7 +93,7 @@ def forkserver_of(controller_pid: int) -> int | None:
     """The fork-server child of a `dagloop scheduler` process."""
     for pid in children(controller_pid):
         try:
-            if b"controller.spawn.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"controller.spawn.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
         except OSError:
             continue
@@ -437,22 +435,6 @@ def test_unused_prepared_runner_exits_without_a_trace(
         handle = launch(fs, settings, run)
         assert handle.wait(15) == 0
         assert handle.pid != prepared
-
-
-def test_logs_made_ahead_by_killed_runners_are_swept_when_old(tmp_path: Path) -> None:
-    ahead = tmp_path / ".prepared"
-    old, fresh = ahead / "101", ahead / "102"
-    for d in (old, fresh):
-        d.mkdir(parents=True)
-        (d / "run.log").touch()
-    os.utime(old, (time.time() - 700, time.time() - 700))
-    settings = SimpleNamespace(log_dir=tmp_path)
-    assert sweep_logs_ahead(settings, older_than_seconds=600, now=time.time()) == 1
-    assert [p.name for p in ahead.iterdir()] == ["102"]
-    assert (
-        sweep_logs_ahead(SimpleNamespace(log_dir=tmp_path / "none"), older_than_seconds=0, now=0)
-        == 0
-    )
 
 
 def test_prepared_runners_exit_when_the_forkserver_closes(

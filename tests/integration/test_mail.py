@@ -27,14 +27,8 @@ from typing import Any
 import pytest
 
 from controller.engine.executors.mail import run_mail_step
-from controller.notify.alerts import (
-    MailError,
-    _deliver,
-    build_message,
-    mail_subject,
-    notify_run_finished,
-    send_mail,
-)
+from controller.notify.alerts import mail_subject, notify_run_finished
+from controller.notify.smtp import MailError, _deliver, build_message, send_mail
 from controller.secrets import SecretMasker
 from model.loader import Dag, load_base, load_dag_text
 from model.spec import SmtpSpec

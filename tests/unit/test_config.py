@@ -14,8 +14,8 @@ from model.config import (
     Settings,
     describe_settings,
     load_settings,
-    parse_env_file,
 )
+from model.dotenv import DotenvError, parse_env_file
 
 # The seed's /etc/dagu/environment, verbatim.
 SEED_ENVIRONMENT = """\
@@ -427,7 +427,7 @@ def test_env_file_crlf_line_endings() -> None:
     ],
 )
 def test_env_file_errors_name_the_line(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(DotenvError, match=message):
         parse_env_file(text)
 
 

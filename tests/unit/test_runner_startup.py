@@ -1,5 +1,5 @@
-"""The runner start-up shortcuts: the fork-server's prebuilt `start` arguments, the store's
-skipped DDL. Each must give exactly what the slow path gives."""
+"""The runner start-up shortcuts: the fork-server's children reading `start` arguments without
+argparse, the store's skipped DDL. Each must give exactly what the slow path gives."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from controller.commands import start
-from controller.spawn import forkserver
-from controller.spawn.forkserver import fast_start_args, start_argv
+from controller.spawn.child import start_options
+from controller.spawn.protocol import parse_start_argv, start_argv
 from controller.store.store import Store
 
 
@@ -28,12 +28,15 @@ def _parser() -> argparse.ArgumentParser:
         start_argv("r1", "/d/dags/x.yml", "/etc/dagloop/config.yaml"),
     ],
 )
-def test_fast_args_equal_argparse(argv: list[str]) -> None:
-    parser = _parser()
-    defaults = vars(parser.parse_args(["f.yaml"]))
-    fast = fast_start_args(argv, defaults)
+def test_child_options_equal_the_commands(argv: list[str]) -> None:
+    fast = start_options(argv)
     assert fast is not None
-    assert vars(fast) == vars(parser.parse_args(argv[1:]))
+    assert fast == start.options(_parser().parse_args(argv[1:]))
+
+
+def test_start_argv_reads_back() -> None:
+    assert parse_start_argv(start_argv("r1", "/d/x.yml", "c.yaml")) == ("r1", "/d/x.yml", "c.yaml")
+    assert parse_start_argv(start_argv("r1", "/d/x.yml", None)) == ("r1", "/d/x.yml", None)
 
 
 @pytest.mark.parametrize(
@@ -44,17 +47,12 @@ def test_fast_args_equal_argparse(argv: list[str]) -> None:
         ["start", "--run-id", "r1", "-q", "f.yaml"],
         ["start", "f.yaml"],
         ["status", "-q", "--run-id", "r1", "f.yaml"],
+        "start -q --run-id r1 f.yaml",
     ],
 )
-def test_other_shapes_go_through_argparse(argv: list[str]) -> None:
-    defaults = vars(_parser().parse_args(["f.yaml"]))
-    assert fast_start_args(argv, defaults) is None
-    assert fast_start_args(start_argv("r1", "f.yaml", None), None) is None
-
-
-def test_server_warm_up_builds_the_start_template() -> None:
-    forkserver._warm_caches()
-    assert forkserver._start_defaults == vars(_parser().parse_args(["f.yaml"]))
+def test_other_shapes_are_not_runner_arguments(argv: list[str]) -> None:
+    assert parse_start_argv(argv) is None
+    assert start_options(argv) is None
 
 
 def _objects(path: Path) -> list[tuple[str, str]]:

@@ -2,7 +2,7 @@
 `attachments`).
 
 Called by the runner for a step whose executor type is `mail`; delivery is
-`controller.notify.alerts.send_mail` through the DAG's `smtp` server. Output follows Dagu's mail
+`controller.notify.smtp.send_mail` through the DAG's `smtp` server. Output follows Dagu's mail
 executor: a summary of the mail on stdout, then "sending email succeed."; on failure the
 reason on stderr and exit code 1. Unlike Dagu 1.30 (which ignores them), `attachments` are
 sent, each bounded like alert attachments.
@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from controller.notify.alerts import MailError, expand_smtp, send_mail
+from controller.notify.smtp import MailError, expand_smtp, send_mail
 from model.spec import SmtpSpec
 
 _SUMMARY = "sending email\n-----\nfrom: {}\nto: {}\nsubject: {}\nmessage: {}\n-----\n"

@@ -1,0 +1,79 @@
+"""How the end of a step's execution is told, in Dagu's words: the exit code and text of a
+process (`signal: killed`, `exit status 2`), a step timeout, and the node error with the tail
+of the step's stderr.
+
+Called by the runner (`controller.engine.runner`) when an execution ends.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from controller import process as proc
+from controller.diskfull import ENOSPC_TEXT, is_full
+
+_TAIL_BYTES = 1024
+_SIGNAL_TEXT: dict[int, str] = {
+    signal.SIGTERM: "terminated",
+    signal.SIGKILL: "killed",
+    signal.SIGINT: "interrupt",
+    signal.SIGHUP: "hangup",
+    signal.SIGQUIT: "quit",
+    signal.SIGABRT: "aborted",
+    signal.SIGSEGV: "segmentation fault",
+    signal.SIGPIPE: "broken pipe",
+    signal.SIGUSR1: "user defined signal 1",
+    signal.SIGUSR2: "user defined signal 2",
+}
+
+
+def process_exit(returncode: int) -> tuple[int, str]:
+    """(exit code, error text) of a process's return code: a signal counts as 128 + its
+    number, told as Go tells it (`signal: terminated`); "" for a success."""
+    if returncode < 0:
+        sig = -returncode
+        try:
+            err = f"signal: {_SIGNAL_TEXT.get(sig, signal.Signals(sig).name)}"
+        except ValueError:
+            err = f"signal {sig}"
+        return 128 + sig, err
+    return returncode, f"exit status {returncode}" if returncode else ""
+
+
+def timeout_text(elapsed_seconds: float, timeout_seconds: float) -> str:
+    """The error of an execution its step timeout ended."""
+    return (
+        f"step timed out after {go_seconds(elapsed_seconds)} "
+        f"(timeout: {go_seconds(timeout_seconds)}): context deadline exceeded"
+    )
+
+
+def step_error_text(name: str, err: str, *, log_dir: Path, stderr_path: str) -> str:
+    """Dagu's node error: `failed to execute step "X": exit status 2`, the stderr tail
+    after an exit status; a step timeout is reported as it is."""
+    if err.startswith("step timed out"):
+        return err
+    text = f'failed to execute step "{name}": {err}'
+    if err.startswith("exit status") and is_full(log_dir):
+        # The step wrote into a full log disk; its own error went to the same disk, so
+        # the reason is told from the file system (issue 8 #22).
+        text += f"\n{ENOSPC_TEXT} on {log_dir}: the step's output was not written"
+    if err.startswith("exit status"):
+        tail = proc.read_tail(stderr_path, _TAIL_BYTES).strip()
+        if tail:
+            text += f"\nrecent stderr (tail):\n{tail}\n"
+    return text
+
+
+def go_seconds(seconds: float) -> str:
+    """A duration as Go prints it, to the millisecond (`1.003s`, `1m30s`, `2h0m0s`)."""
+    ms = round(seconds * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    sec = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if h:
+        return f"{h}h{m}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec}s"

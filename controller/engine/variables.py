@@ -1,0 +1,183 @@
+"""The run's variables: the working directory, the base environment of every step (filtered
+OS env, DAG `env:`, dotenv files, params), the step outputs and `${id.stdout}`-style step
+references published as steps end, and the expansion scope of a step.
+
+Called by the runner (`controller.engine.runner`), which owns one `RunVars` per run; the alerts
+of `controller.engine.launch` read `dag_vars`, `dotenv_values` and `expand_text` through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from controller.engine import expand as ex
+from controller.engine.graph import Node
+
+
+def dag_workdir(dag: Any, settings: Any) -> Path:
+    """The DAG's working directory: `workingDir` (relative to the DAG file), the settings'
+    `work_dir`, else the DAG file's directory (the current one for a DAG without a file)."""
+    wd = dag.spec.working_dir
+    base = dag.location.parent if dag.location is not None else Path.cwd()
+    if wd:
+        p = Path(os.path.expandvars(os.path.expanduser(wd)))
+        return p if p.is_absolute() else base / p
+    if settings.work_dir is not None:
+        return Path(settings.work_dir)
+    return base
+
+
+class RunVars:
+    """The variables of one run, filled by `build` and as steps publish their outputs."""
+
+    def __init__(self, *, dag: Any, settings: Any, environ: Mapping[str, str]) -> None:
+        self._dag = dag
+        self._settings = settings
+        self._environ = environ
+        self.workdir = dag_workdir(dag, settings)
+        self.base_env: dict[str, str] = {}
+        self.dag_vars: dict[str, str] = {}  # DAG env + dotenv + params (for expansion)
+        self.outputs: dict[str, str] = {}
+        self.dotenv_values: dict[str, str] = {}  # for masking secrets in alerts
+        self.params_resolved: dict[str, str] = {}
+        self.step_refs: dict[str, dict[str, str]] = {}
+
+    def build(self, params: Sequence[tuple[str, str]]) -> None:
+        """Base env of every step: filtered OS env, DAGU_HOME, DAG env, dotenv, params.
+        Raises ValueError (a failing backtick command of the DAG env or a param)."""
+        environ, spec = self._environ, self._dag.spec
+        env = ex.filtered_os_env(environ, secret_patterns=tuple(self._settings.secret_patterns))
+        env["DAGU_HOME"] = str(self._settings.home)
+        params = list(params)
+        raw_params = {k: v for k, v in params}
+        dag_vars: dict[str, str] = {}
+        for key, value in spec.env:
+            scope = {**raw_params, **dag_vars}
+            v = ex.expand(value, scope, fallback=environ, keep_unknown=False)
+            v = ex.eval_backticks(v, env={**env, **dag_vars}, cwd=str(self.workdir), strict=True)
+            dag_vars[key] = v
+            env[key] = v
+        self.dotenv_values = self._read_dotenv(spec.dotenv, dag_vars)
+        for k, v in self.dotenv_values.items():
+            dag_vars[k] = v
+            env[k] = v
+        named: dict[str, str] = {}
+        for key, value in params:
+            v = ex.expand(value, dag_vars, fallback=environ)
+            v = ex.eval_backticks(v, env=env, cwd=str(self.workdir), strict=True)
+            named[key] = v
+            dag_vars[key] = v
+            env[key] = v
+        env["DAGU_PARAMS_JSON"] = json.dumps(named, ensure_ascii=False)
+        self.params_resolved = named
+        self.base_env = env
+        self.dag_vars = dag_vars
+
+    def _read_dotenv(
+        self, dotenv: Sequence[str] | None, dag_vars: Mapping[str, str]
+    ) -> dict[str, str]:
+        """The values of the dotenv files (`.env` by default), later files winning; a file
+        that is missing or does not parse is passed over."""
+        found: dict[str, str] = {}
+        for name in [".env"] if dotenv is None else list(dotenv):
+            scope = {**dag_vars, **found}  # a file's name may use an earlier file's values
+            path = Path(os.path.expanduser(ex.expand(name, scope, fallback=self._environ)))
+            if not path.is_absolute():
+                path = self.workdir / path
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            from model.dotenv import parse_env_file  # only when a dotenv file exists
+
+            try:
+                values = parse_env_file(text)
+            except ValueError:
+                continue
+            found.update(values)
+        return found
+
+    def expand_text(self, text: str) -> str:
+        """`${VAR}` expansion with the run's variables (DAG env, dotenv, params, outputs)."""
+        return ex.expand(text, {**self.dag_vars, **self.outputs}, fallback=self._environ)
+
+    def expand_path(self, text: str, node: Node) -> str:
+        """A path of a step's spec, `${VAR}` expanded in the node's scope."""
+        return ex.expand(text, self.scope(node), fallback=self._environ)
+
+    def redirect_path(self, target: str, node: Node) -> Path:
+        """A step's `stdout:`/`stderr:` file: relative to the DAG's working directory, not
+        the step's."""
+        path = Path(self.expand_path(target, node))
+        return path if path.is_absolute() else self.workdir / path
+
+    def node_env(self, node: Node, *, dag_name: str, run_id: str, log_file: str) -> dict[str, str]:
+        """The environment of a starting step: the base env, the outputs so far, the step's
+        `env:` (expanded in order), Dagu's `DAG_*` variables and the node's extras."""
+        env = dict(self.base_env)
+        env.update(self.outputs)
+        scope = {**self.dag_vars, **self.outputs}
+        for key, value in node.step.env:
+            v = ex.expand(value, scope, step_refs=self.step_refs, fallback=self._environ)
+            v = ex.eval_backticks(v, env=env, cwd=str(self.workdir))
+            scope[key] = v
+            env[key] = v
+        env["DAG_NAME"] = dag_name
+        env["DAG_RUN_ID"] = run_id
+        env["DAG_RUN_LOG_FILE"] = log_file
+        env["DAG_RUN_STEP_NAME"] = node.name
+        env["DAG_RUN_STEP_STDOUT_FILE"] = node.stdout_path
+        env["DAG_RUN_STEP_STDERR_FILE"] = node.stderr_path
+        env.update(node.env_extra)
+        return env
+
+    def scope(self, node: Node) -> dict[str, str]:
+        """The expansion scope of a step: the run's variables and outputs, its own env."""
+        scope = {**self.dag_vars, **self.outputs}
+        for key, _ in node.step.env:
+            if key in node.env:
+                scope[key] = node.env[key]
+        return scope
+
+    def shell_vars(self, step: Any) -> set[str]:
+        """The variables a step's shell gets through its environment and its text leaves to
+        it: the DAG env and dotenv, unless a param, an output or the step's env overrides them
+        (`ex.expand` `shell_text`)."""
+        overridden = {*self.params_resolved, *self.outputs, *(k for k, _ in step.env)}
+        env_only = {k for k, _ in self._dag.spec.env} | set(self.dotenv_values)
+        return env_only - overridden
+
+    def step_cwd(self, node: Node) -> str:
+        """The step's working directory (relative to the DAG's)."""
+        wd = node.step.working_dir
+        if not wd:
+            return str(self.workdir)
+        p = Path(self.expand_path(os.path.expanduser(wd), node))
+        return str(p if p.is_absolute() else self.workdir / p)
+
+    def eval_int(self, value: int | str, node: Node) -> int:
+        """A number of a step's spec given as text (`${VAR}`, backticks); 0 if it is none."""
+        if isinstance(value, int):
+            return value
+        text = self.expand_path(value, node)
+        text = ex.eval_backticks(text, env=node.env, cwd=node.cwd)
+        try:
+            return int(text.strip())
+        except ValueError:
+            return 0
+
+    def publish(self, node: Node) -> None:
+        """Make an ended step's outputs and `${id.*}` references visible to the next ones."""
+        # the init handler's output is not visible to the steps (Dagu, handlers_init)
+        for k, v in node.outputs.items() if node.kind != "onInit" else ():
+            self.outputs[k] = v
+        if node.step.id:
+            self.step_refs[node.step.id] = {
+                "stdout": node.stdout_path,
+                "stderr": node.stderr_path,
+                "exitCode": str(node.exit_code if node.exit_code is not None else ""),
+            }
