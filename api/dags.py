@@ -16,7 +16,7 @@ from api.dagview import dag_details, dag_summary
 from api.errors import NotFoundError
 from api.state import ApiContext
 from controller.catalog import CatalogEntry
-from controller.store.store import NotFound
+from controller.store.records import NotFound
 from controller.views.runs import rfc3339, run_details, run_summary
 
 MAX_PER_PAGE = 100

@@ -14,7 +14,7 @@ from typing import Any
 
 import falcon
 
-from controller.store.store import NotFound
+from controller.store.records import NotFound
 
 log = logging.getLogger("dagloop.api")
 

@@ -35,7 +35,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from api.state import ApiContext, scheduler_status
-from controller.store.store import DURATION_BUCKETS_SECONDS
+from controller.store.records import DURATION_BUCKETS_SECONDS
 from model import __version__
 from model.status import RunStatus
 

@@ -16,7 +16,7 @@ from api import params
 from api.errors import NotFoundError
 from api.logfile import MAX_LINES, contained_path, read_log
 from api.state import ApiContext
-from controller.store.store import RunRecord, StepRecord
+from controller.store.records import RunRecord, StepRecord
 from controller.views.runs import outputs_document, rfc3339, run_details, run_summary
 from model.status import RunStatus
 

@@ -20,7 +20,8 @@ from typing import Any
 from api.errors import Unavailable
 from controller.catalog import Catalog, CatalogEntry
 from controller.schedule import next_fire, parse_all
-from controller.store.store import Store, StoreError
+from controller.store.records import StoreError
+from controller.store.store import Store
 from model.config import Settings
 
 

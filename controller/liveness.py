@@ -15,7 +15,8 @@ import signal
 import time
 
 from controller.process import kill_run_processes, pid_alive, proc_start_ticks
-from controller.store.store import RunRecord, Store
+from controller.store.records import RunRecord
+from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
 __all__ = ["heartbeat_age", "on_this_host", "reap_lost_run", "runner_alive"]

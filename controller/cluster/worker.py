@@ -35,7 +35,8 @@ from controller import runlogs
 from controller.doorbell import Doorbell
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.runner_process import runner_env, start_runner
-from controller.store.store import RunRecord, Store, open_store
+from controller.store.records import RunRecord
+from controller.store.store import Store, open_store
 from model.config import Settings
 from model.status import RunStatus
 

@@ -19,7 +19,8 @@ from controller.commands.common import (
     settings_from,
 )
 from controller.doorbell import ring
-from controller.store.store import NotFound, open_store
+from controller.store.records import NotFound
+from controller.store.store import open_store
 from controller.views.runs import run_summary
 from model.config import ConfigError
 from model.status import RunStatus

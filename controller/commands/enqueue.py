@@ -24,7 +24,8 @@ from controller.dagfile import find_dag_file
 from controller.doorbell import ring
 from controller.engine.runparams import hand_over, mask_params, secret_values, take_handed_over
 from controller.ids import new_run_id
-from controller.store.store import Conflict, RunRecord, StoreError, open_store
+from controller.store.records import Conflict, RunRecord, StoreError
+from controller.store.store import open_store
 from controller.views.runs import run_summary
 from model.config import ConfigError, Settings
 from model.loader import DagLoadError, load_base, load_dag, parse_param_overrides, resolve_params

@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Retry; returns the exit code of the new attempt."""
-    from controller.store.store import StoreError
+    from controller.store.records import StoreError
     from model.config import ConfigError
 
     try:
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
     """The retry itself, on an open store."""
     from controller.liveness import reap_lost_run, runner_alive
-    from controller.store.store import NotFound, open_store
+    from controller.store.records import NotFound
+    from controller.store.store import open_store
     from model.loader import DagLoadError
     from model.status import RunStatus
 

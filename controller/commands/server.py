@@ -22,7 +22,8 @@ from typing import Any
 from controller.catalog import Catalog, spec_cache_dir
 from controller.commands import common
 from controller.logs import setup_process_logging
-from controller.store.store import StoreError, open_store
+from controller.store.records import StoreError
+from controller.store.store import open_store
 from model.config import ConfigError, Settings
 
 log = logging.getLogger("dagloop.server")

@@ -19,7 +19,7 @@ import time
 
 from controller.commands import server as server_command
 from controller.logs import setup_process_logging
-from controller.store.store import StoreError
+from controller.store.records import StoreError
 from model.config import ConfigError
 
 log = logging.getLogger("dagloop.server")

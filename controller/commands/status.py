@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     """Print the status; returns the exit code."""
     from controller.engine.runparams import mask_params
     from controller.liveness import heartbeat_age, reap_lost_run, runner_alive
-    from controller.store.store import NotFound, StoreError, open_store
+    from controller.store.records import NotFound, StoreError
+    from controller.store.store import open_store
     from controller.views.runs import run_details
     from model.config import ConfigError
     from model.status import RunStatus

@@ -22,7 +22,8 @@ from controller.commands.common import (
 )
 
 if TYPE_CHECKING:
-    from controller.store.store import RunRecord, Store
+    from controller.store.records import RunRecord
+    from controller.store.store import Store
     from model.config import Settings
 
 
@@ -38,7 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Stop; exit 0, or 1 when no run of the DAG is running."""
-    from controller.store.store import NotFound, open_store
+    from controller.store.records import NotFound
+    from controller.store.store import open_store
     from model.config import ConfigError
     from model.status import RunStatus
 

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dagloop worker: {exc}", file=sys.stderr)
         return 1
     setup_process_logging(settings)
-    from controller.store.store import StoreError
+    from controller.store.records import StoreError
 
     try:
         worker = worker_from(

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller import runlogs
-from controller.store.store import RunRecord, Store
+from controller.store.records import RunRecord
+from controller.store.store import Store
 from controller.utc import utc_text
 from model.status import RunStatus, StepStatus
 

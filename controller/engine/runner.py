@@ -82,7 +82,8 @@ from controller.engine.subdag import (
 )
 from controller.engine.variables import RunVars
 from controller.engine.writes import StepWriter
-from controller.store.store import RunRecord, Store
+from controller.store.records import RunRecord
+from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
 __all__ = ["Runner", "RunnerOptions"]

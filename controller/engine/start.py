@@ -30,15 +30,8 @@ from controller.dagfile import find_dag_file
 from controller.engine import launch
 from controller.engine.graph import initial_step_rows
 from controller.ids import new_run_id
-from controller.store.store import (
-    Conflict,
-    LimitReached,
-    NotFound,
-    RunRecord,
-    Store,
-    StoreError,
-    open_store,
-)
+from controller.store.records import Conflict, LimitReached, NotFound, RunRecord, StoreError
+from controller.store.store import Store, open_store
 from model.config import Settings
 from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
 from model.status import RunStatus

@@ -49,7 +49,8 @@ from controller.reconcile.rules import (
 )
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.runner_process import runner_env, start_runner
-from controller.store.store import NewRun, NotFound, RunRecord, Store
+from controller.store.records import NewRun, NotFound, RunRecord
+from controller.store.store import Store
 from model.config import Settings
 from model.status import RunStatus
 

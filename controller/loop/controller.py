@@ -74,7 +74,8 @@ from controller.reconcile.rules import (
 )
 from controller.spawn.client import ForkServer
 from controller.spawn.runner_process import runner_env
-from controller.store.store import Store, StoreError, open_store
+from controller.store.records import StoreError
+from controller.store.store import Store, open_store
 from model.config import Settings
 from model.status import RunStatus
 

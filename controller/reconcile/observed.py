@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 
 from controller.liveness import runner_alive
 from controller.reconcile.rules import ObservedState, RunView, TickKey
-from controller.store.store import NotFound, RunRecord, Store
+from controller.store.records import NotFound, RunRecord
+from controller.store.store import Store
 from model.status import RunStatus
 
 Liveness = Callable[[RunRecord], bool]

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from controller import runlogs
 from controller.spawn.client import Dispatch, ForkServer, ForkServerUnavailable
 from controller.spawn.protocol import start_argv
-from controller.store.store import RunRecord
+from controller.store.records import RunRecord
 from model.config import Settings
 
 __all__ = ["runner_env", "start_runner"]

@@ -2,20 +2,24 @@
 
 `upgrade` brings a database to this dagloop's schema (`dagloop migrate`); each Alembic revision
 in `controller/store/migrations/versions/` applies the `controller.store.schema` step of the same
-number
-through `apply_schema_step`, which also records the version in `meta['schema_version']` — what
-every process checks when it opens the store (`controller.store.store.Store`).
+number through `apply_schema_step`, which also records the version in `meta['schema_version']`
+— what every process checks when it opens the store (`controller.store.store.Store`). `check`
+compares a database with the schema's models (`controller.store.tables`) without changing it
+(`dagloop migrate --check`, see `controller.store.drift`).
 
-SQLAlchemy and Alembic are imported only here, never on the runner's hot path. The tables are
-declared as SQLModel classes in `controller.store.tables` (Alembic's target metadata).
+SQLAlchemy and Alembic are imported only here and in `drift`, never on the runner's hot path.
+Called by `controller.commands.migrate` and the tests.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.store.schema import REVISIONS, SCHEMA_VERSION, STEPS, statements
+
+if TYPE_CHECKING:
+    from controller.store.drift import Difference
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -42,7 +46,7 @@ def upgrade(settings: Any) -> tuple[int | None, int]:
 
     if not settings.database_url:
         Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
-    before = _version(settings)
+    before = schema_version(settings)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation: a `%` in a password must be doubled.
@@ -54,7 +58,32 @@ def upgrade(settings: Any) -> tuple[int | None, int]:
     return before, after
 
 
-def _version(settings: Any) -> int | None:
+def check(settings: Any) -> list[Difference]:
+    """How the settings' database differs from the models (`controller.store.drift`); [] when
+    it matches. Changes nothing: a SQLite file is opened read-only, and a missing one is one
+    difference. Raises SQLAlchemy's errors when the database cannot be reached."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from controller.store.drift import Difference, differences
+
+    url = sqlalchemy_url(settings)
+    if not settings.database_url:
+        path = Path(settings.db_path)
+        if not path.exists():
+            text = f"no database at {path}: run `dagloop migrate`"
+            return [Difference("missing_database", "", "", text)]
+        url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return differences(connection)
+    finally:
+        engine.dispose()
+
+
+def schema_version(settings: Any) -> int | None:
+    """The schema version of the settings' database; None when it has none (or no file)."""
     from controller.store.store import Store
 
     if not settings.database_url and not Path(settings.db_path).exists():

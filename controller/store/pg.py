@@ -17,11 +17,15 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
 import psycopg
+
+from controller import faults
+from controller.store.records import StoreError
 
 __all__ = [
     "PgConnection",
@@ -101,6 +105,7 @@ class PgConnection:
         application_name: str = "dagloop",
     ) -> None:
         self._url = libpq_url(url)
+        self.where = redact_url(url)  # for messages: the URL as configured, password hidden
         self._readonly = readonly
         self._timeout = timeout_seconds
         self._app = application_name
@@ -164,6 +169,23 @@ class PgConnection:
                 self._con.execute("ROLLBACK")
         finally:
             self._in_tx = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[PgConnection]:
+        """One atomic write: BEGIN … COMMIT (ROLLBACK on error). A session lost in the middle
+        raises `StoreError` naming the server (password redacted); nothing of it is kept."""
+        try:
+            self.begin()
+            try:
+                yield self
+            except BaseException:
+                self.finish(commit=False)
+                raise
+            faults.point("commit.before")  # test-only crash points (controller/faults.py)
+            self.finish(commit=True)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreError(f"{self.where}: cannot write the state database: {exc}") from None
+        faults.point("commit.after")
 
     def close(self) -> None:
         """Close the session (its session-level locks go with it)."""

@@ -1,15 +1,18 @@
-"""The state database's schema: one version history, written for SQLite and for PostgreSQL.
+"""The state database's DDL: one version history, written for SQLite and for PostgreSQL.
 
-Each schema version is one step per dialect, the same tables, columns, indexes and totals
-triggers in both (`tests/store/test_schema.py` compares the two databases column by column).
-The Alembic revisions in `controller/store/migrations/versions/` apply these steps; a new embedded
+The schema itself is declared once, in `controller.store.tables` (the SQLModel metadata); this
+module is what runs it. Each schema version is one step per dialect, and
+`tests/store/test_schema.py` holds the steps to the models: a database migrated by them (SQLite
+by the fast path and by Alembic, PostgreSQL by Alembic) must show no difference from the
+metadata in any column, type, nullability, default, index, unique constraint or foreign key
+(`controller.store.drift`), and `METADATA.create_all` must make the same database. The
+Alembic revisions in `controller/store/migrations/versions/` apply these steps; a new embedded
 SQLite file gets them all at once without Alembic (see `Store`), so both paths give the same
-file. A change of schema is a new step here plus a new revision there, never an edit of an old
-step: databases in the field were made by it.
+file. A change of schema is a change of the models, a new step here and a new revision there,
+never an edit of an old step: databases in the field were made by it.
 
 The DDL is text because the hot path (`dagloop start` opening the store in well under 150 ms)
-cannot import SQLAlchemy, and the totals triggers are dialect SQL anyway; the same tables are
-declared as SQLModel classes in `controller.store.tables`, and a test holds the three together.
+cannot import SQLAlchemy, and the totals triggers are dialect SQL anyway.
 """
 
 from __future__ import annotations
@@ -397,3 +400,31 @@ def statements(script: str) -> list[str]:
     if current.strip():
         out.append(current.strip())
     return out
+
+
+def version_problem(version: int | None) -> str:
+    """Why a database at schema `version` (None: no schema) cannot be used by this dagloop, and
+    what fixes it; for a version other than `SCHEMA_VERSION`."""
+    if version is None:
+        return "the database has no dagloop schema; run `dagloop migrate` first"
+    if version < SCHEMA_VERSION:
+        return (
+            f"schema version {version} is older than this dagloop's ({SCHEMA_VERSION}); "
+            "run `dagloop migrate` first"
+        )
+    return (
+        f"schema version {version} is newer than this dagloop's ({SCHEMA_VERSION}); upgrade dagloop"
+    )
+
+
+def sqlite_creation() -> list[str]:
+    """The statements that make a new embedded database at the current version in one go:
+    every SQLite step, then the Alembic stamp (so that `dagloop migrate` knows where it stands)
+    and the version every process checks."""
+    out = [s for step in STEPS["sqlite"] for s in statements(step)]
+    return [
+        *out,
+        "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
+        f"INSERT INTO alembic_version (version_num) VALUES ('{HEAD_REVISION}')",
+        f"INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')",
+    ]

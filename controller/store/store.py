@@ -10,12 +10,15 @@ One SQL text serves both databases: SQLite's dialect where both agree (`ON CONFL
 `RETURNING`, partial indexes), written with `?` parameters that `controller.store.pg` rewrites for
 psycopg. Why stdlib `sqlite3` and not SQLModel here: `dagloop start` must run a one-step DAG in
 under 150 ms as a whole process, and importing SQLAlchemy alone costs ~190 ms on this machine.
-The schema and its versions live in `controller.store.schema`; Alembic (`dagloop migrate`) upgrades
-an existing database, and every process refuses a database whose schema is older or newer than
-its own.
+The schema is declared in `controller.store.tables` and run as the DDL of `controller.store.schema`
+(checked against each other by the tests); Alembic (`dagloop migrate`) upgrades an existing
+database, and every process refuses a database whose schema is older or newer than its own.
+The rows it returns and the errors it raises are in `controller.store.records`; the SQLite
+connection and its write transaction in `controller.store.connection`, PostgreSQL's in
+`controller.store.pg`.
 
 Writers: SQLite serialises them (`BEGIN IMMEDIATE`), and dagloop's own writers first queue for
-their turn in the kernel (`flock` on `<db>-writers`, see `Store._queue_for_writing`); on
+their turn in the kernel (`flock` on `<db>-writers`, see `controller.store.connection`); on
 PostgreSQL the few check-then-write transactions (`record_run` with a `maxActiveRuns` check,
 `claim_dispatched_runs`) take a transaction-level advisory lock, so the same invariants hold
 across hosts.
@@ -26,200 +29,40 @@ prunes), the CLI (requests) and the API (reads, opening the file read-only).
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import random
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller import faults
-from controller.diskfull import full_note
-from controller.store.schema import HEAD_REVISION, SCHEMA_VERSION, STEPS, statements
-from model.status import RunStatus, StepStatus
+from controller.store.connection import SqliteSession
+from controller.store.records import (
+    DURATION_BUCKETS_SECONDS,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    Conflict,
+    InstanceRecord,
+    LimitReached,
+    NewRun,
+    NotFound,
+    RequestRecord,
+    RunRecord,
+    StepRecord,
+    StoreError,
+    WorkerRecord,
+    request_from_row,
+    run_from_row,
+    step_from_row,
+    step_value,
+    worker_from_row,
+)
+from controller.store.schema import SCHEMA_VERSION, sqlite_creation, version_problem
+from model.status import RunStatus
 
-# Upper bounds (seconds) of the run-duration buckets kept in `run_totals` (columns le_*).
-DURATION_BUCKETS_SECONDS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
-
-
-class NotFound(LookupError):
-    """The asked-for row does not exist."""
-
-
-class LimitReached(RuntimeError):
-    """A new run was refused: its DAG already has `maxActiveRuns` active runs."""
-
-
-class StoreError(RuntimeError):
-    """The database cannot be used (corrupt, wrong schema, read-only, disk full, unreachable)."""
-
-
-class Conflict(RuntimeError):
-    """A new row collides with an existing one (the run id, or the scheduled instant of the
-    DAG, is taken): a repeated create is refused instead of duplicated."""
-
-
-# SQLite's texts for a write the file system refused (SQLITE_FULL, SQLITE_IOERR).
-_WRITE_ERRORS = ("database or disk is full", "disk i/o error")
-
-
-def write_error(path: Path, exc: sqlite3.Error) -> StoreError | None:
-    """A `StoreError` naming `path` and the reason when `exc` is SQLite's report of a full
-    disk or a failed write (with ENOSPC named when the file system has no block left, since
-    SQLite does not pass the errno on); None for any other error."""
-    text = str(exc)
-    if text.lower() not in _WRITE_ERRORS:
-        return None
-    return StoreError(f"{path}: cannot write the state database: {text}{full_note(path.parent)}")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A run row."""
-
-    id: int
-    dag_name: str
-    run_id: str
-    file: str
-    spec_yaml: str
-    queue: str
-    status: RunStatus
-    trigger: str
-    params: list[str]
-    scheduled_at: float | None
-    queued_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    attempt: int
-    attempt_id: str
-    pid: int | None
-    pid_started: float | None
-    host: str
-    heartbeat_at: float | None
-    stop_requested_at: float | None
-    error: str
-    log_file: str
-    parent_dag: str
-    parent_run_id: str
-    root_dag: str
-    root_run_id: str
-    notes: str
-    created_at: float
-    updated_at: float
-    dispatched_at: float | None = None  # handed to workers by the leader (None: run locally)
-    worker_id: str = ""  # the worker that claimed it
-    worker_selector: dict[str, str] | None = None  # labels a worker must have
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """A run to insert (`Store.record_runs`; `record_run` takes the same as keywords)."""
-
-    dag_name: str
-    run_id: str
-    status: RunStatus
-    file: str = ""
-    spec_yaml: str = ""  # snapshot of the DAG file text
-    queue: str = ""  # '' = the DAG's name
-    trigger: str = "manual"
-    params: tuple[str, ...] = ()
-    scheduled_at: float | None = None
-    queued_at: float | None = None  # in the future: held back until then (restartWaitSec)
-    parent_dag: str = ""
-    parent_run_id: str = ""
-    root_dag: str = ""  # '' = this run
-    root_run_id: str = ""
-
-
-@dataclass(frozen=True)
-class WorkerRecord:
-    """A worker (`dagloop worker`) as it last reported itself."""
-
-    id: str
-    host: str
-    pid: int
-    labels: dict[str, str]
-    max_active_runs: int
-    status: str  # active | stopped
-    started_at: float
-    heartbeat_at: float
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """A step (or handler) row of a run."""
-
-    id: int
-    run: int
-    position: int
-    kind: str
-    name: str
-    spec: dict[str, Any]
-    status: StepStatus
-    exit_code: int | None
-    retry_count: int
-    done_count: int
-    started_at: float | None
-    finished_at: float | None
-    retried_at: float | None
-    stdout: str
-    stderr: str
-    error: str
-    pgid: int | None
-    outputs: dict[str, str]
-    children: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """A request written by the CLI for the controller."""
-
-    id: int
-    kind: str
-    dag_name: str
-    run_id: str
-    args: dict[str, Any]
-    created_at: float
-    done_at: float | None
-    result: str
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    """A controller instance (`dagloop scheduler`), for /api/v2/services/scheduler."""
-
-    id: str
-    host: str
-    pid: int
-    status: str  # standby | active | stopped
-    started_at: float
-    heartbeat_at: float
-
-
-_RUN_COLUMNS = [f for f in RunRecord.__dataclass_fields__]
-_STEP_COLUMNS = [f for f in StepRecord.__dataclass_fields__]
-
-
-def _run(row: Any) -> RunRecord:
-    d = dict(row)
-    d["status"] = RunStatus(d["status"])
-    d["params"] = json.loads(d["params"])
-    d["worker_selector"] = json.loads(d["worker_selector"]) or None
-    return RunRecord(**d)
-
-
-def _step(row: Any) -> StepRecord:
-    d = dict(row)
-    d["status"] = StepStatus(d["status"])
-    d["spec"] = json.loads(d["spec"])
-    d["outputs"] = json.loads(d["outputs"])
-    d["children"] = json.loads(d["children"])
-    return StepRecord(**d)
+if TYPE_CHECKING:
+    from controller.store.pg import PgConnection
 
 
 class Store:
@@ -242,41 +85,24 @@ class Store:
     ):
         self.readonly = readonly
         self._checks_schema = check_schema
-        self._db: Any
+        self._session: SqliteSession | PgConnection
+        self._db: Any  # what SQL is sent to: sqlite3.Connection or PgConnection
         if isinstance(location, str) and location.startswith("postgres"):
             self._open_postgres(location, readonly, timeout_seconds, role)
             return
         path = Path(location)
         self.dialect = "sqlite"
-        self._timeout = timeout_seconds
-        self._writers: int | None = None  # the writers' queue lock (`_queue_for_writing`)
         self.path: Path | None = path
         self.where = str(path)
+        session = SqliteSession(path, readonly=readonly, timeout_seconds=timeout_seconds)
+        self._session, self._db = session, session.db
         try:
-            if readonly:
-                uri = f"file:{path}?mode=ro"
-                self._db = sqlite3.connect(
-                    uri,
-                    uri=True,
-                    timeout=timeout_seconds,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(
-                    path, timeout=timeout_seconds, isolation_level=None, check_same_thread=False
-                )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA foreign_keys=ON")
             if readonly:
                 self._check_schema()
             else:
-                self._prepare(timeout_seconds)
+                session.prepare(self._check_schema)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{path}: cannot open the state database: {exc}{full_note(path.parent)}"
-            ) from None
+            raise session.open_error(exc) from None
 
     def _open_postgres(self, url: str, readonly: bool, timeout_seconds: float, role: str) -> None:
         import psycopg  # only PostgreSQL deployments pay for the import
@@ -287,7 +113,7 @@ class Store:
         self.path = None
         self.where = redact_url(url)
         try:
-            self._db = PgConnection(
+            self._session = self._db = PgConnection(
                 url,
                 readonly=readonly,
                 timeout_seconds=timeout_seconds,
@@ -297,37 +123,9 @@ class Store:
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: cannot open the state database: {exc}") from None
 
-    def _prepare(self, timeout_seconds: float) -> None:
-        """WAL mode and the schema, retried while another process creates the same file.
-
-        Switching a new file to WAL does not wait on SQLite's busy handler: two processes
-        opening a fresh database at once (two controllers, a controller and a runner) get
-        "database is locked" for a moment, which is transient, not an error to report.
-        """
-        deadline = time.monotonic() + timeout_seconds
-        delay = 0.01
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                # NORMAL in WAL mode: a commit survives a process crash; only power loss
-                # can drop the last commits, never corrupt the file.
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._check_schema()
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-            time.sleep(delay)  # back off: the other process holds the file for milliseconds
-            delay = min(delay * 2, 0.2)
-
     def close(self) -> None:
         """Close the connection."""
-        self._db.close()
-        if self.dialect == "sqlite" and self._writers is not None:
-            os.close(self._writers)
-            self._writers = None
+        self._session.close()
 
     def __enter__(self) -> Store:
         return self
@@ -356,140 +154,23 @@ class Store:
         if version is None and self.dialect == "sqlite" and not self.readonly:
             self._create_sqlite()
             return
-        if version is None:
-            raise StoreError(
-                f"{self.where}: the database has no dagloop schema; run `dagloop migrate` first"
-            )
-        if version < SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.where}: schema version {version} is older than this dagloop's "
-                f"({SCHEMA_VERSION}); run `dagloop migrate` first"
-            )
-        raise StoreError(
-            f"{self.where}: schema version {version} is newer than this dagloop's "
-            f"({SCHEMA_VERSION}); upgrade dagloop"
-        )
+        raise StoreError(f"{self.where}: {version_problem(version)}")
 
     def _create_sqlite(self) -> None:
         """A new embedded database: every schema step at once, in one transaction (so two
-        processes creating the same file cannot both run a step), stamped with the Alembic
-        head so that `dagloop migrate` knows where it stands."""
+        processes creating the same file cannot both run a step), stamped as migrated."""
         with self.transaction() as db:
             if self.schema_version() is not None:
                 return  # another process made it while we waited for the write lock
-            for step in STEPS["sqlite"]:
-                for statement in statements(step):
-                    db.execute(statement)
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS alembic_version "
-                "(version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
-            )
-            db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD_REVISION,))
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            for statement in sqlite_creation():
+                db.execute(statement)
 
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """One atomic write: BEGIN IMMEDIATE … COMMIT (ROLLBACK on error).
-
-        A write the file system refused (full disk, I/O error), or a PostgreSQL session lost
-        mid-transaction, raises `StoreError` naming the database and the reason, after the
-        rollback: nothing of the transaction is kept.
-        """
-        if self.dialect == "postgresql":
-            with self._pg_transaction():
-                yield self._db
-            return
-        queued = self._queue_for_writing()
-        try:
-            self._begin_immediate()
-            try:
-                yield self._db
-            except BaseException:
-                # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR)
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            faults.point("commit.before")  # test-only crash points (controller/faults.py)
-            self._db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            assert self.path is not None
-            error = write_error(self.path, exc)
-            if error is None:
-                raise
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise error from None
-        finally:
-            if queued is not None:
-                fcntl.flock(queued, fcntl.LOCK_UN)
-        faults.point("commit.after")
-
-    def _queue_for_writing(self) -> int | None:
-        """Wait in the kernel for this database's writers' lock (`flock` on `<db>-writers`,
-        held from BEGIN to COMMIT); its descriptor, or None when the lock file cannot be
-        made.
-
-        SQLite's write lock can only be polled. With fifty runners writing at one minute
-        boundary on two cores, the pollers kept a holder that had been preempted off the
-        CPU for tens of milliseconds (median wait 20 ms per write); queued here, waiters
-        sleep until their turn and the holder gets the CPU. The kernel releases the lock of
-        a process that dies. A frozen holder (SIGSTOP) holds SQLite's lock too: the others
-        then wait here rather than fail after the timeout. Writers that do not queue (other
-        tools) are still handled by `_begin_immediate`.
-        """
-        if self._writers is None:
-            assert self.path is not None
-            try:
-                self._writers = os.open(
-                    f"{self.path}-writers", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
-                )
-            except OSError:  # e.g. a full disk: poll SQLite's lock alone
-                return None
-        fcntl.flock(self._writers, fcntl.LOCK_EX)
-        return self._writers
-
-    def _begin_immediate(self) -> None:
-        """Take SQLite's write lock, retrying every 0.5-2 ms (jittered) while another
-        process holds it, up to the connection's timeout.
-
-        SQLite's own busy handler backs off to 100 ms sleeps: with 50 runners claiming their
-        runs at one minute boundary, a runner would sleep long after the lock came free
-        (each holder keeps it for well under a millisecond), which made the tail of the
-        firing delay. So the handler is off while the lock is taken, and on again for the
-        reads (WAL readers are rarely blocked, and then briefly).
-        """
-        deadline = time.monotonic() + self._timeout
-        self._db.execute("PRAGMA busy_timeout = 0")
-        try:
-            while True:
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() >= deadline:
-                        raise
-                time.sleep(random.uniform(0.0005, 0.002))
-        finally:
-            self._db.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-
-    @contextmanager
-    def _pg_transaction(self) -> Iterator[None]:
-        import psycopg
-
-        try:
-            self._db.begin()
-            try:
-                yield
-            except BaseException:
-                self._db.finish(commit=False)
-                raise
-            faults.point("commit.before")
-            self._db.finish(commit=True)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise StoreError(f"{self.where}: cannot write the state database: {exc}") from None
-        faults.point("commit.after")
+    def transaction(self) -> AbstractContextManager[Any]:
+        """One atomic write (`with store.transaction() as db:`): BEGIN … COMMIT, ROLLBACK on
+        error. A write the file system refused (full disk, I/O error), or a PostgreSQL
+        session lost mid-transaction, raises `StoreError` naming the database and the
+        reason, after the rollback: nothing of the transaction is kept."""
+        return self._session.transaction()
 
     def _lock(self, db: Any, key: str) -> None:
         """Serialise check-then-write transactions on PostgreSQL (SQLite's writer is already
@@ -619,7 +300,7 @@ class Store:
                 now,
             ),
         ).fetchone()
-        return None if row is None else _run(row)
+        return None if row is None else run_from_row(row)
 
     def update_run(self, run: int, **fields: Any) -> None:
         """Set columns of a run in one commit (`status` may be a RunStatus)."""
@@ -633,7 +314,7 @@ class Store:
         cols = []
         values: list[Any] = []
         for key, value in fields.items():
-            if key not in _RUN_COLUMNS:
+            if key not in RUN_COLUMNS:
                 raise ValueError(f"unknown run column {key!r}")
             if key == "params":
                 value = json.dumps(list(value))
@@ -660,7 +341,7 @@ class Store:
         cols = ["status=?"]
         values: list[Any] = [int(RunStatus.RUNNING)]
         for key, value in fields.items():
-            if key not in _RUN_COLUMNS:
+            if key not in RUN_COLUMNS:
                 raise ValueError(f"unknown run column {key!r}")
             cols.append(f"{key}=?")
             values.append(json.dumps(list(value)) if key == "params" else value)
@@ -672,14 +353,14 @@ class Store:
             if row is None:
                 return None
             ids = self._insert_steps(db, run, steps)
-        return _run(row), ids
+        return run_from_row(row), ids
 
     def get_run_by_id(self, run: int) -> RunRecord:
         """The run with row id `run`."""
         row = self._db.execute("SELECT * FROM runs WHERE id=?", (run,)).fetchone()
         if row is None:
             raise NotFound(f"run #{run}")
-        return _run(row)
+        return run_from_row(row)
 
     def get_run(self, dag_name: str, run_id: str) -> RunRecord:
         """The run `run_id` of `dag_name`; `latest` means the most recently created one."""
@@ -694,7 +375,7 @@ class Store:
             ).fetchone()
         if row is None:
             raise NotFound(f"no run {run_id!r} of DAG {dag_name!r}")
-        return _run(row)
+        return run_from_row(row)
 
     def list_runs(
         self,
@@ -733,7 +414,7 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         args.append(limit)
-        return [_run(r) for r in self._db.execute(sql, args)]
+        return [run_from_row(r) for r in self._db.execute(sql, args)]
 
     def list_active_runs(self) -> list[RunRecord]:
         """Running, queued and waiting runs, oldest first (FIFO for queues)."""
@@ -741,7 +422,7 @@ class Store:
             "SELECT * FROM runs WHERE status IN (?,?,?) ORDER BY created_at, id",
             (int(RunStatus.RUNNING), int(RunStatus.QUEUED), int(RunStatus.WAITING)),
         )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def delete_run(self, run: int) -> None:
         """Delete a run and its steps (the caller removes its log files)."""
@@ -789,7 +470,7 @@ class Store:
             "SELECT * FROM runs WHERE parent_dag=? AND parent_run_id=? ORDER BY created_at, id",
             (parent_dag, parent_run_id),
         )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def latest_runs(self, dag_names: Sequence[str]) -> dict[str, RunRecord]:
         """The most recently created run of each of `dag_names` that has one."""
@@ -800,7 +481,7 @@ class Store:
                 (name,),
             ).fetchone()
             if row is not None:
-                out[name] = _run(row)
+                out[name] = run_from_row(row)
         return out
 
     # ------------------------------------------------------------------ steps
@@ -822,7 +503,7 @@ class Store:
                 (run, s.get("kind", "step"), s["name"]),
             )
             cols = ["run", *s.keys()]
-            values = [run, *(_step_value(k, v) for k, v in s.items())]
+            values = [run, *(step_value(k, v) for k, v in s.items())]
             (step_id,) = db.execute(
                 f"INSERT INTO steps ({', '.join(cols)}) "
                 f"VALUES ({', '.join('?' * len(cols))}) RETURNING id",
@@ -851,10 +532,10 @@ class Store:
             cols = []
             values: list[Any] = []
             for key, value in fields.items():
-                if key not in _STEP_COLUMNS:
+                if key not in STEP_COLUMNS:
                     raise ValueError(f"unknown step column {key!r}")
                 cols.append(f"{key}=?")
-                values.append(_step_value(key, value))
+                values.append(step_value(key, value))
             if cols:
                 updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
         if not updates and not (run is not None and run_fields):
@@ -868,7 +549,7 @@ class Store:
     def list_steps(self, run: int) -> list[StepRecord]:
         """Steps and handlers of a run, in position order."""
         rows = self._db.execute("SELECT * FROM steps WHERE run=? ORDER BY position", (run,))
-        return [_step(r) for r in rows]
+        return [step_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ requests
 
@@ -887,12 +568,7 @@ class Store:
     def list_open_requests(self) -> list[RequestRecord]:
         """Requests not yet done, oldest first."""
         rows = self._db.execute("SELECT * FROM requests WHERE done_at IS NULL ORDER BY id")
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["args"] = json.loads(d["args"])
-            out.append(RequestRecord(**d))
-        return out
+        return [request_from_row(r) for r in rows]
 
     def record_request_done(self, request: int, result: str = "") -> None:
         """Mark a request as carried out."""
@@ -939,7 +615,7 @@ class Store:
             args.extend(exclude_dag_names)
         sql += " ORDER BY finished_at LIMIT ?"
         args.append(limit)
-        return [_run(r) for r in self._db.execute(sql, args)]
+        return [run_from_row(r) for r in self._db.execute(sql, args)]
 
     def finish_queued_run(self, run: int, *, status: RunStatus, error: str, now: float) -> bool:
         """QUEUED → `status` (e.g. aborted by a dequeue) in one commit, only if still queued;
@@ -958,7 +634,7 @@ class Store:
         top = self.get_run_by_id(run)
         with self.transaction() as db:
             rows = [
-                _run(r)
+                run_from_row(r)
                 for r in db.execute(
                     "SELECT * FROM runs WHERE (id=? OR (root_dag=? AND root_run_id=? AND id<>?)) "
                     "AND status NOT IN (?,?,?)",
@@ -1039,7 +715,7 @@ class Store:
                 (int(RunStatus.QUEUED), limit * 4 + 16),
             ).fetchall()
             for row in rows:
-                run = _run(row)
+                run = run_from_row(row)
                 wanted = run.worker_selector or {}
                 if any(labels.get(k) != v for k, v in wanted.items()):
                     continue
@@ -1068,7 +744,7 @@ class Store:
             "SELECT * FROM runs WHERE worker_id=? AND status IN (?,?,?) ORDER BY queued_at, id",
             (worker_id, int(RunStatus.RUNNING), int(RunStatus.QUEUED), int(RunStatus.WAITING)),
         )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def record_worker(
         self,
@@ -1095,12 +771,8 @@ class Store:
 
     def list_workers(self) -> list[WorkerRecord]:
         """Workers as they last reported, newest start first."""
-        out = []
-        for r in self._db.execute("SELECT * FROM workers ORDER BY started_at DESC, id"):
-            d = dict(r)
-            d["labels"] = json.loads(d["labels"])
-            out.append(WorkerRecord(**d))
-        return out
+        rows = self._db.execute("SELECT * FROM workers ORDER BY started_at DESC, id")
+        return [worker_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ shipped logs
 
@@ -1219,11 +891,3 @@ def open_store(settings: Any, *, readonly: bool = False, role: str = "cli") -> S
     """The store of `settings`: PostgreSQL when `database_url` is set, else the SQLite file."""
     location: Path | str = settings.database_url or settings.db_path
     return Store(location, readonly=readonly, role=role)
-
-
-def _step_value(key: str, value: Any) -> Any:
-    if key in ("spec", "outputs", "children"):
-        return json.dumps(value)
-    if isinstance(value, StepStatus):
-        return int(value)
-    return value

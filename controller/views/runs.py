@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from controller.store.store import RunRecord, StepRecord, Store
+from controller.store.records import RunRecord, StepRecord
+from controller.store.store import Store
 from controller.utc import utc_text
 from model.outputs import camel_key
 from model.status import RunStatus, StepStatus

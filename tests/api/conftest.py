@@ -14,7 +14,8 @@ import pytest
 
 from api.app import create_app
 from controller.catalog import Catalog
-from controller.store.store import RunRecord, Store
+from controller.store.records import RunRecord
+from controller.store.store import Store
 from model.config import Settings, load_settings
 from model.status import RunStatus, StepStatus
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.store.store import RunRecord, Store
+from controller.store.records import RunRecord
+from controller.store.store import Store
 from tests.helpers import dagu_home, group_alive
 
 

@@ -11,7 +11,7 @@ import psycopg
 
 from controller.commands.server import build_app
 from controller.store.pg import libpq_url
-from controller.store.store import RunRecord
+from controller.store.records import RunRecord
 from model.config import load_settings
 from model.status import RunStatus
 from tests.distributed.conftest import Cluster

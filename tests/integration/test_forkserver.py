@@ -20,7 +20,8 @@ from controller.loop.controller import Controller
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.protocol import start_argv
 from controller.spawn.runner_process import runner_env
-from controller.store.store import RunRecord, Store
+from controller.store.records import RunRecord
+from controller.store.store import Store
 from model.config import Settings, load_settings
 from model.status import RunStatus
 from tests.helpers import run_cli, wait_until

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from controller.loop.controller import Controller
-from controller.store.store import RunRecord
+from controller.store.records import RunRecord
 from model.config import load_settings
 from model.status import RunStatus
 from tests.helpers import dagu_home, wait_until

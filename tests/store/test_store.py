@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.store.store import Conflict, LimitReached, NewRun, NotFound, Store
+from controller.store.records import Conflict, LimitReached, NewRun, NotFound
+from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
 
