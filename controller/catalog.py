@@ -36,6 +36,17 @@ def spec_cache_dir(settings: Any) -> Path:
     return Path(settings.data_dir) / speccache.CACHE_SUBDIR
 
 
+def catalog_for(settings: Any) -> Catalog:
+    """The catalog of a DAGU_HOME's settings (DAGs dir, base.yaml, size limit, spec cache),
+    not yet loaded: the loop, the API server and the plan view each keep one."""
+    return Catalog(
+        settings.dags_dir,
+        settings.base_config,
+        max_file_bytes=settings.max_dag_file_bytes,
+        cache_dir=spec_cache_dir(settings),
+    )
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One DAG file: its loaded DAG, or the errors that kept it from loading."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller.catalog import Catalog, spec_cache_dir
+from controller.catalog import catalog_for
 from controller.commands import common
 from controller.logs import setup_process_logging
 from controller.store.records import StoreError
@@ -60,12 +60,7 @@ def build_app(
     return create_app(
         settings=settings,
         store_factory=lambda: open_store(settings, readonly=True, role="api"),
-        catalog=Catalog(
-            settings.dags_dir,
-            settings.base_config,
-            settings.max_dag_file_bytes,
-            cache_dir=spec_cache_dir(settings),
-        ),
+        catalog=catalog_for(settings),
         started_at=started_at,
         scheduler_running=scheduler_running,
         collectors=collectors,

@@ -47,13 +47,12 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 from controller import runlogs
-from controller.catalog import Catalog, spec_cache_dir
+from controller.catalog import Catalog, catalog_for
 from controller.cluster.leader import LOCK_FILE, leadership_for
 from controller.doorbell import Doorbell
 from controller.ids import new_run_id
@@ -62,16 +61,13 @@ from controller.loop.apply import Applier
 from controller.loop.sdnotify import Notifier
 from controller.loop.watcher import Watcher
 from controller.reconcile.desired import DesiredBuilder
-from controller.reconcile.observed import PruneCache, default_liveness, observe
+from controller.reconcile.observed import PruneCache, default_liveness
 from controller.reconcile.rules import (
     Action,
-    DesiredState,
-    ObservedState,
-    RequestView,
     TickKey,
-    plan,
     tick_of,
 )
+from controller.reconcile.snapshot import Snapshot, take_snapshot
 from controller.spawn.client import ForkServer
 from controller.spawn.runner_process import runner_env
 from controller.store.records import StoreError
@@ -98,16 +94,6 @@ EVENT_PASS_INTERVAL_SECONDS = 0.05  # passes woken by events are at least this f
 PREPARE_EXPIRE_AFTER_SECONDS = 10.0
 
 
-@dataclass
-class Snapshot:
-    """One pass's inputs and plan (for `dagloop plan` and tests)."""
-
-    now: datetime
-    desired: DesiredState
-    observed: ObservedState
-    actions: list[Action]
-
-
 class Controller:
     """The control loop of one DAGU_HOME."""
 
@@ -123,12 +109,7 @@ class Controller:
         self.settings = settings
         self.clock = clock
         self.store = store if store is not None else open_store(settings, role="controller")
-        self.catalog = catalog or Catalog(
-            settings.dags_dir,
-            settings.base_config,
-            max_file_bytes=settings.max_dag_file_bytes,
-            cache_dir=spec_cache_dir(settings),
-        )
+        self.catalog = catalog or catalog_for(settings)
         self.builder = DesiredBuilder(settings, self.catalog)
         self.applier = Applier(
             self.store, settings, self.catalog, clock, spawn_runners=spawn_runners
@@ -165,33 +146,20 @@ class Controller:
             self.catalog.refresh()
 
     def snapshot(self) -> Snapshot:
-        """Observe and plan at the clock's `now`, changing nothing."""
-        now = self.now()
-        requests = tuple(
-            RequestView(r.id, r.kind, r.dag_name, r.run_id)
-            for r in self.store.list_open_requests()
-            if r.kind in ("stop", "dequeue", "restart")
-        )
-        desired = self.builder.build(now, requests=requests, shutting_down=self.shutting_down)
-        window = self.builder.max_window_seconds()
-        need_latest = [
-            d.name for d in desired.dags.values() if d.skip_if_successful and d.start_ticks
-        ]
-        observed = observe(
+        """Observe and plan at the clock's `now`, changing nothing (what the plan view does,
+        plus what only this loop knows: its runners, its decided ticks, its reports)."""
+        return take_snapshot(
             self.store,
-            now=now,
-            window_seconds=window,
-            dag_names=need_latest,
+            self.builder,
+            now=self.now(),
             liveness=self.liveness,
+            worker_timeout_seconds=self.settings.heartbeat_timeout_seconds,
             dispatched=self.applier.probes(),
             decided=frozenset(self.decided),
             reported_invalid=frozenset(self.applier.reported_invalid),
-            retention_days=self.builder.retention_days(),
-            default_retention_days=desired.default_retention_days,
             prune_cache=self.prune_cache,
-            worker_timeout_seconds=self.settings.heartbeat_timeout_seconds,
+            shutting_down=self.shutting_down,
         )
-        return Snapshot(now, desired, observed, plan(desired, observed, now))
 
     def pass_once(self) -> list[Action]:
         """One reconcile pass: observe, plan, apply. Returns the actions applied."""

@@ -14,7 +14,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.catalog import Catalog, spec_cache_dir
+from controller.catalog import Catalog, catalog_for
 from controller.reconcile.desired import DesiredBuilder
 from controller.reconcile.observed import default_liveness
 from controller.reconcile.rules import Action, queue_positions
@@ -95,12 +95,7 @@ def plan_document(
     `name` keeps only what concerns that DAG.
     """
     if catalog is None:
-        catalog = Catalog(
-            settings.dags_dir,
-            settings.base_config,
-            max_file_bytes=settings.max_dag_file_bytes,
-            cache_dir=spec_cache_dir(settings),
-        )
+        catalog = catalog_for(settings)
     catalog.refresh()
     snap = take_snapshot(
         store,
