@@ -6,7 +6,8 @@ patterns (`Settings.secret_patterns`, default `*PASSWORD*`, `*SECRET*`, `*TOKEN*
 The runner builds one `SecretMasker` per run with `collect_secrets` and passes every log line,
 mail body, stored output and API-visible text through `SecretMasker.mask`.
 
-Pure: no I/O. Called by the runner and by `controller.notify.alerts`.
+Pure: no I/O. Called by the engine (`launch`, for the run's alerts and logs; `runparams`) and
+by the API's DAG views (`api.dagview`).
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def execute_run(
     """Run `dag` as the already-RUNNING row `run`; print the outcome; return the exit code.
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
     claim of a queued row carries them, saving a transaction at the minute boundary), and
-    `step_ids` are the rows of `runner.initial_step_rows` written with it."""
+    `step_ids` are the rows of `graph.initial_step_rows` written with it."""
     from controller.engine.heartbeat import Heartbeat
     from controller.engine.runner import Runner, RunnerOptions
 

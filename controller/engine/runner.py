@@ -19,8 +19,9 @@ retry/repeat waits, stop escalation) are the select timeout. No thread per step.
 that are Python code (`http`, `mail`, `jq`) run in a worker thread and wake the loop through a
 pipe.
 
-Called by `controller.engine.launch.execute_run` (for `controller.commands.start` / `retry`,
-and through them by the control loop).
+Called by `controller.engine.launch.execute_run`, for `controller.engine.start` (the
+`start`/`retry`/`restart` verbs and the fork-server's runners, which the control loop and the
+workers launch).
 """
 
 from __future__ import annotations
