@@ -30,7 +30,7 @@ from model.spec import (
     parse_params,
     validate_name,
 )
-from model.specbase import DagBehaviour
+from model.specbase import HANDLER_STEP_NAMES, DagBehaviour
 
 try:  # the C loader is ~10x faster; fall back when libyaml is missing
     from yaml import CSafeLoader as _YamlLoader
@@ -500,17 +500,6 @@ def _dotted(path: Path_) -> str:
         else:
             out += f".{part}" if out else part
     return out
-
-
-# Dagu's names of handler steps (the API's onSuccess/onFailure/onCancel/onExit fields).
-HANDLER_STEP_NAMES = {
-    "init": "onInit",
-    "success": "onSuccess",
-    "failure": "onFailure",
-    "abort": "onCancel",
-    "exit": "onExit",
-    "wait": "onWait",
-}
 
 
 def _named(spec: DagSpec) -> HandlerOnSpec:

@@ -12,6 +12,16 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Dagu's names of handler steps (the API's onSuccess/onFailure/onCancel/onExit fields).
+HANDLER_STEP_NAMES = {
+    "init": "onInit",
+    "success": "onSuccess",
+    "failure": "onFailure",
+    "abort": "onCancel",
+    "exit": "onExit",
+    "wait": "onWait",
+}
+
 # Executor types this engine runs itself; everything else is "not supported by this engine".
 SUPPORTED_EXECUTORS = frozenset({"", "command", "shell", "http", "mail", "dag", "subworkflow"})
 

@@ -19,16 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from model.specbase import HANDLER_STEP_NAMES
 from model.status import StepStatus
 
-HANDLER_KINDS = {
-    "init": "onInit",
-    "success": "onSuccess",
-    "failure": "onFailure",
-    "abort": "onCancel",
-    "exit": "onExit",
-    "wait": "onWait",
-}
 # the statuses of a previous attempt a retry keeps (the step is not run again)
 _KEPT_ON_RETRY = (StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.PARTIALLY_SUCCEEDED)
 
@@ -123,7 +116,7 @@ def make_nodes(spec: Any) -> tuple[list[Node], dict[str, Node]]:
     handlers: dict[str, Node] = {}
     pos = len(nodes)
     for event, step in spec.handler_on.items():
-        kind = HANDLER_KINDS[event]
+        kind = HANDLER_STEP_NAMES[event]
         if not step.name:
             step = step.model_copy(update={"name": kind})
         handlers[event] = Node(step=step, kind=kind, position=pos)
