@@ -19,13 +19,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from model.params import PARAM_NAME
 from model.params import resolve_params as resolve_params
 from model.spec import (
     NAME_PATTERN,
     DagSpec,
     HandlerOnSpec,
     StepSpec,
+    param_token,
     parse_env_entries,
     parse_params,
     validate_name,
@@ -762,12 +762,5 @@ def parse_param_overrides(tokens: Sequence[str]) -> list[tuple[str | None, str]]
     """CLI params (`-- K=V a b`, or `-p 'K=V a'`) as (name or None, value) pairs."""
     out: list[tuple[str | None, str]] = []
     for token in tokens:
-        out.extend(parse_params(token) if " " in token.strip() else _one_param(token))
+        out.extend(parse_params(token) if " " in token.strip() else [param_token(token)])
     return out
-
-
-def _one_param(token: str) -> list[tuple[str | None, str]]:
-    key, sep, val = token.partition("=")
-    if sep and PARAM_NAME.fullmatch(key):
-        return [(key, val)]
-    return [(None, token)]

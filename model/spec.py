@@ -173,18 +173,19 @@ def parse_env_entries(value: Any) -> list[tuple[str, str]]:
 
 def _tokenize_params(text: str) -> list[tuple[str | None, str]]:
     """Split a params string: ``a "b c" K=v`` → positional a, b c and named K."""
-    out: list[tuple[str | None, str]] = []
     try:
         tokens = shlex.split(text, posix=True)
     except ValueError as exc:
         raise ValueError(f"cannot split params {text!r}: {exc}") from None
-    for token in tokens:
-        key, sep, val = token.partition("=")
-        if sep and PARAM_NAME.fullmatch(key):
-            out.append((key, val))
-        else:
-            out.append((None, token))
-    return out
+    return [param_token(token) for token in tokens]
+
+
+def param_token(token: str) -> tuple[str | None, str]:
+    """One params token: ``K=v`` (a valid name) is named K, anything else positional."""
+    key, sep, val = token.partition("=")
+    if sep and PARAM_NAME.fullmatch(key):
+        return key, val
+    return None, token
 
 
 def parse_params(value: Any) -> list[tuple[str | None, str]]:
