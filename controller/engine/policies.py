@@ -1,5 +1,7 @@
 """The engine's rules as pure decisions: retry, repeat, continueOn, step readiness and the run
-status, each a function of plain values returning a frozen decision.
+status, each a function of plain values returning a frozen decision. Inputs and decisions are
+`NamedTuple`s rather than frozen dataclasses: every runner process defines them at start-up, and
+a NamedTuple class costs a tenth of a dataclass to create.
 
 Nothing here reads a file, the clock or a process: the runner (`controller.engine.runner`)
 gathers the inputs (a step's log text where a `continueOn.output` pattern needs it, a repeat
@@ -12,16 +14,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from model.status import RunStatus, StepStatus
 
 # ----------------------------------------------------------------------------- continueOn
 
 
-@dataclass(frozen=True)
-class ContinueOnRule:
+class ContinueOnRule(NamedTuple):
     """A step's `continueOn`, as plain values."""
 
     failure: bool = False
@@ -31,8 +31,7 @@ class ContinueOnRule:
     mark_success: bool = False
 
 
-@dataclass(frozen=True)
-class ContinueDecision:
+class ContinueDecision(NamedTuple):
     """What a failed execution's `continueOn` allows."""
 
     tolerated: bool  # downstream steps run although the step failed (partial success)
@@ -80,8 +79,7 @@ def decide_continue(
 # ----------------------------------------------------------------------------- readiness
 
 
-@dataclass(frozen=True)
-class Upstream:
+class Upstream(NamedTuple):
     """A dependency of a step, as the step's readiness sees it."""
 
     status: StepStatus
@@ -89,8 +87,7 @@ class Upstream:
     continue_on_skipped: bool = False
 
 
-@dataclass(frozen=True)
-class Readiness:
+class Readiness(NamedTuple):
     """Whether a pending step starts now, waits, or is settled without running."""
 
     verdict: Literal["wait", "run", "settle"]
@@ -134,8 +131,7 @@ def backoff_seconds(
     return interval_seconds
 
 
-@dataclass(frozen=True)
-class RetryRule:
+class RetryRule(NamedTuple):
     """A step's `retryPolicy`, its `limit` evaluated."""
 
     limit: int
@@ -144,8 +140,7 @@ class RetryRule:
     max_interval_seconds: float | None = None
 
 
-@dataclass(frozen=True)
-class RetryDecision:
+class RetryDecision(NamedTuple):
     """Whether a failed execution is retried, and after how long."""
 
     retry: bool
@@ -181,8 +176,7 @@ def decide_retry(
     return RetryDecision(True, delay, f"retry {retry_count + 1} of {rule.limit}")
 
 
-@dataclass(frozen=True)
-class RepeatRule:
+class RepeatRule(NamedTuple):
     """A step's `repeatPolicy`, as plain values."""
 
     mode: Literal["while", "until"]
@@ -194,8 +188,7 @@ class RepeatRule:
     max_interval_seconds: float | None = None
 
 
-@dataclass(frozen=True)
-class RepeatDecision:
+class RepeatDecision(NamedTuple):
     """Whether an ended execution is repeated, and after how long."""
 
     repeat: bool
@@ -252,16 +245,14 @@ def decide_repeat(
 # ----------------------------------------------------------------------------- run status
 
 
-@dataclass(frozen=True)
-class StepOutcome:
+class StepOutcome(NamedTuple):
     """A main step's final state, as the run status sees it."""
 
     status: StepStatus
     failure_tolerated: bool = False  # a failure its continueOn lets through
 
 
-@dataclass(frozen=True)
-class RunStatusDecision:
+class RunStatusDecision(NamedTuple):
     """The run's status and why."""
 
     status: RunStatus
