@@ -62,6 +62,9 @@ class Node:
     children: list[dict[str, Any]] = field(default_factory=list)
     deps: list[Node] = field(default_factory=list)
     keep: bool = False  # retry of a run: kept from the previous attempt
+    # the dependencies' statuses when readiness last said "wait": the answer cannot change
+    # until one of them does (readiness is asked for every pending step on every pass)
+    waited_on: list[StepStatus] | None = None
     # running state
     procs: list[Proc] = field(default_factory=list)
     queue: list[list[str]] = field(default_factory=list)  # remaining argvs of this execution

@@ -95,12 +95,15 @@ class Readiness(NamedTuple):
     error: str = ""
 
 
+SUCCEEDED_STATUSES = (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED)
+
+
 def decide_readiness(upstream: Iterable[Upstream]) -> Readiness:
     """A pending step's readiness from its dependencies, in their order: the first one that
     neither succeeded nor is tolerated decides (an iterator is consumed only that far, so a
     caller may compute `failure_tolerated` lazily)."""
     for dep in upstream:
-        if dep.status in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED):
+        if dep.status in SUCCEEDED_STATUSES:
             continue
         if dep.status == StepStatus.FAILED:
             if dep.failure_tolerated:
@@ -112,8 +115,13 @@ def decide_readiness(upstream: Iterable[Upstream]) -> Readiness:
             return Readiness("settle", StepStatus.SKIPPED, "upstream skipped")
         if dep.status == StepStatus.ABORTED:
             return Readiness("settle", StepStatus.ABORTED, "")  # Dagu: no error text here
-        return Readiness("wait")
-    return Readiness("run")
+        return _WAIT
+    return _RUN
+
+
+# Shared: a pending step is asked about on every pass of the runner's loop.
+_WAIT = Readiness("wait")
+_RUN = Readiness("run")
 
 
 # ----------------------------------------------------------------------------- retry, repeat

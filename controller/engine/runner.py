@@ -47,6 +47,7 @@ from controller.engine.executors import EXECUTORS, ExecRequest, unsupported
 from controller.engine.exits import process_exit, step_error_text, timeout_text
 from controller.engine.graph import Node, Proc, keep_previous, make_nodes, rerun_names
 from controller.engine.policies import (
+    SUCCEEDED_STATUSES,
     ContinueDecision,
     ContinueOnRule,
     RepeatRule,
@@ -336,7 +337,13 @@ class Runner:
     def _readiness(self, node: Node) -> str:
         """ "wait", "run", or "settle" (decided without running: skipped or aborted, recorded
         here) from the node's dependencies (`policies.decide_readiness`)."""
-        upstream = (  # lazy: a dependency's log is read only when the decision gets to it
+        statuses = [dep.status for dep in node.deps]
+        if statuses == node.waited_on:
+            return "wait"
+        # Lazy: a dependency's log is read only when the decision gets to it. Succeeded ones
+        # are passed over by the policy anyway, and this runs for every pending step on every
+        # pass of the loop, so they are not even built.
+        upstream = (
             Upstream(
                 dep.status,
                 failure_tolerated=dep.status == StepStatus.FAILED
@@ -344,10 +351,12 @@ class Runner:
                 continue_on_skipped=bool(dep.step.continue_on.skipped),
             )
             for dep in node.deps
+            if dep.status not in SUCCEEDED_STATUSES
         )
         decision = decide_readiness(upstream)
         if decision.status is not None:
             self._settle(node, decision.status, decision.error)
+        node.waited_on = statuses if decision.verdict == "wait" else None
         return decision.verdict
 
     def _continue_on(self, node: Node, exit_code: int | None = None) -> ContinueDecision:
