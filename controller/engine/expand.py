@@ -17,6 +17,8 @@ import re
 import subprocess
 from collections.abc import Callable, Collection, Mapping
 
+from model.params import PARAM_NAME
+
 __all__ = [
     "ENV_PREFIXES",
     "ENV_WHITELIST",
@@ -31,12 +33,12 @@ ENV_PREFIXES = ("DAGU_", "LC_", "DAG_")
 # Controller credentials that match DAGU_ but must never reach a step (Dagu leaks them).
 _ALWAYS_SECRET = ("DAGU_AUTH_*", "DAGU_BASICAUTH_*", "DAGU_AUTHTOKEN", "DAGU_DATABASE_URL")
 
-# ${NAME}, ${NAME.path.to[0]}, ${id.stdout}, $NAME, and positional params $1 / ${1}
-_REF = re.compile(
-    r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}|\$([A-Za-z_][A-Za-z0-9_]*)"
-    r"|\$\{(\d+)\}|\$(\d+)"
-)
-_QUOTED_REF = re.compile(r'"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}"')
+# ${NAME}, ${NAME.path.to[0]}, ${id.stdout}, $NAME, and positional params $1 / ${1}; a NAME is
+# what a param or env name may be (`model.params.PARAM_NAME`)
+_NAME = PARAM_NAME.pattern
+_PATH = r"((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)"
+_REF = re.compile(rf"\$\{{({_NAME}){_PATH}\}}|\$({_NAME})|\$\{{(\d+)\}}|\$(\d+)")
+_QUOTED_REF = re.compile(rf'"\$\{{({_NAME}){_PATH}\}}"')
 _BACKTICK = re.compile(r"`([^`]*)`")
 _PATH_PART = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]")
 
