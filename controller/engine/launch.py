@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -177,6 +177,7 @@ def execute_run(
         status = runner.execute()
     finally:
         beat.stop()
+    _register_dag_secrets(runner.vars.secret_values.values())
     # The final status is recorded and no step is left to start (a step would inherit the
     # niceness): the rest (alerts, the last log line, the exit's unmapping) yields the CPU
     # to runners starting now — fifty of them share a minute boundary on two cores.
@@ -262,6 +263,18 @@ def _register_secrets(params: list[tuple[str, str]], settings: Any) -> None:
         _masking = True
 
 
+def _register_dag_secrets(values: Iterable[str]) -> None:
+    """Mask the DAG's resolved `secrets:` in the lines this process still writes."""
+    global _masking
+    values = [v for v in values if v]
+    if values:
+        from controller.logs import add_secret
+
+        for value in values:
+            add_secret(value)
+        _masking = True
+
+
 def _fail_before_steps(store: Store, run: RunRecord, dag: Any, error: str, as_json: bool) -> int:
     """Record `run` failed with `error` before any step ran; print one line; exit code 1."""
     from controller.diskfull import mentions_enospc
@@ -329,6 +342,7 @@ def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None
         dotenv_values=runner.dotenv_values,
         smtp_password=smtp_password,
         patterns=tuple(settings.secret_patterns),
+        dag_secrets=runner.vars.secret_values.values(),
     )
     step_logs = {s.name: Path(s.stdout) for s in store.list_steps(run.id) if s.stdout}
     notes = notify_run_finished(

@@ -22,11 +22,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from controller.diskfull import ENOSPC_TEXT, describe_os_error
 from controller.engine.graph import Node, Proc
 from controller.runlogs import output_files, safe_name
+
+if TYPE_CHECKING:
+    from controller.secrets import SecretMasker
 
 _PIPE_LINGER_SECONDS = 0.2  # see Pump.drain_after_exit
 # One read per wake-up moves up to this much from a step's pipe into its log; a pipe found
@@ -165,6 +168,9 @@ class Pump:
         self._max_log_bytes = max_log_bytes
         self._max_output_size = max_output_size
         self._log_dir = log_dir
+        # the DAG's `secrets:` masker (set by the runner once they are resolved): what a
+        # step writes reaches its log files with those values masked, as Dagu does
+        self.masker: SecretMasker | None = None
 
     def drain(self, node: Node, p: Proc, stream: str = "out") -> bool:
         """Pump what is available on a step's stdout ("out") or stderr ("err") pipe; False
@@ -193,14 +199,17 @@ class Pump:
         if stream == "out" and node.step.call is not None:
             p.data += chunk
             return True
+        if stream == "out":  # the next steps get the real value (Dagu); it is stored masked
+            capture(node, chunk, self._max_output_size)
+        if self.masker is not None:
+            # per read chunk: a value split across two reads of a chatty step slips through
+            chunk = self.masker.mask_bytes(chunk)
         self._write_log(node, stream, chunk)
         if stream in node.redirects:
             try:
                 node.redirects[stream].write(chunk)
             except OSError as exc:
                 node.log_error = node.log_error or describe_os_error(exc)
-        if stream == "out":
-            capture(node, chunk, self._max_output_size)
         return True
 
     def _write_log(self, node: Node, stream: str, chunk: bytes) -> None:
