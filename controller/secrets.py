@@ -104,13 +104,10 @@ def collect_secrets(
     dotenv_values: Mapping[str, str],
     smtp_password: str | None,
     patterns: Sequence[str],
-    dag_secrets: Iterable[str] = (),
 ) -> SecretMasker:
-    """The masker of one run: all dotenv values, env values with secret-looking names, the
-    (already expanded) SMTP password, and the values of the DAG's `secrets:`."""
+    """The masker of one run: all dotenv values, env values with secret-looking names, and
+    the (already expanded) SMTP password."""
     masker = SecretMasker(dotenv_values.values())
-    for value in dag_secrets:
-        masker.add(value)
     pairs = list(env_pairs)
     secret_names = secret_env_names((name for name, _ in pairs), patterns)
     for name, value in pairs:

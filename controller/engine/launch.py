@@ -342,15 +342,21 @@ def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None
         dotenv_values=runner.dotenv_values,
         smtp_password=smtp_password,
         patterns=tuple(settings.secret_patterns),
-        dag_secrets=runner.vars.secret_values.values(),
     )
+    dag_masker = runner.vars.secret_masker
+    mask = masker.mask
+    if dag_masker is not None:  # the DAG's `secrets:` first, however short, as `*******`
+
+        def mask(text: str) -> str:
+            return masker.mask(dag_masker.mask(text))
+
     step_logs = {s.name: Path(s.stdout) for s in store.list_steps(run.id) if s.stdout}
     notes = notify_run_finished(
         dag=runner.dag,
         details=run_details(store, run),
         expand=runner.expand_text,
         step_logs=step_logs,
-        mask=masker.mask,
+        mask=mask,
     )
     if notes:
         store.update_run(run.id, notes="\n".join(notes))
