@@ -252,6 +252,8 @@ class Pump:
             p.errpipe = None
         dropped = node.log_dropped.get(stream, 0)
         f = node.out_file if stream == "out" else node.err_file
+        if self.masker is not None and f is not None and not node.log_error:
+            self._remask_log(f.name, self.masker)
         if not dropped or f is None or node.log_error:
             return
         node.log_dropped[stream] = 0
@@ -269,6 +271,22 @@ class Pump:
             return
         node.log_room[stream] = room - len(marker)
         node.log_nl[stream] = True
+
+    @staticmethod
+    def _remask_log(path: object, masker: SecretMasker) -> None:
+        """Mask a step's whole log once its pipe is closed: a value split across two reads
+        escaped the per-chunk masking. The log's own descriptor appends, so it writes on at
+        the new end."""
+        try:
+            with open(str(path), "r+b") as log:
+                data = log.read()
+                masked = masker.mask_bytes(data)
+                if masked != data:
+                    log.seek(0)
+                    log.write(masked)
+                    log.truncate()
+        except OSError:
+            pass  # the chunks were masked; only a split value may stay (a full disk)
 
     def drain_after_exit(self, node: Node, p: Proc) -> None:
         """The process exited: pump what its pipes hold, but wait for EOF only briefly.

@@ -284,7 +284,7 @@ class Runner:
         self.writes.flush(
             status=status,
             finished_at=time.time(),
-            error=error if status not in (RunStatus.SUCCEEDED,) else "",
+            error=self.writes.mask(error) if status not in (RunStatus.SUCCEEDED,) else "",
         )
         return status
 

@@ -56,11 +56,15 @@ class StepWriter:
             retried_at=node.retried_at,
             stdout=node.stdout_path,
             stderr=node.stderr_path,
-            error=node.error,
+            error=self.mask(node.error),
             outputs=self._masked(node.outputs),
             children=node.children,
             **extra,
         )
+
+    def mask(self, text: str) -> str:
+        """`text` as stored: the DAG's secret values masked (an error may quote a command)."""
+        return text if self.masker is None else self.masker.mask(text)
 
     def _masked(self, outputs: dict[str, str]) -> dict[str, str]:
         """`outputs` as stored: the DAG's secret values masked (the next steps still get the

@@ -51,6 +51,9 @@ steps:
       sh -c 'echo "$API_TOKEN $WRAPPED"; echo "err $DB_PASS" >&2;
       printf "%s|%s" "$API_TOKEN" "$DB_PASS" | sha256sum | cut -c1-64 > "$DAG_HASH_FILE"'
     output: LEAKED
+  - name: split
+    # the value in two writes of two processes: the pump may read it in two chunks
+    command: sh -c 'printf %s "$API_TOKEN" | head -c 7; printf %s "$API_TOKEN" | tail -c +8'
   - name: fail
     command: sh -c 'echo "still $API_TOKEN"; exit 3'
 """
