@@ -192,6 +192,10 @@ def execute_run(
         )
     except OSError as exc:  # the outcome is recorded; only the log line is missing
         print(f"dagloop: {describe_log_error(exc, log_file)}", file=sys.stderr)
+    if run.error.startswith(_BEFORE_STEPS_ERRORS):
+        # the run failed before any step: the reason (naming the secret or env entry) on
+        # stderr, as for `_fail_before_steps` (Dagu prints it as its `Error:` line)
+        print(f"dagloop: run {run.run_id} of {dag.name} failed: {run.error}", file=sys.stderr)
     if as_json:
         from controller.views.runs import run_details
 
@@ -203,6 +207,10 @@ def execute_run(
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
         return 0
     return 1
+
+
+# The run errors of the runner's environment build (`Runner._execute`).
+_BEFORE_STEPS_ERRORS = ("failed to resolve secrets:", "cannot build the environment:")
 
 
 def started_fields(settings: Any, dag: Any, run: RunRecord) -> dict[str, Any]:

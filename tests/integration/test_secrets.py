@@ -141,3 +141,24 @@ def _assert_mail_masks(srv: SmtpServer) -> None:
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
         assert _secrets_in(text) == [], part.get_filename()
     assert _secrets_in(msg.as_string()) == []
+
+
+def test_a_missing_secret_file_fails_the_run_before_any_step(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    dag_file = tmp_path / "nofile.yaml"
+    marker = tmp_path / "ran"
+    dag_file.write_text(
+        "secrets:\n  - {name: DB_PASS, provider: file, key: missing.secret}\n"
+        f"steps:\n  - name: never\n    command: touch {marker}\n"
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGU_HOME": str(home)}
+
+    code, _, err = run_cli("start", str(dag_file), env=env, timeout=60)
+
+    assert code == 1
+    assert 'failed to resolve secret "DB_PASS" from provider "file"' in err
+    assert not marker.exists()
+    code, status_json, _ = run_cli("status", "nofile", "--json", env=env)
+    details = json.loads(status_json)
+    assert details["status"] == 2  # failed
+    assert [n["status"] for n in details["nodes"]] == [0]  # not_started
