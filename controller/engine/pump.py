@@ -272,6 +272,15 @@ class Pump:
         node.log_room[stream] = room - len(marker)
         node.log_nl[stream] = True
 
+    def remask_logs(self, node: Node) -> None:
+        """Mask the DAG's secrets in a step's logs written by an in-process executor (`http`,
+        `mail`, …), which bypasses the pipes; the runner calls it when the executor returns."""
+        if self.masker is None:
+            return
+        for f in (node.out_file, node.err_file):
+            if f is not None:
+                self._remask_log(f.name, self.masker)
+
     @staticmethod
     def _remask_log(path: object, masker: SecretMasker) -> None:
         """Mask a step's whole log once its pipe is closed: a value split across two reads

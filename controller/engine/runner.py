@@ -542,6 +542,7 @@ class Runner:
                 except (OSError, ValueError):
                     pass
                 code = 1
+            self.pump.remask_logs(node)  # before the step ends: its logs are then at rest
             node.thread_result.append(code)
             try:
                 os.write(self._wake_w, b"t")

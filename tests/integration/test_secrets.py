@@ -54,6 +54,12 @@ steps:
   - name: split
     # the value in two writes of two processes: the pump may read it in two chunks
     command: sh -c 'printf %s "$API_TOKEN" | head -c 7; printf %s "$API_TOKEN" | tail -c +8'
+  - name: inprocess
+    # an in-process executor writes its log itself, not through a pipe
+    executor: jq
+    command: .t
+    script: '{{"t": "${{API_TOKEN}}"}}'
+    output: JQ_OUT
   - name: fail
     command: sh -c 'echo "still $API_TOKEN"; exit 3'
 """
