@@ -6,6 +6,10 @@ patterns (`Settings.secret_patterns`, default `*PASSWORD*`, `*SECRET*`, `*TOKEN*
 The runner builds one `SecretMasker` per run with `collect_secrets` and passes every log line,
 mail body, stored output and API-visible text through `SecretMasker.mask`.
 
+A DAG's own `secrets:` (Dagu's `env`/`file` providers, resolved by
+`controller.engine.variables`) are masked as Dagu masks them: any non-empty value, as
+`DAG_SECRET_MASK`, with a `dag_secret_masker`.
+
 Pure: no I/O. Called by the engine (`launch`, for the run's alerts and logs; `runparams`) and
 by the API's DAG views (`api.dagview`).
 """
@@ -18,6 +22,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 SECRET_MASK = "*****"
+
+# The mask Dagu 1.30.2 writes for the values of a DAG's `secrets:` (seven stars, observed in
+# step logs and outputs.json); kept for those values so outputs compare equal with Dagu's.
+DAG_SECRET_MASK = "*******"
 
 # Values shorter than this are not masked. Masking "1", "on" or "dev" would shred every log
 # line (all dotenv values count as secrets, and `DEBUG=1` is common) while hiding nothing:
@@ -33,15 +41,23 @@ class SecretMasker:
     Longer values are replaced first, so a secret containing another one is masked whole.
     """
 
-    def __init__(self, values: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        values: Iterable[str] = (),
+        *,
+        mask: str = SECRET_MASK,
+        min_length: int = MIN_SECRET_LENGTH,
+    ) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._mask = mask
+        self._min_length = max(min_length, 1)
         for value in values:
             self.add(value)
 
     def add(self, value: str) -> None:
-        """Register `value`; values shorter than `MIN_SECRET_LENGTH` characters are ignored."""
-        if len(value) < MIN_SECRET_LENGTH:
+        """Register `value`; values shorter than the masker's `min_length` are ignored."""
+        if len(value) < self._min_length:
             return
         forms = {value, json.dumps(value)[1:-1]}
         if not forms <= self._values:
@@ -63,11 +79,11 @@ class SecretMasker:
         return self._pattern
 
     def mask(self, text: str) -> str:
-        """`text` with every registered value replaced by `*****`."""
+        """`text` with every registered value replaced by the mask."""
         pattern = self._compiled()
         if pattern is None or not text:
             return text
-        return pattern.sub(SECRET_MASK, text)
+        return pattern.sub(self._mask, text)
 
     def mask_bytes(self, data: bytes) -> bytes:
         """`mask` for raw output; bytes that are not UTF-8 are kept as they are."""
@@ -100,3 +116,9 @@ def collect_secrets(
     if smtp_password:
         masker.add(smtp_password)
     return masker
+
+
+def dag_secret_masker(values: Iterable[str]) -> SecretMasker:
+    """The masker of a DAG's resolved `secrets:` values: Dagu masks every non-empty one,
+    however short, as `DAG_SECRET_MASK`."""
+    return SecretMasker(values, mask=DAG_SECRET_MASK, min_length=1)

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -177,6 +177,7 @@ def execute_run(
         status = runner.execute()
     finally:
         beat.stop()
+    _register_dag_secrets(runner.vars.secret_values.values())
     # The final status is recorded and no step is left to start (a step would inherit the
     # niceness): the rest (alerts, the last log line, the exit's unmapping) yields the CPU
     # to runners starting now — fifty of them share a minute boundary on two cores.
@@ -191,6 +192,10 @@ def execute_run(
         )
     except OSError as exc:  # the outcome is recorded; only the log line is missing
         print(f"dagloop: {describe_log_error(exc, log_file)}", file=sys.stderr)
+    if run.error.startswith(_BEFORE_STEPS_ERRORS):
+        # the run failed before any step: the reason (naming the secret or env entry) on
+        # stderr, as for `_fail_before_steps` (Dagu prints it as its `Error:` line)
+        print(f"dagloop: run {run.run_id} of {dag.name} failed: {run.error}", file=sys.stderr)
     if as_json:
         from controller.views.runs import run_details
 
@@ -202,6 +207,10 @@ def execute_run(
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
         return 0
     return 1
+
+
+# The run errors of the runner's environment build (`Runner._execute`).
+_BEFORE_STEPS_ERRORS = ("failed to resolve secrets:", "cannot build the environment:")
 
 
 def started_fields(settings: Any, dag: Any, run: RunRecord) -> dict[str, Any]:
@@ -258,6 +267,18 @@ def _register_secrets(params: list[tuple[str, str]], settings: Any) -> None:
         from controller.logs import add_secret
 
         for value in values.values():
+            add_secret(value)
+        _masking = True
+
+
+def _register_dag_secrets(values: Iterable[str]) -> None:
+    """Mask the DAG's resolved `secrets:` in the lines this process still writes."""
+    global _masking
+    values = [v for v in values if v]
+    if values:
+        from controller.logs import add_secret
+
+        for value in values:
             add_secret(value)
         _masking = True
 
@@ -330,13 +351,20 @@ def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None
         smtp_password=smtp_password,
         patterns=tuple(settings.secret_patterns),
     )
+    dag_masker = runner.vars.secret_masker
+    mask = masker.mask
+    if dag_masker is not None:  # the DAG's `secrets:` first, however short, as `*******`
+
+        def mask(text: str) -> str:
+            return masker.mask(dag_masker.mask(text))
+
     step_logs = {s.name: Path(s.stdout) for s in store.list_steps(run.id) if s.stdout}
     notes = notify_run_finished(
         dag=runner.dag,
         details=run_details(store, run),
         expand=runner.expand_text,
         step_logs=step_logs,
-        mask=masker.mask,
+        mask=mask,
     )
     if notes:
         store.update_run(run.id, notes="\n".join(notes))

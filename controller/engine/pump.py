@@ -22,11 +22,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from controller.diskfull import ENOSPC_TEXT, describe_os_error
 from controller.engine.graph import Node, Proc
 from controller.runlogs import output_files, safe_name
+
+if TYPE_CHECKING:
+    from controller.secrets import SecretMasker
 
 _PIPE_LINGER_SECONDS = 0.2  # see Pump.drain_after_exit
 # One read per wake-up moves up to this much from a step's pipe into its log; a pipe found
@@ -165,6 +168,9 @@ class Pump:
         self._max_log_bytes = max_log_bytes
         self._max_output_size = max_output_size
         self._log_dir = log_dir
+        # the DAG's `secrets:` masker (set by the runner once they are resolved): what a
+        # step writes reaches its log files with those values masked, as Dagu does
+        self.masker: SecretMasker | None = None
 
     def drain(self, node: Node, p: Proc, stream: str = "out") -> bool:
         """Pump what is available on a step's stdout ("out") or stderr ("err") pipe; False
@@ -193,14 +199,17 @@ class Pump:
         if stream == "out" and node.step.call is not None:
             p.data += chunk
             return True
+        if stream == "out":  # the next steps get the real value (Dagu); it is stored masked
+            capture(node, chunk, self._max_output_size)
+        if self.masker is not None:
+            # per read chunk: a value split across two reads of a chatty step slips through
+            chunk = self.masker.mask_bytes(chunk)
         self._write_log(node, stream, chunk)
         if stream in node.redirects:
             try:
                 node.redirects[stream].write(chunk)
             except OSError as exc:
                 node.log_error = node.log_error or describe_os_error(exc)
-        if stream == "out":
-            capture(node, chunk, self._max_output_size)
         return True
 
     def _write_log(self, node: Node, stream: str, chunk: bytes) -> None:
@@ -243,6 +252,8 @@ class Pump:
             p.errpipe = None
         dropped = node.log_dropped.get(stream, 0)
         f = node.out_file if stream == "out" else node.err_file
+        if self.masker is not None and f is not None and not node.log_error:
+            self._remask_log(f.name, self.masker)
         if not dropped or f is None or node.log_error:
             return
         node.log_dropped[stream] = 0
@@ -260,6 +271,31 @@ class Pump:
             return
         node.log_room[stream] = room - len(marker)
         node.log_nl[stream] = True
+
+    def remask_logs(self, node: Node) -> None:
+        """Mask the DAG's secrets in a step's logs written by an in-process executor (`http`,
+        `mail`, …), which bypasses the pipes; the runner calls it when the executor returns."""
+        if self.masker is None:
+            return
+        for f in (node.out_file, node.err_file):
+            if f is not None:
+                self._remask_log(f.name, self.masker)
+
+    @staticmethod
+    def _remask_log(path: object, masker: SecretMasker) -> None:
+        """Mask a step's whole log once its pipe is closed: a value split across two reads
+        escaped the per-chunk masking. The log's own descriptor appends, so it writes on at
+        the new end."""
+        try:
+            with open(str(path), "r+b") as log:
+                data = log.read()
+                masked = masker.mask_bytes(data)
+                if masked != data:
+                    log.seek(0)
+                    log.write(masked)
+                    log.truncate()
+        except OSError:
+            pass  # the chunks were masked; only a split value may stay (a full disk)
 
     def drain_after_exit(self, node: Node, p: Proc) -> None:
         """The process exited: pump what its pipes hold, but wait for EOF only briefly.

@@ -82,7 +82,7 @@ from controller.engine.subdag import (
     calls_document,
     sub_run_id,
 )
-from controller.engine.variables import RunVars
+from controller.engine.variables import RunVars, SecretError
 from controller.engine.writes import StepWriter
 from controller.store.records import RunRecord
 from controller.store.store import Store
@@ -218,8 +218,11 @@ class Runner:
         self.writes.record_nodes(nodes, None if self.o.previous else self.o.step_ids)
         try:
             self.vars.build(self.o.params)
+        except SecretError as exc:  # Dagu: the run fails before any step, exit 1
+            return self._finish(RunStatus.FAILED, f"failed to resolve secrets: {exc}")
         except Exception as exc:  # a bad env entry: the run fails before any step
             return self._finish(RunStatus.FAILED, f"cannot build the environment: {exc}")
+        self.pump.masker = self.writes.masker = self.vars.secret_masker
         if self.spec.timeout_sec:
             self._dag_deadline = time.monotonic() + self.spec.timeout_sec
         # DAG-level preconditions: not met -> aborted, steps not started; the abort and exit
@@ -281,7 +284,7 @@ class Runner:
         self.writes.flush(
             status=status,
             finished_at=time.time(),
-            error=error if status not in (RunStatus.SUCCEEDED,) else "",
+            error=self.writes.mask(error) if status not in (RunStatus.SUCCEEDED,) else "",
         )
         return status
 
@@ -539,6 +542,7 @@ class Runner:
                 except (OSError, ValueError):
                     pass
                 code = 1
+            self.pump.remask_logs(node)  # before the step ends: its logs are then at rest
             node.thread_result.append(code)
             try:
                 os.write(self._wake_w, b"t")

@@ -12,10 +12,13 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.engine import expand as ex
 from controller.engine.graph import Node
+
+if TYPE_CHECKING:
+    from controller.secrets import SecretMasker
 
 
 def dag_workdir(dag: Any, settings: Any) -> Path:
@@ -31,6 +34,47 @@ def dag_workdir(dag: Any, settings: Any) -> Path:
     return base
 
 
+class SecretError(ValueError):
+    """A secret of the DAG cannot be resolved (missing variable or file, unknown provider)."""
+
+
+def resolve_secrets(
+    secrets: Sequence[Mapping[str, Any]], *, variables: Mapping[str, str], workdir: Path
+) -> dict[str, str]:
+    """The values of a DAG's `secrets:` by name, as Dagu 1.30.2 resolves them: `env` reads
+    `variables` (the OS env, the DAG's `env:` and dotenv), `file` reads the whole file
+    (untrimmed), a relative `key` against the working directory. Raises SecretError."""
+    values: dict[str, str] = {}
+    for item in secrets:
+        name, provider, key = (str(item.get(k) or "") for k in ("name", "provider", "key"))
+        values[name] = _resolve_secret(name, provider, key, variables, workdir)
+    return values
+
+
+def _resolve_secret(
+    name: str, provider: str, key: str, variables: Mapping[str, str], workdir: Path
+) -> str:
+    """One secret's value; the error texts are Dagu's."""
+    if provider == "env":
+        if key not in variables:
+            raise SecretError(
+                f'failed to resolve secret "{name}" from provider "env": '
+                f'environment variable "{key}" is not set'
+            )
+        return variables[key]
+    if provider == "file":
+        path = Path(os.path.expanduser(key))
+        try:
+            # Dagu keeps the content as it is, trailing newline included
+            return (path if path.is_absolute() else workdir / path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SecretError(
+                f'failed to resolve secret "{name}" from provider "file": '
+                f"secret file not found: {key} ({exc.strerror})"
+            ) from None
+    raise SecretError(f"unknown secret provider: {provider}")
+
+
 class RunVars:
     """The variables of one run, filled by `build` and as steps publish their outputs."""
 
@@ -44,6 +88,8 @@ class RunVars:
         self.outputs: dict[str, str] = {}
         self.dotenv_values: dict[str, str] = {}  # for masking secrets in alerts
         self.params_resolved: dict[str, str] = {}
+        self.secret_values: dict[str, str] = {}  # the DAG's `secrets:`, by name
+        self.secret_masker: SecretMasker | None = None  # None: the DAG has no secrets
         self.step_refs: dict[str, dict[str, str]] = {}
 
     def build(self, params: Sequence[tuple[str, str]]) -> None:
@@ -73,6 +119,8 @@ class RunVars:
             dag_vars[key] = v
             env[key] = v
         env["DAGU_PARAMS_JSON"] = json.dumps(named, ensure_ascii=False)
+        if spec.secrets:
+            self._add_secrets(spec.secrets, dag_vars, env)
         self.params_resolved = named
         self.base_env = env
         self.dag_vars = dag_vars
@@ -100,6 +148,21 @@ class RunVars:
                 continue
             found.update(values)
         return found
+
+    def _add_secrets(
+        self, secrets: Sequence[Mapping[str, Any]], dag_vars: dict[str, str], env: dict[str, str]
+    ) -> None:
+        """Resolve the DAG's `secrets:` into the variables and the steps' environment, and
+        build their masker. Raises SecretError (the run then fails before any step)."""
+        from controller.secrets import dag_secret_masker
+
+        values = resolve_secrets(
+            secrets, variables={**self._environ, **dag_vars}, workdir=self.workdir
+        )
+        dag_vars.update(values)
+        env.update(values)
+        self.secret_values = values
+        self.secret_masker = dag_secret_masker(values.values())
 
     def expand_text(self, text: str) -> str:
         """`${VAR}` expansion with the run's variables (DAG env, dotenv, params, outputs)."""
@@ -148,7 +211,9 @@ class RunVars:
         it: the DAG env and dotenv, unless a param, an output or the step's env overrides them
         (`ex.expand` `shell_text`)."""
         overridden = {*self.params_resolved, *self.outputs, *(k for k, _ in step.env)}
+        # a secret is left to the shell too, so its value never shows in a command line
         env_only = {k for k, _ in self._dag.spec.env} | set(self.dotenv_values)
+        env_only |= set(self.secret_values)
         return env_only - overridden
 
     def step_cwd(self, node: Node) -> str:

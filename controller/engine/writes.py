@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.engine.graph import Node, step_rows
 from controller.store.store import Store
+
+if TYPE_CHECKING:
+    from controller.secrets import SecretMasker
 
 STEP_WRITE_DELAY_SECONDS = 0.1  # a step change is written at most this late (`flush`)
 
@@ -30,6 +33,7 @@ class StepWriter:
         self._run_id = run_id
         self._unsaved: dict[int, dict[str, Any]] = {}  # step row -> changes not yet written
         self.flush_at: float | None = None  # monotonic deadline of the oldest of them
+        self.masker: SecretMasker | None = None  # the DAG's `secrets:`; outputs are stored masked
 
     def record_nodes(self, nodes: Sequence[Node], step_ids: Sequence[int] | None) -> None:
         """Give each node its step row: `step_ids` when the claim wrote them, else new rows."""
@@ -52,11 +56,23 @@ class StepWriter:
             retried_at=node.retried_at,
             stdout=node.stdout_path,
             stderr=node.stderr_path,
-            error=node.error,
-            outputs=node.outputs,
+            error=self.mask(node.error),
+            outputs=self._masked(node.outputs),
             children=node.children,
             **extra,
         )
+
+    def mask(self, text: str) -> str:
+        """`text` as stored: the DAG's secret values masked (an error may quote a command)."""
+        return text if self.masker is None else self.masker.mask(text)
+
+    def _masked(self, outputs: dict[str, str]) -> dict[str, str]:
+        """`outputs` as stored: the DAG's secret values masked (the next steps still get the
+        real values from the node, as in Dagu)."""
+        masker = self.masker
+        if masker is None or not outputs:
+            return outputs
+        return {k: masker.mask(v) for k, v in outputs.items()}
 
     def buffer(self, row: int, **fields: Any) -> None:
         """Buffer `fields` of step row `row`."""
