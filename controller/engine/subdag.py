@@ -155,13 +155,16 @@ def call_result(p: Proc) -> dict[str, Any]:
             break
         except ValueError:
             continue
-    return {
-        "name": doc.get("name", ""),
-        "dagRunId": p.sub_run_id,
-        "params": p.sub_params,
-        "outputs": _child_outputs(doc),
-        "status": doc.get("statusLabel", "failed"),
-    }
+    result: dict[str, Any] = {"name": doc.get("name", ""), "dagRunId": p.sub_run_id}
+    # the child's resolved params as its run recorded them (`NAME=World 1=x`: defaults
+    # included, positional ones numbered), absent when it has none (Dagu's omitempty); the
+    # tokens passed are the fallback when the child printed no result at all
+    params = doc.get("params", p.sub_params) if doc else p.sub_params
+    if params:
+        result["params"] = params
+    result["outputs"] = _child_outputs(doc)
+    result["status"] = doc.get("statusLabel", "failed")
+    return result
 
 
 def calls_document(node: Node) -> tuple[str, bool]:
