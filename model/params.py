@@ -20,24 +20,20 @@ RUN_ID_MAX_LENGTH = 64
 def resolve_params(
     defaults: Sequence[tuple[str | None, str]], overrides: Sequence[tuple[str | None, str]]
 ) -> list[tuple[str, str]]:
-    """Apply overrides by name or by position; positional params are named "1", "2", …"""
-    params: list[list[str | None]] = [[k, v] for k, v in defaults]
-    position = 0
-    for key, value in overrides:
-        if key is not None:
-            for item in params:
-                if item[0] == key:
-                    item[1] = value
-                    break
-            else:
-                params.append([key, value])
+    """Apply overrides by name; a positional param is named by its place ("1", "2", …).
+
+    A default's place counts every default, an override's every override (Dagu 1.30.2:
+    `a MODE=slow c` overridden by `MODE=fast x` is `1=a MODE=fast 3=c 2=x`, so `$2` is `x`):
+    a positional override replaces the param of its name, else it is appended after the
+    defaults, and never replaces a named default.
+    """
+    params = [(k if k is not None else str(i), v) for i, (k, v) in enumerate(defaults, start=1)]
+    index = {name: i for i, (name, _) in enumerate(params)}
+    for place, (key, value) in enumerate(overrides, start=1):
+        name = key if key is not None else str(place)
+        if name in index:
+            params[index[name]] = (name, value)
         else:
-            if position < len(params):
-                params[position][1] = value
-            else:
-                params.append([None, value])
-            position += 1
-    out: list[tuple[str, str]] = []
-    for i, (param_key, param_value) in enumerate(params, start=1):
-        out.append((param_key if param_key is not None else str(i), param_value or ""))
-    return out
+            index[name] = len(params)
+            params.append((name, value))
+    return [(name, value or "") for name, value in params]

@@ -69,7 +69,7 @@ def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
         try:
             dag = launch.load(path, settings, text=row.spec_yaml or None)
             if row.parent_run_id and dag.name != row.dag_name and row.dag_name in dag.local_dags:
-                dag = dag.local_dags[row.dag_name]
+                dag = launch.local_dag(dag, row.dag_name)
         except (DagLoadError, FileNotFoundError) as exc:
             print(f"dagloop retry: {exc}", file=sys.stderr)
             return 1

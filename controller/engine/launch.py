@@ -9,6 +9,7 @@ fork-server's warmer (`controller.spawn.child`).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from model.status import RunStatus, StepStatus
 __all__ = [
     "execute_run",
     "load",
+    "local_dag",
     "params_for_runner",
     "params_to_pairs",
     "started_fields",
@@ -56,11 +58,29 @@ def load(path: Path, settings: Any, *, text: str | None = None, local: str | Non
         max_bytes=settings.max_dag_file_bytes,
     )
     if local:
-        sub = dag.local_dags.get(local)
+        sub = local_dag(dag, local)
         if sub is None:
             raise FileNotFoundError(f"no sub-DAG {local!r} in {path}")
         return sub
     return dag
+
+
+def local_dag(dag: Any, name: str) -> Any:
+    """The local document `name` of a loaded file, seeing its sibling documents as its own
+    `local_dags` (None when the file has no such document).
+
+    A local DAG may `call:` another local DAG of the same file, at any depth (Dagu); the
+    loader keeps the documents only on the file's first DAG, since a document holding its
+    siblings would hold itself and the cached spec would be cyclic.
+    """
+    sub = dag.local_dags.get(name)
+    if sub is None:
+        return None
+    seeing = copy.copy(sub)
+    # Dag is a frozen dataclass (the light cached twin a plain class): set past the freeze on
+    # a copy, so the cached spec is not changed.
+    object.__setattr__(seeing, "local_dags", dag.local_dags)
+    return seeing
 
 
 def params_to_pairs(params: list[str]) -> list[tuple[str, str]]:
@@ -203,6 +223,10 @@ def execute_run(
     elif not quiet:
         print(f"{status.label} {dag.name} {run.run_id}")
     if status == RunStatus.SUCCEEDED:
+        return 0
+    # Dagu exits 1 when the run recorded an error: a run partly succeeded through a tolerated
+    # step failure exits 1, one partly succeeded only through a partially succeeded sub-DAG 0
+    if status == RunStatus.PARTIALLY_SUCCEEDED and not run.error:
         return 0
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
         return 0

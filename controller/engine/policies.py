@@ -279,9 +279,12 @@ def derive_run_status(
         return RunStatusDecision(RunStatus.RUNNING, "a step is running")
     succeeded = any(s.is_success() for s in statuses)
     failures = [s for s in steps if s.status == StepStatus.FAILED]
-    if succeeded and failures and all(s.failure_tolerated for s in failures):
+    # a partially succeeded step (a sub-DAG that was) counts as a tolerated failure (Dagu)
+    partial = StepStatus.PARTIALLY_SUCCEEDED in statuses
+    if succeeded and (failures or partial) and all(s.failure_tolerated for s in failures):
         return RunStatusDecision(
-            RunStatus.PARTIALLY_SUCCEEDED, "every failure is tolerated by continueOn"
+            RunStatus.PARTIALLY_SUCCEEDED,
+            "every failure is tolerated by continueOn" if failures else "a step partly succeeded",
         )
     if failed:
         return RunStatusDecision(RunStatus.FAILED, "a step failed")

@@ -80,6 +80,8 @@ from controller.engine.subdag import (
     call_result,
     call_target,
     calls_document,
+    calls_partial,
+    missing_target,
     sub_run_id,
 )
 from controller.engine.variables import RunVars, SecretError
@@ -557,6 +559,16 @@ class Runner:
         node.results = []
         node.children = []
         node.items = call_items(node.step, self.vars.scope(node), self.vars.step_refs)
+        problem = missing_target(
+            ex.expand(str(node.step.call), self.vars.scope(node)),
+            self._call_target(node),
+            dags_dir=Path(self.o.settings.dags_dir),
+            cwd=Path(node.cwd or self.workdir),
+        )
+        if problem is not None:
+            node.items = []
+            self._end_execution(node, 1, problem)
+            return
         if not node.items:
             self._finish_calls(node)
             return
@@ -571,13 +583,7 @@ class Runner:
             tokens = call_params(step, item, self.vars.scope(node), self.vars.step_refs)
             params_text = " ".join(tokens)
             sid = sub_run_id(run.run_id, node.name, params_text + json.dumps(item))
-            target = call_target(
-                step,
-                self.vars.scope(node),
-                dag=self.dag,
-                dags_dir=Path(self.o.settings.dags_dir),
-                workdir=self.workdir,
-            )
+            target = self._call_target(node)
             argv = call_argv(
                 run_id=sid,
                 parent=f"{self.dag.name}:{run.run_id}",
@@ -596,6 +602,15 @@ class Runner:
                 node, popen, capture=popen.stdout, item=item, sub_run_id=sid, sub_params=params_text
             )
         self._save(node)
+
+    def _call_target(self, node: Node) -> list[str]:
+        return call_target(
+            node.step,
+            self.vars.scope(node),
+            dag=self.dag,
+            dags_dir=Path(self.o.settings.dags_dir),
+            workdir=self.workdir,
+        )
 
     def _finish_calls(self, node: Node) -> None:
         text, failed = calls_document(node)
@@ -784,6 +799,8 @@ class Runner:
                 stderr_path=node.stderr_path,
             )
             self._final(node, StepStatus.FAILED, exit_code, text)
+        elif node.step.call is not None and calls_partial(node):
+            self._final(node, StepStatus.PARTIALLY_SUCCEEDED, 0, "")
         else:
             self._final(node, StepStatus.SUCCEEDED, 0, "")
 
@@ -874,7 +891,10 @@ class Runner:
                 value = "\n".join(r.strip() for r in node.captured_runs if r.strip() or True)
                 value = value.strip()
             # a step whose output overflowed maxOutputSize publishes nothing (Dagu)
-            if status in (StepStatus.SUCCEEDED, StepStatus.FAILED) and not node.overflow:
+            if (
+                status in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED, StepStatus.FAILED)
+                and not node.overflow
+            ):
                 node.outputs = {node.step.output.name: value}
         if status == StepStatus.FAILED and not (
             node.kind == "step" and node.step.continue_on.mark_success

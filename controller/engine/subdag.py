@@ -71,6 +71,26 @@ def call_target(
     return [call]
 
 
+def missing_target(call: str, target: list[str], *, dags_dir: Path, cwd: Path) -> str | None:
+    """Dagu's error when a `call:` names no DAG that exists, else None.
+
+    Checked before any child starts: Dagu fails the step without recording a sub-run, so a
+    child that would only fail to load is not spawned.
+    """
+    from controller.dagfile import find_dag_file
+
+    if target[0] == "--local" or (cwd / target[0]).is_file():
+        return None
+    try:
+        find_dag_file(target[0], dags_dir)
+    except FileNotFoundError:
+        return (
+            f'failed to find DAG "{call}": failed to locate DAG {call}: '
+            f"DAG {call} not found: file does not exist"
+        )
+    return None
+
+
 def call_params(
     step: Any, item: Any, scope: Mapping[str, str], step_refs: Mapping[str, Mapping[str, str]]
 ) -> list[str]:
@@ -135,13 +155,16 @@ def call_result(p: Proc) -> dict[str, Any]:
             break
         except ValueError:
             continue
-    return {
-        "name": doc.get("name", ""),
-        "dagRunId": p.sub_run_id,
-        "params": p.sub_params,
-        "outputs": _child_outputs(doc),
-        "status": doc.get("statusLabel", "failed"),
-    }
+    result: dict[str, Any] = {"name": doc.get("name", ""), "dagRunId": p.sub_run_id}
+    # the child's resolved params as its run recorded them (`NAME=World 1=x`: defaults
+    # included, positional ones numbered), absent when it has none (Dagu's omitempty); the
+    # tokens passed are the fallback when the child printed no result at all
+    params = doc.get("params", p.sub_params) if doc else p.sub_params
+    if params:
+        result["params"] = params
+    result["outputs"] = _child_outputs(doc)
+    result["status"] = doc.get("statusLabel", "failed")
+    return result
 
 
 def calls_document(node: Node) -> tuple[str, bool]:
@@ -164,6 +187,12 @@ def calls_document(node: Node) -> tuple[str, bool]:
     else:
         doc = results[0] if results else {}
     return json.dumps(doc, ensure_ascii=False, indent=2), bool(failed)
+
+
+def calls_partial(node: Node) -> bool:
+    """Whether a child of the step's last execution ended partially succeeded: the step then
+    ends partially succeeded too (Dagu's sub-DAG executor reports its child's status)."""
+    return any(r["status"] == "partially_succeeded" for r in node.results)
 
 
 def _child_outputs(doc: Mapping[str, Any]) -> dict[str, str]:

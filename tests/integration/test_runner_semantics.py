@@ -497,6 +497,26 @@ def test_call_local_sub_dag_and_parallel(dagu_env: dict[str, str]) -> None:
     assert many["summary"] == {"total": 3, "succeeded": 3, "failed": 0}
 
 
+def test_call_to_missing_dag_fails_step_without_sub_run(dagu_env: dict[str, str]) -> None:
+    """Dagu 1.30.2 (compat case call_missing): the step fails with its lookup error and no
+    child is recorded."""
+    code, doc = run_dag(
+        dagu_env,
+        """
+        steps:
+          - name: call_missing
+            call: no_such_dag
+        """,
+    )
+    assert code == 1
+    node = nodes(doc)["call_missing"]
+    assert node["error"] == (
+        'failed to execute step "call_missing": failed to find DAG "no_such_dag": '
+        "failed to locate DAG no_such_dag: DAG no_such_dag not found: file does not exist"
+    )
+    assert node["children"] == []
+
+
 def test_parallel_results_are_in_item_order(dagu_env: dict[str, str]) -> None:
     """Unlike Dagu (finish order), index i of `results`/`outputs` is always item i."""
     code, doc = run_dag(

@@ -335,6 +335,9 @@ STATUS_CASES = [
     # a tolerated failure beside a success: partial success
     ([S.SUCCEEDED, (S.FAILED, True)], False, True, RunStatus.PARTIALLY_SUCCEEDED),
     ([S.PARTIALLY_SUCCEEDED, (S.FAILED, True)], False, True, RunStatus.PARTIALLY_SUCCEEDED),
+    # a partially succeeded step (a sub-DAG that was) alone makes the run partial (Dagu)
+    ([S.PARTIALLY_SUCCEEDED, S.SUCCEEDED], False, False, RunStatus.PARTIALLY_SUCCEEDED),
+    ([S.PARTIALLY_SUCCEEDED, S.FAILED], False, True, RunStatus.FAILED),
     # ... but not with a hard failure too, nor without any success
     ([S.SUCCEEDED, (S.FAILED, True), S.FAILED], False, True, RunStatus.FAILED),
     ([(S.FAILED, True)], False, True, RunStatus.FAILED),

@@ -121,10 +121,19 @@ def test_params_forms(yaml_params: str, expected: list[tuple[str | None, str]]) 
 
 def test_param_overrides_by_name_and_position() -> None:
     defaults = [(None, "a"), ("MODE", "slow"), (None, "c")]
+    # a positional override is named by its place among the overrides (Dagu 1.30.2:
+    # `1=a MODE=fast 3=c 2=x`)
     assert resolve_params(defaults, [("MODE", "fast"), (None, "x")]) == [
-        ("1", "x"),
+        ("1", "a"),
         ("MODE", "fast"),
         ("3", "c"),
+        ("2", "x"),
+    ]
+    assert resolve_params(defaults, [(None, "x")]) == [("1", "x"), ("MODE", "slow"), ("3", "c")]
+    # never onto a named default: `NAME=World 1=NAME`
+    assert resolve_params([("NAME", "World")], [(None, "NAME")]) == [
+        ("NAME", "World"),
+        ("1", "NAME"),
     ]
 
 
