@@ -224,10 +224,6 @@ def execute_run(
         print(f"{status.label} {dag.name} {run.run_id}")
     if status == RunStatus.SUCCEEDED:
         return 0
-    # Dagu exits 1 when the run recorded an error: a run partly succeeded through a tolerated
-    # step failure exits 1, one partly succeeded only through a partially succeeded sub-DAG 0
-    if status == RunStatus.PARTIALLY_SUCCEEDED and not run.error:
-        return 0
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
         return 0
     return 1
