@@ -1,11 +1,13 @@
-"""Pure expansion rules of `controller.engine.expand`: bash substrings and default values, as
-Dagu 1.30.2 evaluates them (the compat case `substring_expand` records the same values)."""
+"""Pure text rules of the engine: bash substrings and default values of
+`controller.engine.expand`, as Dagu 1.30.2 evaluates them (the compat case `substring_expand`
+records the same values), and the shebang of `controller.engine.command`."""
 
 from __future__ import annotations
 
 import pytest
 
 from controller.engine import expand as ex
+from controller.engine.command import shebang
 
 WORD = {"WORD": "abcdefghij", "EMPTY": ""}
 
@@ -56,3 +58,10 @@ def test_plain_references_keep_their_rules() -> None:
     assert ex.expand("$WORD ${WORD} $1 ${2}", {**WORD, "1": "one", "2": "two"}) == (
         "abcdefghij abcdefghij one two"
     )
+
+
+def test_shebang_names_the_interpreter_split_on_blanks() -> None:
+    assert shebang("#!/usr/bin/env python3\nprint(1)\n") == ["/usr/bin/env", "python3"]
+    assert shebang("#!env perl\r\nprint 1;\r\n") == ["env", "perl"]
+    assert shebang("echo hi\n#!/bin/sh\n") is None
+    assert shebang("#!\nx\n") is None
