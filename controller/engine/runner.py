@@ -220,6 +220,7 @@ class Runner:
             self.vars.build(self.o.params)
         except Exception as exc:  # a bad env entry: the run fails before any step
             return self._finish(RunStatus.FAILED, f"cannot build the environment: {exc}")
+        self.workdir = self.vars.workdir  # `workingDir` may use the DAG env and params
         if self.spec.timeout_sec:
             self._dag_deadline = time.monotonic() + self.spec.timeout_sec
         # DAG-level preconditions: not met -> aborted, steps not started; the abort and exit

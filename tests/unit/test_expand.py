@@ -1,13 +1,19 @@
 """Pure text rules of the engine: bash substrings and default values of
 `controller.engine.expand`, as Dagu 1.30.2 evaluates them (the compat case `substring_expand`
-records the same values), and the shebang of `controller.engine.command`."""
+records the same values), the shebang of `controller.engine.command` and the DAG working
+directory of `controller.engine.variables`."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from controller.engine import expand as ex
 from controller.engine.command import shebang
+from controller.engine.variables import dag_workdir
 
 WORD = {"WORD": "abcdefghij", "EMPTY": ""}
 
@@ -65,3 +71,17 @@ def test_shebang_names_the_interpreter_split_on_blanks() -> None:
     assert shebang("#!env perl\r\nprint 1;\r\n") == ["env", "perl"]
     assert shebang("echo hi\n#!/bin/sh\n") is None
     assert shebang("#!\nx\n") is None
+
+
+def _dag(working_dir: str) -> SimpleNamespace:
+    spec = SimpleNamespace(working_dir=working_dir)
+    return SimpleNamespace(spec=spec, location=Path("/dags/x.yaml"))
+
+
+def test_dag_workdir_expands_dag_variables_then_environ_and_tilde() -> None:
+    settings = SimpleNamespace(work_dir=None)
+    env = {"HOME": "/home/u", "OSVAR": "os"}
+    got = dag_workdir(_dag("${BASE}/$OSVAR"), settings, variables={"BASE": "b"}, environ=env)
+    assert got == Path("/dags/b/os")
+    assert dag_workdir(_dag("~/w"), settings, environ=env) == Path(os.path.expanduser("~/w"))
+    assert dag_workdir(_dag("$HOME/w"), settings, variables={}, environ=env) == Path("/home/u/w")
