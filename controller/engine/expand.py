@@ -242,10 +242,12 @@ def expand(
         ):
             return m.group(0)
         value = lookup(m.group(1), m.group(2) or "")
-        if value is None:
-            return m.group(0) if keep_unknown else ""
+        if value is None and keep_unknown:
+            return m.group(0)  # perhaps the shell's own variable: its shell evaluates it
         if m.group(5) is not None:
             return value or m.group(5)
+        if value is None:
+            return ""
         length = None if m.group(4) is None else int(m.group(4))
         return substring(value, int(m.group(3)), length)
 

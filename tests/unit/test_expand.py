@@ -41,6 +41,8 @@ def test_substring_follows_bash(text: str, expected: str) -> None:
 def test_colon_dash_is_the_default_operator_not_a_negative_offset() -> None:
     assert ex.expand("${WORD:-3}", WORD) == "abcdefghij"
     assert ex.expand("${EMPTY:-fallback}", WORD) == "fallback"
+    assert ex.expand("${NOPE:-fallback}", WORD, keep_unknown=False) == "fallback"
+    assert ex.expand("${NOPE:-fallback}", WORD) == "${NOPE:-fallback}"
 
 
 def test_unknown_variable_with_operator_is_left_or_dropped() -> None:
