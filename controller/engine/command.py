@@ -1,5 +1,6 @@
 """A step's command lines: the shell (step, DAG or default), `${VAR}` expansion with Dagu's
-rules for shell text, and the temporary file of a `script:`.
+rules for shell text, and the temporary file of a `script:` (or of a multi-line command that
+opens with a shebang) with the interpreter that runs it.
 
 Called by the runner (`controller.engine.runner._begin_execution`), once per execution.
 """
@@ -27,6 +28,15 @@ def step_shell(step: Any, dag_shell: Sequence[str], default_shell: str) -> list[
             shell.append("-e")
         return shell
     return [*shlex.split(default_shell), "-e"]
+
+
+def shebang(text: str) -> list[str] | None:
+    """The interpreter a script names on its `#!` first line, split on blanks (`#!env perl`
+    gives `["env", "perl"]`, looked up on PATH as Dagu does); None without one. A CRLF line
+    ending is a blank too."""
+    if not text.startswith("#!"):
+        return None
+    return text[2:].split("\n", 1)[0].split() or None
 
 
 def build_argvs(
@@ -60,15 +70,23 @@ def build_argvs(
         )
 
     direct = len(shell) == 1 and shell[0] == "direct"
-    if step.script is not None:
+    script, commands = step.script, step.command
+    if script is None and len(commands) == 1 and "\n" in commands[0] and shebang(commands[0]):
+        # Dagu runs a multi-line command that opens with a shebang as a script
+        script, commands = commands[0], []
+    if script is not None:
         # parsed first: a command that does not parse leaves no script file behind
-        interpreter = shlex.split(ev(step.command[0])) if step.command else None
+        interpreter = shlex.split(ev(commands[0])) if commands else None
+        if interpreter is None and not step.shell:
+            # a step's own shell runs the file as it is (the shebang is a comment to it); a
+            # DAG-level or default shell gives way to the shebang (Dagu 1.30.2, observed)
+            interpreter = shebang(script)
         fd, path = tempfile.mkstemp(prefix="dagloop_script-", dir=str(script_dir))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             # Dagu substitutes params, step env and outputs into the script text, even
             # inside single quotes (not next to one), a whole "${VAR}" JSON-quoted as in
             # commands; the rest is left to the interpreter.
-            f.write(ev_shell(step.script))
+            f.write(ev_shell(script))
         os.chmod(path, 0o700)
         if interpreter is not None:
             return [[*interpreter, path]], path
@@ -76,7 +94,7 @@ def build_argvs(
             return [[path]], path
         return [[*shell, path]], path
     out = []
-    for cmd in step.command:
+    for cmd in commands:
         if direct:
             out.append(shlex.split(ev(cmd)))
         else:

@@ -1,6 +1,7 @@
 """Variable expansion and step environment composition, as Dagu 1.30 does it (reference §8 #4, #5).
 
 Owns: `${VAR}` / `$VAR` / `${VAR.json.path}` / `${id.stdout|stderr|exitCode}` references,
+the bash operators `${VAR:offset:length}` and `${VAR:-word}` on them,
 backtick command substitution and the filtered OS environment (seed whitelist minus the
 controller's own secrets).
 
@@ -26,6 +27,7 @@ __all__ = [
     "expand",
     "filtered_os_env",
     "json_path",
+    "substring",
 ]
 
 ENV_WHITELIST = ("PATH", "HOME", "LANG", "TZ", "SHELL")
@@ -37,7 +39,11 @@ _ALWAYS_SECRET = ("DAGU_AUTH_*", "DAGU_BASICAUTH_*", "DAGU_AUTHTOKEN", "DAGU_DAT
 # what a param or env name may be (`model.params.PARAM_NAME`)
 _NAME = PARAM_NAME.pattern
 _PATH = r"((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)"
-_REF = re.compile(rf"\$\{{({_NAME}){_PATH}\}}|\$({_NAME})|\$\{{(\d+)\}}|\$(\d+)")
+# Bash operators Dagu evaluates itself: `${X:offset}`, `${X:offset:length}` (an offset may be
+# negative only after a space, as `${X:-w}` is the default-value operator) and `${X:-word}`.
+# Groups: 1 name, 2 path, 3 offset, 4 length, 5 default word; the plain forms follow (6-10).
+_OPS = rf"\$\{{({_NAME}){_PATH}:(?:(\d+|\s+-\d+)(?::\s*(-?\d+))?|-([^}}]*))\}}"
+_REF = re.compile(rf"{_OPS}|\$\{{({_NAME}){_PATH}\}}|\$({_NAME})|\$\{{(\d+)\}}|\$(\d+)")
 _QUOTED_REF = re.compile(rf'"\$\{{({_NAME}){_PATH}\}}"')
 _BACKTICK = re.compile(r"`([^`]*)`")
 _PATH_PART = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]")
@@ -172,7 +178,9 @@ def expand(
     text: a plain reference (`$X`, `${X}`, `$1`) right after or right before a single quote
     (`'$X`, `$X'`) is left to the shell; `${X.path}` and `${id.stdout}` are always replaced.
     Plain references to `shell_vars` (the DAG's env, which the shell has in its environment) are
-    left to the shell too, so single quotes keep them literal as in Dagu.
+    left to the shell too, so single quotes keep them literal as in Dagu. The bash operators
+    `${X:offset:length}` and `${X:-word}` (on variables, step references and JSON paths) are
+    evaluated here, shell variables included, as Dagu does.
     """
     if "$" not in text:
         return text
@@ -200,29 +208,65 @@ def expand(
         text = _QUOTED_REF.sub(quoted, text)
 
     def sub(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return operator(m)
+        if (
+            shell_text
+            and not m.group(7)
+            and "'" in (m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1])
+        ):
+            return m.group(0)
+        if shell_vars and not m.group(7) and (m.group(6) or m.group(8)) in shell_vars:
+            return m.group(0)
+        positional = m.group(9) or m.group(10)
+        if positional is not None:
+            # Positional params are named "1", "2", … by the loader; Dagu substitutes them into
+            # the text (the shell gets no arguments). `$10` is param 10, never `$1` + "0".
+            found = variables.get(positional)
+            return m.group(0) if found is None else found
+        if m.group(8) is not None:
+            value = lookup(m.group(8), "")
+        else:
+            value = lookup(m.group(6), m.group(7) or "")
+        if value is None:
+            return m.group(0) if keep_unknown else ""
+        return value
+
+    def operator(m: re.Match[str]) -> str:
+        # Substituted even for a variable the shell has (`shell_vars`): `sh` may be dash,
+        # which knows no substrings; next to a single quote it is still the shell's.
         if (
             shell_text
             and not m.group(2)
             and "'" in (m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1])
         ):
             return m.group(0)
-        if shell_vars and not m.group(2) and (m.group(1) or m.group(3)) in shell_vars:
-            return m.group(0)
-        positional = m.group(4) or m.group(5)
-        if positional is not None:
-            # Positional params are named "1", "2", … by the loader; Dagu substitutes them into
-            # the text (the shell gets no arguments). `$10` is param 10, never `$1` + "0".
-            found = variables.get(positional)
-            return m.group(0) if found is None else found
-        if m.group(3) is not None:
-            value = lookup(m.group(3), "")
-        else:
-            value = lookup(m.group(1), m.group(2) or "")
+        value = lookup(m.group(1), m.group(2) or "")
+        if value is None and keep_unknown:
+            return m.group(0)  # perhaps the shell's own variable: its shell evaluates it
+        if m.group(5) is not None:
+            return value or m.group(5)
         if value is None:
-            return m.group(0) if keep_unknown else ""
-        return value
+            return ""
+        length = None if m.group(4) is None else int(m.group(4))
+        return substring(value, int(m.group(3)), length)
 
     return _REF.sub(sub, text)
+
+
+def substring(value: str, offset: int, length: int | None = None) -> str:
+    """Bash's `${X:offset:length}` as Dagu 1.30.2 evaluates it: a negative offset counts from
+    the end, a negative length is an end counted from the end; out of range gives ""."""
+    size = len(value)
+    if offset < 0:
+        offset += size
+    if offset < 0 or offset > size:
+        return ""
+    if length is None:
+        return value[offset:]
+    end = offset + length if length >= 0 else size + length
+    # bash refuses an end before the offset ("substring expression < 0"); nothing is printed
+    return value[offset:end] if end >= offset else ""
 
 
 def eval_backticks(

@@ -225,6 +225,7 @@ class Runner:
         except Exception as exc:  # a bad env entry: the run fails before any step
             return self._finish(RunStatus.FAILED, f"cannot build the environment: {exc}")
         self.pump.masker = self.writes.masker = self.vars.secret_masker
+        self.workdir = self.vars.workdir  # `workingDir` may use the DAG env and params
         if self.spec.timeout_sec:
             self._dag_deadline = time.monotonic() + self.spec.timeout_sec
         # DAG-level preconditions: not met -> aborted, steps not started; the abort and exit

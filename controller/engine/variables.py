@@ -21,13 +21,23 @@ if TYPE_CHECKING:
     from controller.secrets import SecretMasker
 
 
-def dag_workdir(dag: Any, settings: Any) -> Path:
+def dag_workdir(
+    dag: Any,
+    settings: Any,
+    *,
+    variables: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
     """The DAG's working directory: `workingDir` (relative to the DAG file), the settings'
-    `work_dir`, else the DAG file's directory (the current one for a DAG without a file)."""
+    `work_dir`, else the DAG file's directory (the current one for a DAG without a file).
+
+    `~` and `$VAR`/`${VAR}` in `workingDir` are expanded from `variables` (the DAG env, dotenv
+    and params, as Dagu does), then `environ`."""
     wd = dag.spec.working_dir
     base = dag.location.parent if dag.location is not None else Path.cwd()
     if wd:
-        p = Path(os.path.expandvars(os.path.expanduser(wd)))
+        text = ex.expand(os.path.expanduser(wd), variables or {}, fallback=environ)
+        p = Path(os.path.expanduser(text))
         return p if p.is_absolute() else base / p
     if settings.work_dir is not None:
         return Path(settings.work_dir)
@@ -82,7 +92,8 @@ class RunVars:
         self._dag = dag
         self._settings = settings
         self._environ = environ
-        self.workdir = dag_workdir(dag, settings)
+        # before `build` only the OS environment expands it; `build` settles it
+        self.workdir = dag_workdir(dag, settings, environ=environ)
         self.base_env: dict[str, str] = {}
         self.dag_vars: dict[str, str] = {}  # DAG env + dotenv + params (for expansion)
         self.outputs: dict[str, str] = {}
@@ -107,6 +118,8 @@ class RunVars:
             v = ex.eval_backticks(v, env={**env, **dag_vars}, cwd=str(self.workdir), strict=True)
             dag_vars[key] = v
             env[key] = v
+        # dotenv files are relative to the working directory the env and params give
+        self._settle_workdir({**raw_params, **dag_vars})
         self.dotenv_values = self._read_dotenv(spec.dotenv, dag_vars)
         for k, v in self.dotenv_values.items():
             dag_vars[k] = v
@@ -118,12 +131,21 @@ class RunVars:
             named[key] = v
             dag_vars[key] = v
             env[key] = v
+        self._settle_workdir(dag_vars)
         env["DAGU_PARAMS_JSON"] = json.dumps(named, ensure_ascii=False)
         if spec.secrets:
             self._add_secrets(spec.secrets, dag_vars, env)
         self.params_resolved = named
         self.base_env = env
         self.dag_vars = dag_vars
+
+    def _settle_workdir(self, variables: Mapping[str, str]) -> None:
+        """Expand a `workingDir` that names variables with the ones known so far."""
+        wd = self._dag.spec.working_dir
+        if wd and "$" in wd:
+            self.workdir = dag_workdir(
+                self._dag, self._settings, variables=variables, environ=self._environ
+            )
 
     def _read_dotenv(
         self, dotenv: Sequence[str] | None, dag_vars: Mapping[str, str]

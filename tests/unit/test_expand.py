@@ -1,0 +1,89 @@
+"""Pure text rules of the engine: bash substrings and default values of
+`controller.engine.expand`, as Dagu 1.30.2 evaluates them (the compat case `substring_expand`
+records the same values), the shebang of `controller.engine.command` and the DAG working
+directory of `controller.engine.variables`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from controller.engine import expand as ex
+from controller.engine.command import shebang
+from controller.engine.variables import dag_workdir
+
+WORD = {"WORD": "abcdefghij", "EMPTY": ""}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("${WORD:0:3}", "abc"),
+        ("${WORD:7}", "hij"),
+        ("${WORD:2:4}", "cdef"),
+        ("${WORD: -3}", "hij"),
+        ("${WORD: -3:2}", "hi"),
+        ("${WORD:2:-2}", "cdefgh"),
+        ("${WORD:20}", ""),
+        ("${WORD:8:10}", "ij"),
+        ("${WORD: -20}", ""),
+        ("${WORD:5:-6}", ""),
+        ("x${WORD:1:2}y", "xbcy"),
+    ],
+)
+def test_substring_follows_bash(text: str, expected: str) -> None:
+    assert ex.expand(text, WORD) == expected
+
+
+def test_colon_dash_is_the_default_operator_not_a_negative_offset() -> None:
+    assert ex.expand("${WORD:-3}", WORD) == "abcdefghij"
+    assert ex.expand("${EMPTY:-fallback}", WORD) == "fallback"
+    assert ex.expand("${NOPE:-fallback}", WORD, keep_unknown=False) == "fallback"
+    assert ex.expand("${NOPE:-fallback}", WORD) == "${NOPE:-fallback}"
+
+
+def test_unknown_variable_with_operator_is_left_or_dropped() -> None:
+    assert ex.expand("${NOPE:0:2}", WORD) == "${NOPE:0:2}"
+    assert ex.expand("${NOPE:0:2}", WORD, keep_unknown=False) == ""
+
+
+def test_substring_of_a_step_reference_and_a_json_path() -> None:
+    refs = {"make": {"stdout": "/tmp/logs/make.out"}}
+    assert ex.expand("${make.stdout:0:5}", {}, step_refs=refs) == "/tmp/"
+    assert ex.expand("${J.a:1}", {"J": '{"a": "xyz"}'}) == "yz"
+
+
+def test_shell_text_substitutes_substring_of_shell_variable_but_not_next_to_quote() -> None:
+    text = "echo ${WORD:1:2} '${WORD:1:2}'"
+    out = ex.expand(text, WORD, shell_text=True, shell_vars={"WORD"})
+    assert out == "echo bc '${WORD:1:2}'"
+
+
+def test_plain_references_keep_their_rules() -> None:
+    assert ex.expand("$WORD ${WORD} $1 ${2}", {**WORD, "1": "one", "2": "two"}) == (
+        "abcdefghij abcdefghij one two"
+    )
+
+
+def test_shebang_names_the_interpreter_split_on_blanks() -> None:
+    assert shebang("#!/usr/bin/env python3\nprint(1)\n") == ["/usr/bin/env", "python3"]
+    assert shebang("#!env perl\r\nprint 1;\r\n") == ["env", "perl"]
+    assert shebang("echo hi\n#!/bin/sh\n") is None
+    assert shebang("#!\nx\n") is None
+
+
+def _dag(working_dir: str) -> SimpleNamespace:
+    spec = SimpleNamespace(working_dir=working_dir)
+    return SimpleNamespace(spec=spec, location=Path("/dags/x.yaml"))
+
+
+def test_dag_workdir_expands_dag_variables_then_environ_and_tilde() -> None:
+    settings = SimpleNamespace(work_dir=None)
+    env = {"HOME": "/home/u", "OSVAR": "os"}
+    got = dag_workdir(_dag("${BASE}/$OSVAR"), settings, variables={"BASE": "b"}, environ=env)
+    assert got == Path("/dags/b/os")
+    assert dag_workdir(_dag("~/w"), settings, environ=env) == Path(os.path.expanduser("~/w"))
+    assert dag_workdir(_dag("$HOME/w"), settings, variables={}, environ=env) == Path("/home/u/w")
