@@ -207,3 +207,34 @@ def test_duplicate_names_do_not_produce_a_phantom_self_dependency() -> None:
     with pytest.raises(DagLoadError) as info:
         _load("steps:\n  - name: a\n    command: x\n  - name: a\n    command: y\n")
     assert [e.message for e in info.value.errors] == ["duplicate step name 'a'"]
+
+
+def test_unnamed_steps_named_by_kind_and_position() -> None:
+    dag = _load(
+        "type: graph\n"
+        "steps:\n"
+        "  - script: echo s\n"
+        "  - {call: child, parallel: {items: [a]}}\n"
+        "  - call: child\n"
+        "  - {executor: jq, command: .a, script: '{}'}\n"
+        "  - {container: {image: alpine}, command: echo d}\n"
+        "  - {executor: {type: http}, command: GET http://x/}\n"
+        "  - echo c\n"
+        "---\n"
+        "name: child\n"
+        "steps: [echo child]\n"
+    )
+    assert [s.name for s in dag.spec.steps] == [
+        "script_1",
+        "parallel_2",
+        "dag_3",
+        "jq_4",
+        "docker_5",
+        "http_6",
+        "cmd_7",
+    ]
+
+
+def test_automatic_name_taken_by_user_step_is_a_duplicate() -> None:
+    with pytest.raises(DagLoadError, match="duplicate step name 'cmd_1'"):
+        _load("steps:\n  - echo a\n  - {name: cmd_1, command: echo b}\n")
