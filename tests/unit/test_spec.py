@@ -238,3 +238,23 @@ def test_unnamed_steps_named_by_kind_and_position() -> None:
 def test_automatic_name_taken_by_user_step_is_a_duplicate() -> None:
     with pytest.raises(DagLoadError, match="duplicate step name 'cmd_1'"):
         _load("steps:\n  - echo a\n  - {name: cmd_1, command: echo b}\n")
+
+
+def test_repeat_policy_fractions_are_truncated() -> None:
+    dag = _load(
+        "steps:\n  - name: a\n    command: echo\n"
+        "    repeatPolicy: {repeat: true, limit: 2.7, intervalSec: 1.9}\n"
+    )
+    policy = dag.step("a").repeat_policy
+    assert policy is not None
+    assert (policy.limit, policy.interval_sec) == (2, 1)
+
+
+@pytest.mark.parametrize("field", ["limit", "intervalSec"])
+@pytest.mark.parametrize("number", ["0.1", "1.0"])
+def test_retry_policy_refuses_floats(field: str, number: str) -> None:
+    other = "intervalSec: 0" if field == "limit" else "limit: 1"
+    policy = f"retryPolicy: {{{field}: {number}, {other}}}"
+    text = f"steps:\n  - name: a\n    command: echo\n    {policy}\n"
+    with pytest.raises(DagLoadError, match="invalid type: float64"):
+        _load(text)
