@@ -431,6 +431,10 @@ def _semantic_errors(
             elif step.id in seen and seen[step.id] != i:
                 errs.append((("steps", i, "id"), f"id {step.id!r} clashes with a step name"))
             ids.setdefault(step.id, i)
+        if step.executor_type == "jq" and len(step.command) > 1:
+            # Dagu 1.30.2 refuses this when it builds the DAG, naming the executor.
+            message = 'executor type "jq" only supports a single command'
+            errs.append((("steps", i, "command"), message))
         if not step.command and not step.script and step.executor is None and step.call is None:
             errs.append(
                 (("steps", i), "step has nothing to run: no command, script, call or executor")

@@ -258,3 +258,8 @@ def test_retry_policy_refuses_floats(field: str, number: str) -> None:
     text = f"steps:\n  - name: a\n    command: echo\n    {policy}\n"
     with pytest.raises(DagLoadError, match="invalid type: float64"):
         _load(text)
+
+
+def test_jq_step_with_several_commands_is_refused() -> None:
+    with pytest.raises(DagLoadError, match='"jq" only supports a single command'):
+        _load("steps:\n  - {name: j, executor: jq, command: [.a, .b], script: '{}'}\n")
