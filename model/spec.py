@@ -376,6 +376,9 @@ class RepeatPolicySpec(_Spec):
             number = value.get(key)
             if isinstance(number, float) and math.isfinite(number):
                 value[key] = int(number)
+            elif isinstance(number, str):
+                # Unlike retryPolicy, no text evaluated at run time here: Dagu refuses it.
+                raise ValueError(f"{key!r} expected type 'int', got unconvertible type 'string'")
         b = value.get("backoff")
         if b is True:
             value["backoff"] = 2.0

@@ -263,3 +263,11 @@ def test_retry_policy_refuses_floats(field: str, number: str) -> None:
 def test_jq_step_with_several_commands_is_refused() -> None:
     with pytest.raises(DagLoadError, match='"jq" only supports a single command'):
         _load("steps:\n  - {name: j, executor: jq, command: [.a, .b], script: '{}'}\n")
+
+
+@pytest.mark.parametrize("field", ["limit", "intervalSec"])
+def test_repeat_policy_refuses_text_numbers(field: str) -> None:
+    policy = f"repeatPolicy: {{repeat: true, {field}: '1'}}"
+    text = f"steps:\n  - name: a\n    command: echo\n    {policy}\n"
+    with pytest.raises(DagLoadError, match="unconvertible type 'string'"):
+        _load(text)
