@@ -313,9 +313,19 @@ def _placeholder_step(raw: Any) -> StepSpec:
     return StepSpec.model_construct(name=name, depends=depends, command=["<invalid>"])
 
 
-def _auto_name(step: StepSpec, index: int, taken: set[str]) -> str:
-    if step.executor_type:
-        prefix = step.executor_type
+def auto_step_name(step: StepSpec, index: int) -> str:
+    """Dagu 1.30.2's name for the unnamed step at position `index` (0-based): `<kind>_<index+1>`.
+
+    The kind is the explicit executor type, else `docker` (a `container:`), `parallel`, `dag`
+    (a `call:`), `script`, `cmd`, else `step`. Dagu does not look for a free name: when a
+    user-named step already has it, the DAG is refused as a duplicate name, so we do the same.
+    """
+    # Not `step.executor_type`: that reports "dag" for every `call:`, parallel ones included.
+    explicit = step.executor.type if step.executor is not None else ""
+    if explicit:
+        prefix = str(explicit)
+    elif step.container is not None:
+        prefix = "docker"
     elif step.parallel is not None:
         prefix = "parallel"
     elif step.call is not None:
@@ -326,21 +336,15 @@ def _auto_name(step: StepSpec, index: int, taken: set[str]) -> str:
         prefix = "cmd"
     else:
         prefix = "step"
-    counter = index + 1
-    while f"{prefix}_{counter}" in taken:
-        counter += 1
-    return f"{prefix}_{counter}"
+    return f"{prefix}_{index + 1}"
 
 
 def _wire_steps(steps: Sequence[StepSpec], groups: list[int], *, chain: bool) -> list[StepSpec]:
     """Give every step a name and, in chain mode, the implicit `depends`."""
-    taken = {s.name for s in steps if s.name}
     named: list[StepSpec] = []
     for i, step in enumerate(steps):
         if not step.name:
-            name = _auto_name(step, i, taken)
-            taken.add(name)
-            step = step.model_copy(update={"name": name})
+            step = step.model_copy(update={"name": auto_step_name(step, i)})
         named.append(step)
     if not chain:
         return [s if s.depends is not None else s.model_copy(update={"depends": []}) for s in named]
@@ -427,6 +431,10 @@ def _semantic_errors(
             elif step.id in seen and seen[step.id] != i:
                 errs.append((("steps", i, "id"), f"id {step.id!r} clashes with a step name"))
             ids.setdefault(step.id, i)
+        if step.executor_type == "jq" and len(step.command) > 1:
+            # Dagu 1.30.2 refuses this when it builds the DAG, naming the executor.
+            message = 'executor type "jq" only supports a single command'
+            errs.append((("steps", i, "command"), message))
         if not step.command and not step.script and step.executor is None and step.call is None:
             errs.append(
                 (("steps", i), "step has nothing to run: no command, script, call or executor")

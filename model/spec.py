@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import math
 import re
 import shlex
 from typing import Annotated, Any, Literal
@@ -313,6 +314,14 @@ class RetryPolicySpec(_Spec):
     def _codes(cls, value: Any) -> list[int]:
         return _int_list(value)
 
+    @field_validator("limit", "interval_sec", mode="before")
+    @classmethod
+    def _no_float(cls, value: Any) -> Any:
+        # Dagu 1.30.2 decodes these as int or string only: 0.5, and even 1.0, are refused.
+        if isinstance(value, float):
+            raise ValueError(f"invalid type: float64 (value: {value:g})")
+        return value
+
     @field_validator("limit", "interval_sec")
     @classmethod
     def _non_negative(cls, value: int | str) -> int | str:
@@ -361,6 +370,15 @@ class RepeatPolicySpec(_Spec):
             raise ValueError(
                 f"repeat mode {repeat!r} requires either 'condition' or 'exitCode' to be specified"
             )
+        for key in ("intervalSec", "limit"):
+            # Dagu 1.30.2 decodes these into Go ints: a fraction is truncated toward zero
+            # (0.5 s repeats at once, 1.9 s waits 1 s), never refused.
+            number = value.get(key)
+            if isinstance(number, float) and math.isfinite(number):
+                value[key] = int(number)
+            elif isinstance(number, str):
+                # Unlike retryPolicy, no text evaluated at run time here: Dagu refuses it.
+                raise ValueError(f"{key!r} expected type 'int', got unconvertible type 'string'")
         b = value.get("backoff")
         if b is True:
             value["backoff"] = 2.0

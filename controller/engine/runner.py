@@ -296,7 +296,9 @@ class Runner:
         node.env_extra = {"DAG_RUN_STATUS": status.label if status is not None else "running"}
         saved_error = self.last_error
         self._loop([node])
-        if node.status != StepStatus.SUCCEEDED:
+        # A handler whose precondition is not met is skipped, and Dagu carries on as if it
+        # had succeeded: the steps still run after a skipped init (handlers_init_skipped).
+        if node.status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
             return False
         self.last_error = saved_error
         return True

@@ -85,6 +85,33 @@ def _resolve_secret(
     raise SecretError(f"unknown secret provider: {provider}")
 
 
+def visible_outputs(
+    name: str,
+    depends: Mapping[str, Sequence[str]],
+    published: Mapping[str, Mapping[str, str]],
+) -> dict[str, str]:
+    """The outputs step `name` sees: its ancestors', nearest first (Dagu 1.30.2).
+
+    Dagu walks the graph breadth-first from the step through `depends` in the order listed
+    and keeps the first value it meets for a name; a step that is not an ancestor is not
+    seen, however early it ended (outputs_same_name, outputs_ancestors), and a repeated step
+    does not see its own previous output (repeat_output_own). `published` maps a step to
+    its outputs.
+    """
+    seen: dict[str, str] = {}
+    visited = {name}
+    queue = list(depends.get(name, ()))
+    while queue:
+        current = queue.pop(0)
+        if current in visited:
+            continue
+        visited.add(current)
+        for key, value in published.get(current, {}).items():
+            seen.setdefault(key, value)
+        queue.extend(depends.get(current, ()))
+    return seen
+
+
 class RunVars:
     """The variables of one run, filled by `build` and as steps publish their outputs."""
 
@@ -96,7 +123,9 @@ class RunVars:
         self.workdir = dag_workdir(dag, settings, environ=environ)
         self.base_env: dict[str, str] = {}
         self.dag_vars: dict[str, str] = {}  # DAG env + dotenv + params (for expansion)
-        self.outputs: dict[str, str] = {}
+        self.outputs: dict[str, str] = {}  # every output so far, the last one winning
+        self.published: dict[str, dict[str, str]] = {}  # step name -> its outputs
+        self._depends = _depends_by_name(dag.spec.steps)
         self.dotenv_values: dict[str, str] = {}  # for masking secrets in alerts
         self.params_resolved: dict[str, str] = {}
         self.secret_values: dict[str, str] = {}  # the DAG's `secrets:`, by name
@@ -204,8 +233,9 @@ class RunVars:
         """The environment of a starting step: the base env, the outputs so far, the step's
         `env:` (expanded in order), Dagu's `DAG_*` variables and the node's extras."""
         env = dict(self.base_env)
-        env.update(self.outputs)
-        scope = {**self.dag_vars, **self.outputs}
+        outputs = self.outputs_for(node)
+        env.update(outputs)
+        scope = {**self.dag_vars, **outputs}
         for key, value in node.step.env:
             v = ex.expand(value, scope, step_refs=self.step_refs, fallback=self._environ)
             v = ex.eval_backticks(v, env=env, cwd=str(self.workdir))
@@ -220,9 +250,16 @@ class RunVars:
         env.update(node.env_extra)
         return env
 
+    def outputs_for(self, node: Node) -> dict[str, str]:
+        """The outputs a node sees: a step its ancestors' (`visible_outputs`); a handler,
+        which has no `depends`, every output of the run."""
+        if node.kind != "step":
+            return self.outputs
+        return visible_outputs(node.name, self._depends, self.published)
+
     def scope(self, node: Node) -> dict[str, str]:
         """The expansion scope of a step: the run's variables and outputs, its own env."""
-        scope = {**self.dag_vars, **self.outputs}
+        scope = {**self.dag_vars, **self.outputs_for(node)}
         for key, _ in node.step.env:
             if key in node.env:
                 scope[key] = node.env[key]
@@ -262,9 +299,17 @@ class RunVars:
         # the init handler's output is not visible to the steps (Dagu, handlers_init)
         for k, v in node.outputs.items() if node.kind != "onInit" else ():
             self.outputs[k] = v
+        if node.kind == "step" and node.outputs:
+            self.published.setdefault(node.name, {}).update(node.outputs)
         if node.step.id:
             self.step_refs[node.step.id] = {
                 "stdout": node.stdout_path,
                 "stderr": node.stderr_path,
                 "exitCode": str(node.exit_code if node.exit_code is not None else ""),
             }
+
+
+def _depends_by_name(steps: Sequence[Any]) -> dict[str, list[str]]:
+    """Each step's `depends` as step names (a dependency may be given by its step id)."""
+    by_id = {s.id: s.name for s in steps if s.id}
+    return {s.name: [by_id.get(d, d) for d in s.depends or ()] for s in steps}

@@ -46,3 +46,10 @@ def test_step_exit_codes() -> None:
     assert _run(".a |||", '{"a": 1}')[0] == 1  # does not compile
     assert _run(".", "not json")[0] == 1
     assert _run("", '{"a": 1}') == (0, "")
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="no jq program")
+def test_raw_null_prints_an_empty_line() -> None:
+    # Only a top-level null: inside a value it stays `null`, and without raw it is `null`.
+    assert _run(".missing, [null]", "{}", raw=True) == (0, "\n[null]\n")
+    assert _run(".missing", "{}") == (0, "null\n")

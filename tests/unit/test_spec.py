@@ -216,3 +216,67 @@ def test_duplicate_names_do_not_produce_a_phantom_self_dependency() -> None:
     with pytest.raises(DagLoadError) as info:
         _load("steps:\n  - name: a\n    command: x\n  - name: a\n    command: y\n")
     assert [e.message for e in info.value.errors] == ["duplicate step name 'a'"]
+
+
+def test_unnamed_steps_named_by_kind_and_position() -> None:
+    dag = _load(
+        "type: graph\n"
+        "steps:\n"
+        "  - script: echo s\n"
+        "  - {call: child, parallel: {items: [a]}}\n"
+        "  - call: child\n"
+        "  - {executor: jq, command: .a, script: '{}'}\n"
+        "  - {container: {image: alpine}, command: echo d}\n"
+        "  - {executor: {type: http}, command: GET http://x/}\n"
+        "  - echo c\n"
+        "---\n"
+        "name: child\n"
+        "steps: [echo child]\n"
+    )
+    assert [s.name for s in dag.spec.steps] == [
+        "script_1",
+        "parallel_2",
+        "dag_3",
+        "jq_4",
+        "docker_5",
+        "http_6",
+        "cmd_7",
+    ]
+
+
+def test_automatic_name_taken_by_user_step_is_a_duplicate() -> None:
+    with pytest.raises(DagLoadError, match="duplicate step name 'cmd_1'"):
+        _load("steps:\n  - echo a\n  - {name: cmd_1, command: echo b}\n")
+
+
+def test_repeat_policy_fractions_are_truncated() -> None:
+    dag = _load(
+        "steps:\n  - name: a\n    command: echo\n"
+        "    repeatPolicy: {repeat: true, limit: 2.7, intervalSec: 1.9}\n"
+    )
+    policy = dag.step("a").repeat_policy
+    assert policy is not None
+    assert (policy.limit, policy.interval_sec) == (2, 1)
+
+
+@pytest.mark.parametrize("field", ["limit", "intervalSec"])
+@pytest.mark.parametrize("number", ["0.1", "1.0"])
+def test_retry_policy_refuses_floats(field: str, number: str) -> None:
+    other = "intervalSec: 0" if field == "limit" else "limit: 1"
+    policy = f"retryPolicy: {{{field}: {number}, {other}}}"
+    text = f"steps:\n  - name: a\n    command: echo\n    {policy}\n"
+    with pytest.raises(DagLoadError, match="invalid type: float64"):
+        _load(text)
+
+
+def test_jq_step_with_several_commands_is_refused() -> None:
+    with pytest.raises(DagLoadError, match='"jq" only supports a single command'):
+        _load("steps:\n  - {name: j, executor: jq, command: [.a, .b], script: '{}'}\n")
+
+
+@pytest.mark.parametrize("field", ["limit", "intervalSec"])
+def test_repeat_policy_refuses_text_numbers(field: str) -> None:
+    policy = f"repeatPolicy: {{repeat: true, {field}: '1'}}"
+    text = f"steps:\n  - name: a\n    command: echo\n    {policy}\n"
+    with pytest.raises(DagLoadError, match="unconvertible type 'string'"):
+        _load(text)

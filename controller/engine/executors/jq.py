@@ -10,7 +10,7 @@ Behaviour observed on Dagu 1.30.2 (gojq inside Dagu):
 - each result is printed as gojq prints JSON: keys sorted, 4-space indent, `<`, `>` and `&`
   escaped as `\\u003c`…, integral floats without a fraction (`1.0` → `1`), exponents as in
   `1e-7` / `1e+21`; with `config: {raw: true}` strings are printed as they are and other
-  values compactly on one line.
+  values compactly on one line (a top-level `null` as an empty line).
 
 The filter is evaluated by the `jq` program (a subprocess, `jq -c`), whose compact results are
 re-encoded here in gojq's format; without a `jq` program the step fails saying so.
@@ -73,6 +73,8 @@ def run_jq_step(
         value = json.loads(line)
         if raw and isinstance(value, str):
             out = value
+        elif raw and value is None:
+            out = ""  # gojq's raw mode prints a top-level null as an empty line
         else:
             out = encode_gojq(value, indent=None if raw else "    ")
         stdout.write(out.encode() + b"\n")
