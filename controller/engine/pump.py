@@ -252,8 +252,11 @@ class Pump:
             p.errpipe = None
         dropped = node.log_dropped.get(stream, 0)
         f = node.out_file if stream == "out" else node.err_file
-        if self.masker is not None and f is not None and not node.log_error:
-            self._remask_log(f.name, self.masker)
+        if self.masker is not None and not node.log_error:
+            # the step's log and its `stdout:`/`stderr:` copy, both opened for appending
+            for copy in (f, node.redirects.get(stream)):
+                if copy is not None:
+                    self._remask_log(copy.name, self.masker)
         if not dropped or f is None or node.log_error:
             return
         node.log_dropped[stream] = 0

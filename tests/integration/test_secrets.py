@@ -54,6 +54,7 @@ steps:
   - name: split
     # the value in two writes of two processes: the pump may read it in two chunks
     command: sh -c 'printf %s "$API_TOKEN" | head -c 7; printf %s "$API_TOKEN" | tail -c +8'
+    stdout: {copy}  # the step's `stdout:` copy is masked like its log
   - name: inprocess
     # an in-process executor writes its log itself, not through a pipe
     executor: jq
@@ -89,7 +90,9 @@ def test_secrets_reach_the_step_and_nothing_else(
     dag_dir.mkdir()
     (dag_dir / "db.secret").write_text(FILE_SECRET)
     dag_file = dag_dir / "leaky.yaml"
-    dag_file.write_text(DAG.format(port=srv.port))
+    copy = tmp_path / "copies" / "split.out"  # outside DAGU_HOME
+    copy.parent.mkdir()
+    dag_file.write_text(DAG.format(port=srv.port, copy=copy))
     hash_file = tmp_path / "seen.sha256"  # outside DAGU_HOME
     env = {
         "PATH": os.environ["PATH"],
@@ -107,6 +110,8 @@ def test_secrets_reach_the_step_and_nothing_else(
     assert hash_file.read_text().strip() == expected
     assert _secrets_in(out + err) == []
     assert _files_with_secrets(home) == []
+    assert _secrets_in(copy.read_text()) == []
+    assert "*******" in copy.read_text()
     code, status_json, err = run_cli("status", "leaky", "--json", env=env)
     assert code == 0, err
     assert _secrets_in(status_json) == []
