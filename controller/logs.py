@@ -6,23 +6,26 @@ the same format. Context travels as `extra={"dag": ..., "run_id": ...}`; any oth
 printed too. Values registered with `add_secret` are replaced by `*****` in every line, after
 formatting, so neither a message, an argument, an extra field nor a traceback can leak them.
 
-Shapes (the seed's):
-    text: 2024-03-15T12:00:00Z INFO DAG execution started dag=data-pipeline run_id=20240315_1
-    json: {"time": "2024-03-15T12:00:00Z", "level": "INFO", "msg": "DAG execution started",
-           "dag": "data-pipeline", "run_id": "20240315_1"}
+The line's shape and the secrets registry are `controller.logline`'s (re-exported here).
 Debug mode lowers the level to DEBUG and adds `source` ("file.py:123").
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from controller.logline import (
+    LOG_FORMATS,
+    SECRET_MASK,
+    add_secret,
+    clear_secrets,
+    format_line,
+    redact,
+)
 from controller.utc import utc_text
 from model.config import Settings
 
@@ -37,8 +40,6 @@ __all__ = [
     "setup_logging",
 ]
 
-SECRET_MASK = "*****"
-
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -47,48 +48,14 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 }
 _FIRST = ("dag", "run_id")  # context fields printed first, in this order
 
-_lock = threading.Lock()
-_secrets: tuple[str, ...] = ()  # longest first, each with its JSON-escaped form
 _current: tuple[str, bool] = ("text", False)  # (log_format, debug) of the last setup_logging
-
-
-def add_secret(value: str) -> None:
-    """Register a value that must never appear in a log line; it is printed as `*****`."""
-    global _secrets
-    if not value:
-        return
-    forms = {value, json.dumps(value)[1:-1]}
-    with _lock:
-        _secrets = tuple(sorted(set(_secrets) | forms, key=len, reverse=True))
-
-
-def clear_secrets() -> None:
-    """Forget all registered secrets (for tests)."""
-    global _secrets
-    with _lock:
-        _secrets = ()
-
-
-def redact(text: str) -> str:
-    """`text` with every registered secret replaced by `*****`."""
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, SECRET_MASK)
-    return text
-
-
-def _logfmt_value(value: object) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text == "" or any(c in text for c in ' "=\n\r\t\\'):
-        return json.dumps(text)
-    return text
 
 
 class LineFormatter(logging.Formatter):
     """Formats a record as one text or JSON line, with secrets redacted."""
 
     def __init__(self, *, log_format: str = "text", debug: bool = False) -> None:
-        if log_format not in ("text", "json"):
+        if log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be 'text' or 'json', got {log_format!r}")
         super().__init__()
         self.log_format = log_format
@@ -110,20 +77,13 @@ class LineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """One line, no trailing newline."""
-        msg = record.getMessage()
-        time = utc_text(record.created)
-        fields = self._fields(record)
-        if self.log_format == "json":
-            line = json.dumps(
-                {"time": time, "level": record.levelname, "msg": msg, **fields},
-                default=str,
-                ensure_ascii=False,
-            )
-        else:
-            parts = [time, record.levelname, msg.replace("\n", "\\n")]
-            parts += [f"{k}={_logfmt_value(v)}" for k, v in fields.items()]
-            line = " ".join(parts)
-        return redact(line)
+        return format_line(
+            time=utc_text(record.created),
+            level=record.levelname,
+            msg=record.getMessage(),
+            fields=self._fields(record),
+            log_format=self.log_format,
+        )
 
 
 class RedactingFilter(logging.Filter):

@@ -41,6 +41,8 @@ def options(args: argparse.Namespace) -> StartOptions:
         local=args.local,
         config=args.config,
         dagu_home=args.dagu_home,
+        # a sub-DAG run's stderr is its parent step's log, not a log shipper's stream
+        log_stderr=args.parent is None,
     )
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller import runlogs
+from controller.logline import add_secret
+from controller.runevents import RunEvents
 from controller.store.records import RunRecord
 from controller.store.store import Store
-from controller.utc import utc_text
 from model.status import RunStatus, StepStatus
 
 __all__ = [
@@ -148,11 +149,13 @@ def execute_run(
     retry_step: str | None = None,
     start_recorded: bool = False,
     step_ids: Sequence[int] | None = None,
+    log_stderr: bool = False,
 ) -> int:
     """Run `dag` as the already-RUNNING row `run`; print the outcome; return the exit code.
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
     claim of a queued row carries them, saving a transaction at the minute boundary), and
-    `step_ids` are the rows of `graph.initial_step_rows` written with it."""
+    `step_ids` are the rows of `graph.initial_step_rows` written with it. `log_stderr`: the
+    run's log events go to stderr too when the log format is JSON (`dagloop start`)."""
     from controller.engine.heartbeat import Heartbeat
     from controller.engine.runner import Runner, RunnerOptions
 
@@ -162,19 +165,25 @@ def execute_run(
     if not start_recorded:
         store.update_run(run.id, **started_fields(settings, dag, run))
         run = store.get_run_by_id(run.id)
+    events = RunEvents(
+        log_format=settings.log_format,
+        dag=dag.name,
+        run_id=run.run_id,
+        run_log=log_file,
+        stream=sys.stderr if log_stderr and settings.log_format == "json" else None,
+    )
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        _append_log(
-            log_file,
-            f"{_ts()} INFO run started dag={dag.name} run_id={run.run_id} "
-            f"attempt={run.attempt} pid={os.getpid()}\n",
-        )
+        events.run_started(attempt=run.attempt)
     except OSError as exc:
         # A full log disk (issue 8 #22): the run cannot keep a log, so it fails before any
         # step, with the reason on its row and one line on stderr, never a traceback.
-        return _fail_before_steps(store, run, dag, describe_log_error(exc, log_file), as_json)
+        events.run_log = None
+        error = describe_log_error(exc, log_file)
+        return _fail_before_steps(store, run, dag, error, as_json, events)
     out = sys.stderr if as_json else sys.stdout
-    progress = Progress(out, quiet=quiet)
+    # --json with JSON log events on stderr: both streams are for machines, no progress
+    progress = Progress(out, quiet=quiet or (as_json and events.stream is not None))
     beat = Heartbeat(
         settings.database_url or settings.db_path, run.id, settings.heartbeat_interval_seconds
     )
@@ -192,6 +201,7 @@ def execute_run(
                 retry_step=retry_step,
                 progress=progress,
                 step_ids=step_ids,
+                events=events,
             )
         )
         status = runner.execute()
@@ -202,19 +212,16 @@ def execute_run(
     # niceness): the rest (alerts, the last log line, the exit's unmapping) yields the CPU
     # to runners starting now — fifty of them share a minute boundary on two cores.
     os.nice(10)
-    _send_alerts(runner, settings, store, run.id)
+    notes = [*runner.notes, *_send_alerts(runner, settings, store, run.id)]
+    if notes:
+        store.update_run(run.id, notes="\n".join(notes))
     _count_disk_full(store, run.id)
     run = store.get_run_by_id(run.id)
-    try:
-        _append_log(
-            log_file,
-            f"{_ts()} INFO run finished dag={dag.name} run_id={run.run_id} status={status.label}\n",
-        )
-    except OSError as exc:  # the outcome is recorded; only the log line is missing
-        print(f"dagloop: {describe_log_error(exc, log_file)}", file=sys.stderr)
-    if run.error.startswith(_BEFORE_STEPS_ERRORS):
+    _log_finished(events, status, run.error, log_file)
+    if run.error.startswith(_BEFORE_STEPS_ERRORS) and events.stream is None:
         # the run failed before any step: the reason (naming the secret or env entry) on
-        # stderr, as for `_fail_before_steps` (Dagu prints it as its `Error:` line)
+        # stderr, as for `_fail_before_steps` (Dagu prints it as its `Error:` line); in JSON
+        # the `run finished` event on stderr carries it
         print(f"dagloop: run {run.run_id} of {dag.name} failed: {run.error}", file=sys.stderr)
     if as_json:
         from controller.views.runs import run_details
@@ -229,6 +236,18 @@ def execute_run(
     return 1
 
 
+def _log_finished(events: RunEvents, status: RunStatus, error: str, log_file: Path) -> None:
+    """The run's last event; the outcome is recorded already, so a log that cannot be written
+    costs only the line (and says so on stderr)."""
+    level = _FINISHED_LEVELS.get(status, "WARNING")
+    facts = {"status": status.label, **({"error": error} if error else {})}
+    try:
+        events.emit(level, "run finished", **facts)
+    except OSError as exc:
+        print(f"dagloop: {describe_log_error(exc, log_file)}", file=sys.stderr)
+
+
+_FINISHED_LEVELS = {RunStatus.SUCCEEDED: "INFO", RunStatus.FAILED: "ERROR"}
 # The run errors of the runner's environment build (`Runner._execute`).
 _BEFORE_STEPS_ERRORS = ("failed to resolve secrets:", "cannot build the environment:")
 
@@ -262,55 +281,34 @@ def describe_log_error(exc: OSError, path: Path) -> str:
     return f"cannot write the run log {describe_os_error(exc, path)}"
 
 
-def _append_log(path: Path, line: str) -> None:
-    """Append one line to the run log, with registered secrets masked."""
-    if _masking:
-        from controller.logs import redact
-
-        line = redact(line)
-    with open(path, "a", encoding="utf-8") as log:
-        log.write(line)
-
-
-# Whether `_register_secrets` registered values (controller.logs is imported only then: a
-# run without secrets does not pay for `logging`).
-_masking = False
-
-
 def _register_secrets(params: list[tuple[str, str]], settings: Any) -> None:
     """Mask secret-named param values in every log line this process writes."""
     from controller.engine.runparams import secret_values
 
-    global _masking
-    values = secret_values(params, tuple(settings.secret_patterns))
-    if values:
-        from controller.logs import add_secret
-
-        for value in values.values():
-            add_secret(value)
-        _masking = True
+    for value in secret_values(params, tuple(settings.secret_patterns)).values():
+        add_secret(value)
 
 
 def _register_dag_secrets(values: Iterable[str]) -> None:
     """Mask the DAG's resolved `secrets:` in the lines this process still writes."""
-    global _masking
-    values = [v for v in values if v]
-    if values:
-        from controller.logs import add_secret
-
-        for value in values:
-            add_secret(value)
-        _masking = True
+    for value in values:
+        add_secret(value)
 
 
-def _fail_before_steps(store: Store, run: RunRecord, dag: Any, error: str, as_json: bool) -> int:
-    """Record `run` failed with `error` before any step ran; print one line; exit code 1."""
+def _fail_before_steps(
+    store: Store, run: RunRecord, dag: Any, error: str, as_json: bool, events: RunEvents
+) -> int:
+    """Record `run` failed with `error` before any step ran; say so on stderr (one line, an
+    event in JSON); exit code 1."""
     from controller.diskfull import mentions_enospc
 
     store.update_run(run.id, status=RunStatus.FAILED, finished_at=time.time(), error=error)
     if mentions_enospc(error):
         store.record_error("disk_full")
-    print(f"dagloop: run {run.run_id} of {dag.name} failed: {error}", file=sys.stderr)
+    if events.stream is not None:
+        events.note("ERROR", "run failed", status=RunStatus.FAILED.label, error=error)
+    else:
+        print(f"dagloop: run {run.run_id} of {dag.name} failed: {error}", file=sys.stderr)
     if as_json:
         from controller.views.runs import run_details
 
@@ -351,14 +349,15 @@ def stored_params(params: list[tuple[str, str]], settings: Any) -> list[str]:
     return mask_params(params, tuple(settings.secret_patterns))
 
 
-def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None:
-    """Alert mails of the finished run; failures become notes on the run, never its status."""
+def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> list[str]:
+    """Send the alert mails of the finished run; returns its failures, for the run's notes
+    (never its status)."""
     spec = runner.dag.spec
     on = spec.mail_on
     if not (
         (on is not None and (on.failure or on.success)) or any(s.mail_on_error for s in spec.steps)
     ):
-        return
+        return []
     from controller.notify.alerts import notify_run_finished
     from controller.secrets import collect_secrets
     from controller.views.runs import run_details
@@ -386,9 +385,4 @@ def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> None
         step_logs=step_logs,
         mask=mask,
     )
-    if notes:
-        store.update_run(run.id, notes="\n".join(notes))
-
-
-def _ts() -> str:
-    return utc_text(time.time())
+    return list(notes)

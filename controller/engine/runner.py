@@ -86,6 +86,8 @@ from controller.engine.subdag import (
 )
 from controller.engine.variables import RunVars, SecretError
 from controller.engine.writes import StepWriter
+from controller.runevents import RunEvents
+from controller.runlogs import RUN_LOG
 from controller.store.records import RunRecord
 from controller.store.store import Store
 from model.status import RunStatus, StepStatus
@@ -113,6 +115,7 @@ class RunnerOptions:
     progress: Callable[[Node], None] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     step_ids: Sequence[int] | None = None  # rows of `initial_step_rows`, written with the claim
+    events: RunEvents | None = None  # where the run's log events go (None: its run.log)
 
 
 class Runner:
@@ -146,7 +149,14 @@ class Runner:
         self._active = 0
         self._dag_deadline: float | None = None
         self.writes = StepWriter(opts.store, opts.run.id)
-        self.stopper = Stopper(dag_name=opts.dag.name, run_id=opts.run.run_id, log_dir=opts.log_dir)
+        self.events = opts.events or RunEvents(
+            log_format=opts.settings.log_format,
+            dag=opts.dag.name,
+            run_id=opts.run.run_id,
+            run_log=opts.log_dir / RUN_LOG,
+        )
+        self.notes: list[str] = []  # for the run's `notes` (what went wrong but did not fail it)
+        self.stopper = Stopper(dag_name=opts.dag.name, run_id=opts.run.run_id, events=self.events)
 
     # ------------------------------------------------------------------ setup
 
@@ -183,6 +193,7 @@ class Runner:
         """Record the node's state: buffered (`StepWriter`), written with the next step
         changes within `STEP_WRITE_DELAY_SECONDS`, or with the run's final status."""
         self.writes.save(node, **extra)
+        self.events.step(node)
         if self.o.progress is not None:
             self.o.progress(node)
 
@@ -225,6 +236,10 @@ class Runner:
         except Exception as exc:  # a bad env entry: the run fails before any step
             return self._finish(RunStatus.FAILED, f"cannot build the environment: {exc}")
         self.pump.masker = self.writes.masker = self.vars.secret_masker
+        # Dagu skips such a file silently; the run goes on without it, but says so.
+        for path, error in self.vars.dotenv_errors:
+            self.events.note("WARNING", "dotenv file skipped", file=path, error=error)
+            self.notes.append(f"dotenv file {path} skipped: {error}")
         self.workdir = self.vars.workdir  # `workingDir` may use the DAG env and params
         if self.spec.timeout_sec:
             self._dag_deadline = time.monotonic() + self.spec.timeout_sec

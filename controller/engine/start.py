@@ -53,6 +53,7 @@ class StartOptions(NamedTuple):
     local: str | None = None  # a sub-DAG document of the file
     config: str | None = None  # the config file the settings came from
     dagu_home: str | None = None  # DAGU_HOME the settings came from, if given
+    log_stderr: bool = False  # log events on stderr in JSON (`dagloop start` in a terminal)
 
 
 @dataclass
@@ -111,15 +112,29 @@ def start(opts: StartOptions, *, settings: Settings, prepared: Prepared | None =
             prepared = None
         store = prepared.store if prepared is not None else _open_store(settings)
     except _Refused as exc:
-        print(f"dagloop start: {exc}", file=sys.stderr)
-        return 1
+        return _refuse(opts, settings, exc)
     try:
         return _start_with(store, settings, path, opts, prepared)
     except (_Refused, StoreError) as exc:  # StoreError: a write the disk refused mid-run;
-        print(f"dagloop start: {exc}", file=sys.stderr)  # the row is then reaped as lost
-        return 1
+        return _refuse(opts, settings, exc)  # the row is then reaped as lost
     finally:
         store.close()
+
+
+def _refuse(
+    opts: StartOptions, settings: Settings, exc: Exception, *, dag: str | None = None, **facts: Any
+) -> int:
+    """Say why the run is not started (or stopped short) on stderr: one `dagloop start: …`
+    line, or in JSON one error event with the reason in its fields; exit code 1."""
+    if not (opts.log_stderr and settings.log_format == "json"):
+        print(f"dagloop start: {exc}", file=sys.stderr)
+        return 1
+    from controller.runevents import RunEvents
+
+    name = dag or opts.local or Path(opts.dag).stem  # the DAG's name when it is not loaded
+    events = RunEvents(log_format="json", dag=name, run_id=opts.run_id, stream=sys.stderr)
+    events.emit("ERROR", "run not started", error=str(exc), **facts)
+    return 1
 
 
 def _start_with(
@@ -137,10 +152,9 @@ def _start_with(
         else:
             dag = launch.load(path, settings, text=snapshot or None, local=opts.local)
     except _load_error() as exc:
-        print(f"dagloop start: {exc}", file=sys.stderr)
         if queued is not None:
             store.update_run(queued.id, status=RunStatus.FAILED, error=str(exc))
-        return 1
+        return _refuse(opts, settings, exc, file=str(path), errors=_load_errors(exc))
     if dag.name != name_guess and opts.run_id is not None and queued is None:
         queued = _queued_row(store, dag.name, opts.run_id, named=False)
     if queued is not None:
@@ -159,6 +173,7 @@ def _start_with(
         as_json=opts.as_json,
         start_recorded=queued is not None,
         step_ids=step_ids,
+        log_stderr=opts.log_stderr,
     )
 
 
@@ -258,6 +273,11 @@ def _load_error() -> type[Exception]:
     from model.loader import DagLoadError
 
     return DagLoadError
+
+
+def _load_errors(exc: Exception) -> list[dict[str, Any]]:
+    """The problems of a DAG file that does not load (`DagLoadError.errors`), as fields."""
+    return [e.as_dict() for e in getattr(exc, "errors", ())]
 
 
 def _overrides(tokens: list[str]) -> list[tuple[str | None, str]]:

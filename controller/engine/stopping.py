@@ -11,35 +11,38 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from controller import process as proc
 from controller.engine.graph import Node
 from controller.engine.pump import close_logs
-from controller.runlogs import RUN_LOG
-from controller.utc import utc_text
+from controller.runevents import RunEvents
 
 
 class Stopper:
     """Signals and kills the processes of one run."""
 
-    def __init__(self, *, dag_name: str, run_id: str, log_dir: Path) -> None:
+    def __init__(self, *, dag_name: str, run_id: str, events: RunEvents) -> None:
         self._dag_name = dag_name
         self._run_id = run_id
-        self._log_dir = log_dir
+        self._events = events
 
     def signal_node(self, node: Node, sig: int) -> None:
         """Send `sig` to each process group of the node; a SIGKILL also kills the escapees."""
         name = signal.Signals(sig).name
         for p in node.procs:
             if proc.kill_group(p.popen.pid, sig):
-                self.note(f"{name} sent to step {node.name!r} (process group {p.popen.pid})")
+                self._events.note(
+                    "INFO", "signal sent to step", step=node.name, signal=name, pgid=p.popen.pid
+                )
         if sig == signal.SIGKILL:
             escapees = self._kill_escapees()
             if escapees:
-                self.note(f"SIGKILL sent to processes that left their step's group: {escapees}")
+                self._events.note(
+                    "WARNING",
+                    "SIGKILL sent to processes that left their step's group",
+                    pids=escapees,
+                )
 
     def kill_leftovers(self, nodes: Iterable[Node], *, subreaper: bool) -> None:
         """Nothing of this run may outlive it: kill what is left (normally nothing) and close
@@ -70,12 +73,3 @@ class Stopper:
             except OSError:
                 pass
         return escapees
-
-    def note(self, text: str) -> None:
-        """One line in the run log (run.log), e.g. what a stop killed; never fails the run."""
-        stamp = utc_text(time.time())
-        try:
-            with open(self._log_dir / RUN_LOG, "a", encoding="utf-8") as f:
-                f.write(f"{stamp} INFO {text} dag={self._dag_name} run_id={self._run_id}\n")
-        except OSError:
-            pass

@@ -127,6 +127,7 @@ class RunVars:
         self.published: dict[str, dict[str, str]] = {}  # step name -> its outputs
         self._depends = _depends_by_name(dag.spec.steps)
         self.dotenv_values: dict[str, str] = {}  # for masking secrets in alerts
+        self.dotenv_errors: list[tuple[str, str]] = []  # (file, why) of each unparseable one
         self.params_resolved: dict[str, str] = {}
         self.secret_values: dict[str, str] = {}  # the DAG's `secrets:`, by name
         self.secret_masker: SecretMasker | None = None  # None: the DAG has no secrets
@@ -180,7 +181,8 @@ class RunVars:
         self, dotenv: Sequence[str] | None, dag_vars: Mapping[str, str]
     ) -> dict[str, str]:
         """The values of the dotenv files (`.env` by default), later files winning; a file
-        that is missing or does not parse is passed over."""
+        that is missing is passed over, one that does not parse too, recorded in
+        `dotenv_errors`."""
         found: dict[str, str] = {}
         for name in [".env"] if dotenv is None else list(dotenv):
             scope = {**dag_vars, **found}  # a file's name may use an earlier file's values
@@ -195,7 +197,8 @@ class RunVars:
 
             try:
                 values = parse_env_file(text)
-            except ValueError:
+            except ValueError as exc:
+                self.dotenv_errors.append((str(path), str(exc)))
                 continue
             found.update(values)
         return found

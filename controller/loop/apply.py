@@ -179,7 +179,9 @@ class Applier:
             )
         elif isinstance(action, RecordInvalid):
             self.reported_invalid.add(action.key)
-            log.error("invalid DAG file %s: %s", action.path, "; ".join(action.errors))
+            # the errors name the file and line themselves: the message stays a constant
+            extra = {"dag": action.file_name, "file": action.path, "errors": list(action.errors)}
+            log.error("invalid DAG file", extra=extra)
         elif isinstance(action, CompleteRequest):
             self.store.record_request_done(action.request_id, action.result)
 

@@ -34,6 +34,7 @@ def test_json_log_lines_carry_time_level_msg_dag_run_id_and_no_secret(
     }
     dags = Path(env["DAGU_HOME"]) / "dags"
     (dags / "hello.yaml").write_text('steps:\n  - command: echo "token is $DAGU_AUTH_TOKEN"\n')
+    (dags / "broken.yaml").write_text("steps:\n  - commnd: echo\n")
     err_path = tmp_path / "scheduler.err"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
@@ -61,6 +62,10 @@ def test_json_log_lines_carry_time_level_msg_dag_run_id_and_no_secret(
         assert event["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
         assert isinstance(event["msg"], str) and event["msg"]
     assert any(e.get("dag") == "hello" and e.get("run_id") == run_id for e in events)
+    # facts in fields: the invalid file's path and problems are not pasted into `msg`
+    [invalid] = [e for e in events if e.get("dag") == "broken"]
+    assert (invalid["msg"], invalid["file"]) == ("invalid DAG file", str(dags / "broken.yaml"))
+    assert invalid["errors"] == [f"{dags / 'broken.yaml'}:2: steps[0].commnd: unknown key 'commnd'"]
     text = err_path.read_text()
     assert CANARY_TOKEN not in text and CANARY_PASSWORD not in text
     # The step's environment never had the controller's token (seed: credentials filtered).
