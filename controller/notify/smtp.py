@@ -105,8 +105,27 @@ def build_message(
     else:
         msg.set_content(body)
     for name, data in parts:
-        msg.add_attachment(data, maintype="text", subtype="plain", filename=name)
+        maintype, _, subtype = _attachment_type(name, data).partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     return msg
+
+
+def _attachment_type(name: str, data: bytes) -> str:
+    """The MIME type of an attachment: from its name (`mimetypes`); a compressed file
+    (`x.csv.gz`) is binary, whatever it holds; a name without a known type (a step's `.out`
+    log) is plain text when its content is UTF-8, else binary."""
+    import mimetypes
+
+    guessed, encoding = mimetypes.guess_type(name, strict=False)
+    if encoding is not None:
+        return "application/octet-stream"
+    if guessed is not None:
+        return guessed
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+    return "text/plain"
 
 
 def _describe(exc: BaseException) -> str:

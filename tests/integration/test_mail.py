@@ -595,6 +595,41 @@ def test_mail_step_sends_with_list_recipients_and_attachments(
     assert text.endswith("sending email succeed.\n")
 
 
+def test_mail_step_attachments_carry_their_real_mime_types(
+    start_smtp: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    srv = start_smtp()
+    files = {
+        "report.csv": b"a,b\n1,2\n",
+        "chart.png": b"\x89PNG\r\n\x1a\n\x00",
+        "data.json": b"{}",
+        "report.csv.gz": b"\x1f\x8b\x08\x00",
+        "step.out": b"plain log line\n",
+        "blob.bin2": b"\xff\xfe\x00",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    code = run_mail_step(
+        config={"from": "d@example.com", "to": "a@example.com", "attachments": list(files)},
+        smtp=SmtpSpec(host="127.0.0.1", port=srv.port),
+        expand=expander({}),
+        stdout=io.BytesIO(),
+        stderr=io.BytesIO(),
+        working_dir=tmp_path,
+    )
+    assert code == 0
+    msg = srv.inbox.messages[0][2]
+    assert {str(p.get_filename()): p.get_content_type() for p in msg.iter_attachments()} == {
+        "report.csv": "text/csv",
+        "chart.png": "image/png",
+        "data.json": "application/json",
+        "report.csv.gz": "application/octet-stream",  # compressed: not text/csv
+        "step.out": "text/plain",  # no known type, UTF-8 content
+        "blob.bin2": "application/octet-stream",  # no known type, not text
+    }
+    assert attachments_of(msg) == files
+
+
 def test_mail_step_failures_exit_1() -> None:
     out, err = io.BytesIO(), io.BytesIO()
     smtp = SmtpSpec(host="127.0.0.1", port=closed_port())
