@@ -1,0 +1,132 @@
+"""Every executor type the engine accepts runs, end to end, with the system programs the image
+installs; and the image installs what `deploy/system-packages.txt` declares.
+
+The list of accepted types is read from the engine, so a type accepted later without a runnable
+example here fails `test_every_accepted_executor_type_has_an_example`. The packages file is the
+one place the container's system packages are declared: the Dockerfile installs from it and the
+README names each of them.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.engine.executors import DAG_TYPES, EXECUTORS, SHELL_TYPES
+from tests.helpers import REPO_ROOT, dagu_home, run_cli
+from tests.pg import free_port
+
+PACKAGES_FILE = REPO_ROOT / "deploy" / "system-packages.txt"
+DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
+
+# One step of each accepted type ("" is a step without a type); `{http}` and `{smtp}` are the
+# ports of the local servers. Each step's stdout must contain its type's marker.
+EXAMPLES: dict[str, tuple[str, str]] = {
+    "": ("command: echo marker-default", "marker-default"),
+    "command": ("type: command\n    command: echo marker-command", "marker-command"),
+    "shell": ("type: shell\n    command: echo marker-shell", "marker-shell"),
+    "http": (
+        "type: http\n    command: GET http://127.0.0.1:{http}/\n    config:\n      silent: true",
+        "marker-http",
+    ),
+    "jq": ('type: jq\n    command: .word\n    script: \'{{"word": "marker-jq"}}\'', "marker-jq"),
+    "mail": (
+        "type: mail\n    config:\n      from: a@example.com\n      to: b@example.com\n"
+        "      subject: marker-mail\n      message: hi",
+        "sending email succeed",
+    ),
+    "dag": ("type: dag\n    call: child", "marker-child"),
+    "subworkflow": ("type: subworkflow\n    call: child", "marker-child"),
+    "parallel": ("call: child\n    parallel:\n      items: [one]", "marker-child"),
+}
+
+
+def _declared_packages() -> list[str]:
+    lines = PACKAGES_FILE.read_text(encoding="utf-8").splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"marker-http"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def smtp_port() -> Iterator[int]:
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            return "250 OK"
+
+    controller = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller.port
+    controller.stop()
+
+
+def test_every_accepted_executor_type_has_an_example() -> None:
+    assert set(EXAMPLES) == SHELL_TYPES | set(EXECUTORS) | DAG_TYPES
+
+
+@pytest.mark.parametrize("executor", sorted(EXAMPLES))
+def test_accepted_executor_type_runs(
+    executor: str, tmp_path: Path, http_port: int, smtp_port: int
+) -> None:
+    env = dagu_home(tmp_path)
+    step, marker = EXAMPLES[executor]
+    dag = (
+        f"smtp:\n  host: 127.0.0.1\n  port: '{smtp_port}'\nsteps:\n  - name: probe\n    "
+        + step.format(http=http_port, smtp=smtp_port)
+        + "\n---\nname: child\nsteps:\n  - command: echo marker-child\n"
+    )
+    (Path(env["DAGU_HOME"]) / "dags" / "probe.yaml").write_text(dag)
+
+    code, out, err = run_cli("start", "--json", "-q", "probe", env=env, timeout=60)
+
+    assert code == 0, out + err
+    details = json.loads(out.splitlines()[-1])
+    [node] = details["nodes"]
+    assert node["statusLabel"] == "succeeded"
+    if executor in DAG_TYPES:
+        return  # the sub-DAG run succeeded: its step printed the marker in its own log
+    assert marker in Path(node["stdout"]).read_text(), executor
+
+
+def test_image_installs_the_declared_system_packages() -> None:
+    packages = _declared_packages()
+    assert {"jq", "git"} <= set(packages)  # jq steps; git-synced DAG catalogs
+    docker = DOCKERFILE.read_text(encoding="utf-8")
+    assert "COPY deploy/system-packages.txt" in docker
+    assert re.search(r"xargs[^\n]*apt-get install -y --no-install-recommends", docker)
+    assert not any(re.search(rf"\b{re.escape(p)}\b", docker) for p in packages), (
+        "packages are named in deploy/system-packages.txt only"
+    )
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "deploy/system-packages.txt" in readme
+    for package in packages:
+        assert f"`{package}`" in readme, package
