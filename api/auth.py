@@ -3,8 +3,12 @@
 When neither is configured everything is open. When either is, every request needs one of them,
 except `/api/v2/health` (always open, for health checks) and `/api/v2/metrics` when
 `metrics: public`. Credentials are compared in constant time (`hmac.compare_digest`).
-A refusal is a 401 with `WWW-Authenticate: Basic realm="dagloop"` and a JSON body.
-Installed by `api.app.create_app`.
+A refusal is a 401 with a JSON body and a `WWW-Authenticate` challenge for the configured scheme:
+`Basic` when basic auth is on (the browser then asks for the user and password), else `Bearer`.
+
+With the token alone, the dashboard's files (`/`, `/ui/…`: code, no data) are open: a browser
+cannot send a bearer token with a page load, so the dashboard signs in itself and sends the
+token with every API call. Installed by `api.app.create_app`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ from model.config import Settings
 HEALTH_PATH = "/api/v2/health"
 METRICS_PATH = "/api/v2/metrics"
 REALM = 'Basic realm="dagloop"'
+BEARER_REALM = 'Bearer realm="dagloop"'
+
+
+def _is_dashboard(path: str) -> bool:
+    """The dashboard's files (`api.dashboard`): its index at `/`, the rest under `/ui`."""
+    return path == "/" or path == "/ui" or path.startswith("/ui/")
 
 
 def _equal(given: str, expected: str) -> bool:
@@ -38,6 +48,8 @@ class AuthMiddleware:
         self._public = {HEALTH_PATH}
         if settings.metrics_public:
             self._public.add(METRICS_PATH)
+        self._dashboard_open = self._basic is None
+        self._challenge = REALM if self._basic is not None else BEARER_REALM
 
     @property
     def enabled(self) -> bool:
@@ -48,9 +60,11 @@ class AuthMiddleware:
         """Raise `Unauthorized` unless the request is public or carries valid credentials."""
         if not self.enabled or req.path.rstrip("/") in self._public:
             return
+        if self._dashboard_open and _is_dashboard(req.path):
+            return
         if self._authorized(req.get_header("Authorization") or ""):
             return
-        raise Unauthorized("authentication required", headers={"WWW-Authenticate": REALM})
+        raise Unauthorized("authentication required", headers={"WWW-Authenticate": self._challenge})
 
     def _authorized(self, header: str) -> bool:
         scheme, _, value = header.strip().partition(" ")

@@ -80,12 +80,19 @@
     return url.toString();
   }
   function api(path, params) {
+    var headers = { Accept: 'application/json' };
+    var token = savedToken();
+    if (token) headers.Authorization = 'Bearer ' + token;
     return fetch(apiUrl(path, params), {
-      credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'application/json' }
+      credentials: 'same-origin', cache: 'no-store', headers: headers
     }).then(function (resp) {
       return resp.text().then(function (text) {
         var body = null;
         try { body = text ? JSON.parse(text) : null; } catch (e) { body = null; }
+        // Token auth: the page cannot go on without one; a Basic challenge is the browser's.
+        if (resp.status === 401 && /^Bearer/i.test(resp.headers.get('WWW-Authenticate') || '')) {
+          showSignIn(token ? 'The token was not accepted.' : '');
+        }
         if (!resp.ok) {
           var msg = (body && (body.message || body.detail || body.title || body.description)) ||
             (resp.status + ' ' + resp.statusText);
@@ -96,6 +103,51 @@
     });
   }
   function enc(x) { return encodeURIComponent(String(x)); }
+
+  // ---- sign-in (the API's token auth, DAGU_AUTH_TOKEN) -------------------------------------
+  // The token is kept for this tab's session only (sessionStorage: gone with the tab) and sent
+  // as `Authorization: Bearer`, never in a URL, which would end up in the browser's history,
+  // in server logs and in Referer headers.
+  var TOKEN_KEY = 'dagloop.token';
+  var tokenInMemory = ''; // where sessionStorage is disabled: until the page is left
+  function savedToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return tokenInMemory; }
+  }
+  function saveToken(value) {
+    tokenInMemory = value;
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage disabled: tokenInMemory serves */ }
+    document.getElementById('signout').hidden = !value;
+  }
+  var signInState = null; // the router state the sign-in form is shown in
+  function showSignIn(message) {
+    if (signInState === current) return; // several calls of one page were refused
+    stopPage(); // the page behind the form stops polling
+    signInState = current;
+    var input = h('input', { id: 'token', type: 'password', autocomplete: 'current-password',
+      required: true, spellcheck: 'false' });
+    var form = h('form', { class: 'signin', 'aria-labelledby': 'signin-title', onsubmit: function (ev) {
+      ev.preventDefault(); // never submitted: the token must not reach a URL
+      var value = input.value.trim();
+      if (!value) return;
+      saveToken(value);
+      route();
+    } },
+    h('h1', { id: 'signin-title' }, 'Sign in'),
+    message ? h('p', { class: 'error-box', role: 'alert' }, message) : null,
+    h('p', null, 'This dagloop API needs its token (DAGU_AUTH_TOKEN). It is kept for this tab only.'),
+    h('p', null, h('label', { for: 'token' }, 'API token '), input, ' ', h('button', { type: 'submit' }, 'Sign in')));
+    document.title = 'Sign in · dagloop';
+    replace(main, form);
+    input.focus();
+  }
+  function signOut() {
+    saveToken('');
+    showSignIn('');
+    liveEl.textContent = 'Signed out.';
+  }
   function errorBox(err, what) {
     var msg = err instanceof ApiError ? err.message : String(err && err.message || err);
     return h('div', { class: 'error-box', role: 'alert' },
@@ -234,9 +286,12 @@
   var liveEl = document.getElementById('live');
   var current = { token: 0, timers: [] };
 
-  function route() {
+  function stopPage() {
     current.timers.forEach(clearTimeout);
     current = { token: current.token + 1, timers: [] };
+  }
+  function route() {
+    stopPage();
     var hash = location.hash.replace(/^#/, '') || '/dags';
     var q = hash.indexOf('?');
     var query = new URLSearchParams(q >= 0 ? hash.slice(q + 1) : '');
@@ -923,6 +978,8 @@
   // ---- start -------------------------------------------------------------------------------
   window.dagloop = { cronToWords: cronToWords, fmtDur: fmtDur };
   window.addEventListener('hashchange', route);
+  document.getElementById('signout').addEventListener('click', signOut);
+  document.getElementById('signout').hidden = !savedToken();
   document.querySelector('.skip').addEventListener('click', function (ev) { ev.preventDefault(); focusMain(); });
   api('/health').then(function (b) {
     if (b && b.version) document.getElementById('version').textContent = 'dagloop ' + b.version;

@@ -133,6 +133,18 @@ def test_dashboard_is_behind_the_api_auth(tmp_path: Path) -> None:
     assert client.simulate_get("/", headers={"Authorization": f"Basic {token}"}).status_code == 200
 
 
+def test_dashboard_files_are_open_with_the_token_alone_the_api_is_not(tmp_path: Path) -> None:
+    # a browser cannot send a bearer token with a page load: the page signs in by itself
+    client = make_client(make_home(tmp_path, DAGU_AUTH_TOKEN="tok-static-1"))
+    for path in ("/", "/ui/app.js", "/ui/pure.js"):
+        assert client.simulate_get(path).status_code == 200, path
+    refused = client.simulate_get("/api/v2/dags")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == 'Bearer realm="dagloop"'
+    bearer = {"Authorization": "Bearer tok-static-1"}
+    assert client.simulate_get("/api/v2/dags", headers=bearer).status_code == 200
+
+
 def test_dashboard_fits_the_size_budget() -> None:
     total = sum(len(gzip.compress(p.read_bytes())) for p in STATIC_DIR.iterdir() if p.is_file())
     assert total < 150 * 1024, f"{total} bytes gzipped"

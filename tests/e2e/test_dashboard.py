@@ -356,3 +356,54 @@ def test_dashboard_asks_for_credentials_when_basic_auth_is_on(
         shots.take("auth-dag-list")
     finally:
         stop_process(srv.proc)
+
+
+def test_dashboard_signs_in_with_a_token_kept_for_the_tab_and_signs_out(
+    chrome: Any, tmp_path: Path, shots: Shots
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    token = "tok-e2e-5f1c9a"
+    srv = start_server(tmp_path, {"ok.yaml": OK}, {"DAGU_AUTH_TOKEN": token})
+
+    def sign_in(value: str) -> None:
+        field = chrome.find_element(By.ID, "token")
+        field.clear()
+        field.send_keys(value)
+        chrome.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
+
+    def stored() -> Any:
+        return chrome.execute_script("return sessionStorage.getItem('dagloop.token')")
+
+    try:
+        assert srv.dagloop("start", "ok").returncode == 0
+        # the page loads without credentials; the API asks for the token
+        chrome.get(srv.base_url + "/#/dags")
+        wait_for(chrome, "form.signin")
+        assert not chrome.find_element(By.ID, "signout").is_displayed()
+        shots.take("token-sign-in")
+
+        sign_in("not-the-token")
+        wait_for(chrome, 'form.signin [role="alert"]', check=lambda el: "not accepted" in el.text)
+
+        sign_in(token)
+        assert "succeeded" in wait_for(chrome, 'tr[data-dag="ok"]').text
+        assert stored() == token
+        # kept for the tab: a reload needs no new sign-in
+        chrome.refresh()
+        wait_for(chrome, 'tr[data-dag="ok"]')
+        shots.take("token-signed-in")
+        # sent as a header only: no URL the page opened or fetched carries it
+        urls = chrome.execute_script(
+            "return [location.href].concat("
+            "performance.getEntriesByType('resource').map(function (e) { return e.name; }))"
+        )
+        assert len(urls) > 2 and not any(token in url for url in urls)
+        assert token not in srv.log_path.read_text()
+
+        chrome.find_element(By.ID, "signout").click()
+        wait_for(chrome, "form.signin")
+        assert stored() is None
+        assert not chrome.find_element(By.ID, "signout").is_displayed()
+    finally:
+        stop_process(srv.proc)
