@@ -102,4 +102,5 @@ def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
             as_json=args.json,
             previous=previous or None,
             retry_step=args.step,
+            log_stderr=True,  # in the foreground, as `start`
         )

@@ -66,6 +66,16 @@ def test_json_log_lines_carry_time_level_msg_dag_run_id_and_no_secret(
     [invalid] = [e for e in events if e.get("dag") == "broken"]
     assert (invalid["msg"], invalid["file"]) == ("invalid DAG file", str(dags / "broken.yaml"))
     assert invalid["errors"] == [f"{dags / 'broken.yaml'}:2: steps[0].commnd: unknown key 'commnd'"]
+    # the run's own log, written by the runner the controller started, follows the format too
+    run_log = next((Path(env["DAGU_HOME"]) / "logs" / "hello").rglob("run.log")).read_text()
+    run_events = [json.loads(line) for line in run_log.splitlines()]
+    assert [e["msg"] for e in run_events] == [
+        "run started",
+        "step started",
+        "step finished",
+        "run finished",
+    ]
+    assert all((e["dag"], e["run_id"]) == ("hello", run_id) for e in run_events)
     text = err_path.read_text()
     assert CANARY_TOKEN not in text and CANARY_PASSWORD not in text
     # The step's environment never had the controller's token (seed: credentials filtered).

@@ -128,3 +128,30 @@ def test_unparseable_dotenv_adds_a_run_note_and_a_warning(tmp_path: Path) -> Non
     [warning] = [e for e in _events(err) if e["level"] == "WARNING"]
     assert (warning["msg"], warning["file"]) == ("dotenv file skipped", path)
     assert warning["error"] == "line 2: unterminated double quote"
+
+
+def test_a_step_timeout_logs_the_signal_sent_to_the_step(tmp_path: Path) -> None:
+    env = _json_env(tmp_path)
+    dag = "steps:\n  - name: slow\n    command: sleep 30\n    timeoutSec: 1\n"
+    (Path(env["DAGU_HOME"]) / "dags" / "slow.yaml").write_text(dag)
+
+    code, _, err = run_cli("start", "slow", env=env)
+
+    assert code == 1
+    [sent] = [e for e in _events(err) if e["msg"] == "signal sent to step"]
+    assert (sent["step"], sent["signal"]) == ("slow", "SIGTERM")
+    assert isinstance(sent["pgid"], int)
+
+
+def test_retry_writes_its_events_to_stderr_too(tmp_path: Path) -> None:
+    env = _json_env(tmp_path)
+    (Path(env["DAGU_HOME"]) / "dags" / "retried.yaml").write_text(RETRIED)
+    code, _, err = run_cli("start", "retried", env=env)
+    run_id = _events(err)[0]["run_id"]
+
+    code, _, err = run_cli("retry", "--run-id", run_id, "retried", env=env)
+
+    assert code == 1
+    events = _events(err)
+    assert events[0]["msg"] == "run started" and events[0]["attempt"] == 2
+    assert {e["run_id"] for e in events} == {run_id}
