@@ -135,12 +135,8 @@ class Applier:
         try:
             do()
         except Exception as exc:  # transient by default: the next pass repeats the plan
-            log.error(
-                "action failed: %s: %s",
-                type(action).__name__,
-                exc,
-                extra={"dag": getattr(action, "dag_name", "")},
-            )
+            extra = {"dag": getattr(action, "dag_name", ""), "action": type(action).__name__}
+            log.error("action failed", extra={**extra, "error": str(exc)})
 
     def _send_launches(self) -> None:
         """Hand the fork-server the launches buffered so far: a pass's rows are all created
@@ -158,9 +154,8 @@ class Applier:
             reason = action.reason.removeprefix("lost: ")
             reap_lost_run(self.store, run, reason)
             self.dispatched.pop(action.row, None)
-            log.warning(
-                "run lost: %s", reason, extra={"dag": action.dag_name, "run_id": action.run_id}
-            )
+            extra = {"dag": action.dag_name, "run_id": action.run_id, "reason": reason}
+            log.warning("run lost", extra=extra)
         elif isinstance(action, Prune):
             self._prune(action)
         elif isinstance(action, SkipTick):
@@ -170,18 +165,14 @@ class Applier:
                 self.missed_runs[action.dag_name] += self.store.record_skipped_ticks(
                     action.dag_name, [action.at.timestamp()], reason=action.reason, now=self.clock()
                 )
-            log.info(
-                "tick skipped: %s at %s: %s",
-                action.kind,
-                action.at.isoformat(),
-                action.reason,
-                extra={"dag": action.dag_name},
-            )
+            at = action.at.isoformat()
+            extra = {"dag": action.dag_name, "kind": action.kind, "at": at, "reason": action.reason}
+            log.info("tick skipped", extra=extra)
         elif isinstance(action, RecordInvalid):
             self.reported_invalid.add(action.key)
             # the errors name the file and line themselves: the message stays a constant
-            extra = {"dag": action.file_name, "file": action.path, "errors": list(action.errors)}
-            log.error("invalid DAG file", extra=extra)
+            problems = {"file": action.path, "errors": list(action.errors)}
+            log.error("invalid DAG file", extra={"dag": action.file_name, **problems})
         elif isinstance(action, CompleteRequest):
             self.store.record_request_done(action.request_id, action.result)
 
@@ -236,14 +227,9 @@ class Applier:
         )
         self.missed_runs[dag_name] += added
         if added:
-            log.warning(
-                "%d tick(s) missed from %s to %s: %s",
-                added,
-                ticks[0].isoformat(),
-                ticks[-1].isoformat(),
-                reason,
-                extra={"dag": dag_name},
-            )
+            span = {"from": ticks[0].isoformat(), "to": ticks[-1].isoformat()}
+            extra = {"dag": dag_name, "count": added, **span, "reason": reason}
+            log.warning("ticks missed", extra=extra)
         return added
 
     def _launch_all(self, launches: Sequence[Launch]) -> None:
@@ -271,16 +257,16 @@ class Applier:
         try:
             runs = self.store.record_runs(new, now=self.clock())
         except Exception as exc:  # transient by default: the next pass repeats the plan
-            log.error("action failed: Launch: %s", exc, extra={"dag": todo[0][2].name})
+            extra = {"dag": todo[0][2].name, "action": "Launch", "error": str(exc)}
+            log.error("action failed", extra=extra)
             return
         faults.point("apply.launch.recorded")  # test-only crash point (controller/faults.py)
         for (action, _, dag), run in zip(todo, runs, strict=True):
             if run is None:
                 continue  # already launched (another pass or another controller): done
             if not action.start:
-                log.info(
-                    "run created: %s", action.reason, extra={"dag": dag.name, "run_id": run.run_id}
-                )
+                extra = {"dag": dag.name, "run_id": run.run_id, "reason": action.reason}
+                log.info("run created", extra=extra)
                 continue
             self._guarded(action, partial(self._start, run, action.reason, created=True))
             # Every row exists already: each runner starts while the rest are requested
@@ -292,25 +278,24 @@ class Applier:
         run was created by this pass, which the one log line says too."""
         if run.status != RunStatus.QUEUED or run.id in self.dispatched:
             return
-        kw: dict[str, Any] = {"extra": {"dag": run.dag_name, "run_id": run.run_id}}
-        made = "run created, " if created else ""
+        facts: dict[str, Any] = {"dag": run.dag_name, "run_id": run.run_id}
+        facts.update(new_run=created, reason=reason)
         selector = self._worker_selector(run)
         if selector is not None:
             if self.store.dispatch_run(run.id, selector=selector, now=self.clock()):
-                labels = selector or "any"
-                log.info("%shanded to the workers (labels %s): %s", made, labels, reason, **kw)
+                log.info("run handed to the workers", extra={**facts, "labels": selector})
             return
         if not self.spawn_runners:
             if created:
-                log.info("run created: %s", reason, **kw)
+                log.info("run created", extra=facts)
             return
         handle = start_runner(self.settings, self.forkserver, run, flush=False)
         self.dispatched[run.id] = handle
         if isinstance(handle, Dispatch):
-            log.info("%srunner requested from the fork-server: %s", made, reason, **kw)
+            log.info("runner requested from the fork-server", extra=facts)
             return
         self._children.append(handle)
-        log.info("%srunner started (pid %d): %s", made, handle.pid, reason, **kw)
+        log.info("runner started", extra={**facts, "pid": handle.pid})
 
     def _worker_selector(self, run: RunRecord) -> dict[str, str] | None:
         """The labels a worker needs to run `run`, or None when this controller runs it.
@@ -339,7 +324,7 @@ class Applier:
             if self.store.finish_queued_run(
                 run.id, status=RunStatus.ABORTED, error=action.reason, now=self.clock()
             ):
-                log.info("queued run aborted: %s", action.reason, extra=extra)
+                log.info("queued run aborted", extra={**extra, "reason": action.reason})
                 return
             run = self.store.get_run_by_id(action.row)
         if run.status.is_final():
@@ -362,7 +347,7 @@ class Applier:
                 os.kill(pid, signal.SIGTERM)  # the runner stops its steps and escalates
             except ProcessLookupError:
                 pass
-        log.info("stop sent: %s", action.reason, extra=extra)
+        log.info("stop sent", extra={**extra, "reason": action.reason})
 
     def _prune(self, action: Prune) -> None:
         removed = 0
@@ -375,7 +360,8 @@ class Applier:
                 self._remove_logs(run)
             removed += len(deleted)
         if removed:
-            log.info("pruned %d run(s): %s", removed, action.reason, extra={"dag": action.dag_name})
+            extra = {"dag": action.dag_name, "count": removed, "reason": action.reason}
+            log.info("runs pruned", extra=extra)
 
     def _remove_logs(self, run: RunRecord) -> None:
         root = self.settings.log_dir.resolve()

@@ -62,6 +62,9 @@ def test_json_log_lines_carry_time_level_msg_dag_run_id_and_no_secret(
         assert event["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
         assert isinstance(event["msg"], str) and event["msg"]
     assert any(e.get("dag") == "hello" and e.get("run_id") == run_id for e in events)
+    # facts in fields: no message repeats the run's id or the reason it was started for
+    for event in events:
+        assert run_id not in event["msg"] and "enqueue" not in event["msg"], event
     # facts in fields: the invalid file's path and problems are not pasted into `msg`
     [invalid] = [e for e in events if e.get("dag") == "broken"]
     assert (invalid["msg"], invalid["file"]) == ("invalid DAG file", str(dags / "broken.yaml"))
