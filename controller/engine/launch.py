@@ -212,7 +212,10 @@ def execute_run(
     # niceness): the rest (alerts, the last log line, the exit's unmapping) yields the CPU
     # to runners starting now — fifty of them share a minute boundary on two cores.
     os.nice(10)
-    notes = [*runner.notes, *_send_alerts(runner, settings, store, run.id)]
+    alert_notes = _send_alerts(runner, settings, store, run.id)
+    for note in alert_notes:  # the runner's own notes were logged when they arose
+        events.note("WARNING", "alert mail not sent", error=note)
+    notes = [*runner.notes, *alert_notes]
     if notes:
         store.update_run(run.id, notes="\n".join(notes))
     _count_disk_full(store, run.id)

@@ -6,13 +6,13 @@ and the steps' `mailOnError`), `mail_subject` and `format_body`. Reading log tai
 attachments and the delivery (`controller.notify.smtp.send_mail`) come after.
 
 A mail failure never raises out of `notify_run_finished` and never changes a run's status: it
-comes back as a human-readable note that the runner stores on the run. No message or note
+comes back as a human-readable note that the runner stores on the run and logs (as a run
+event, in the run's log format: this module writes no log line itself). No message or note
 ever contains the SMTP password.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,6 @@ from model.status import RunStatus, StepStatus
 if TYPE_CHECKING:
     from model.loader import Dag
 
-log = logging.getLogger(__name__)
 
 # Bounds of the error tail an alert mail quotes from a failed step's log.
 ERROR_TAIL_LINES = 20
@@ -230,7 +229,6 @@ def notify_run_finished(
     try:
         planned = plan_mails(dag, details)
     except Exception as exc:  # a malformed `details` must not take the runner down
-        log.warning("cannot decide the alert mails: %s", exc)
         return [f"mail not sent: cannot read the run details ({exc})"]
     if not planned:
         return notes
@@ -278,6 +276,4 @@ def notify_run_finished(
             notes.append(scrub(f"{what} failed: {exc}"))
         except Exception as exc:  # never let a mail bug change the run's outcome
             notes.append(scrub(f"{what} failed: unexpected error: {exc}"))
-    for note in notes:
-        log.warning("%s", note)
     return notes

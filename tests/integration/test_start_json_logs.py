@@ -155,3 +155,20 @@ def test_retry_writes_its_events_to_stderr_too(tmp_path: Path) -> None:
     events = _events(err)
     assert events[0]["msg"] == "run started" and events[0]["attempt"] == 2
     assert {e["run_id"] for e in events} == {run_id}
+
+
+def test_an_alert_mail_that_fails_is_a_warning_event_and_a_run_note(tmp_path: Path) -> None:
+    env = _json_env(tmp_path)
+    dag = (
+        "mailOn:\n  failure: true\nerrorMail:\n  from: a@example.com\n  to: b@example.com\n"
+        "steps:\n  - command: 'false'\n"
+    )
+    (Path(env["DAGU_HOME"]) / "dags" / "alerting.yaml").write_text(dag)
+
+    code, out, err = run_cli("start", "--json", "alerting", env=env)
+
+    assert code == 1
+    note = "error mail to b@example.com not sent: no SMTP server configured (smtp.host)"
+    assert json.loads(out.splitlines()[-1])["notes"] == [note]
+    [warning] = [e for e in _events(err) if e["msg"] == "alert mail not sent"]
+    assert (warning["level"], warning["error"]) == ("WARNING", note)
