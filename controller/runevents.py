@@ -16,6 +16,7 @@ Callers: `controller.engine.launch` (run events, the step hook), `controller.eng
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,22 +61,35 @@ class RunEvents:
     def emit(self, level: str, msg: str, *, step: str | None = None, **fields: Any) -> None:
         """One event; `fields` are its facts. Raises OSError when the run log cannot be
         written (the caller decides: before the run starts, that fails it)."""
-        context: dict[str, Any] = {"dag": self.dag, "run_id": self.run_id}
-        if step is not None:
-            context["step"] = step
-        line = format_line(
-            time=utc_text(time.time()),
-            level=level,
-            msg=msg,
-            fields={**context, **fields},
-            log_format=self.log_format,
-        )
+        line = self._line(level, msg, step, fields)
         if self.stream is not None:
             self.stream.write(line + "\n")
             self.stream.flush()
         if self.run_log is not None:
             with open(self.run_log, "a", encoding="utf-8") as log:
                 log.write(line + "\n")
+
+    def tell(self, level: str, msg: str, *, text: str, **fields: Any) -> None:
+        """What the reader of stderr must know and the run log cannot hold (a refusal, a run
+        log that cannot be written): an event on the stream when events go there, else `text`
+        as one plain line on stderr."""
+        if self.stream is None:
+            print(text, file=sys.stderr)
+            return
+        self.stream.write(self._line(level, msg, None, fields) + "\n")
+        self.stream.flush()
+
+    def _line(self, level: str, msg: str, step: str | None, fields: dict[str, Any]) -> str:
+        context: dict[str, Any] = {"dag": self.dag, "run_id": self.run_id}
+        if step is not None:
+            context["step"] = step
+        return format_line(
+            time=utc_text(time.time()),
+            level=level,
+            msg=msg,
+            fields={**context, **fields},
+            log_format=self.log_format,
+        )
 
     def note(self, level: str, msg: str, *, step: str | None = None, **fields: Any) -> None:
         """`emit` for a run under way: a log that cannot be written loses the line."""

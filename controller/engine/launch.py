@@ -247,7 +247,8 @@ def _log_finished(events: RunEvents, status: RunStatus, error: str, log_file: Pa
     try:
         events.emit(level, "run finished", **facts)
     except OSError as exc:
-        print(f"dagloop: {describe_log_error(exc, log_file)}", file=sys.stderr)
+        error = describe_log_error(exc, log_file)
+        events.tell("ERROR", "run log not written", text=f"dagloop: {error}", error=error)
 
 
 _FINISHED_LEVELS = {RunStatus.SUCCEEDED: "INFO", RunStatus.FAILED: "ERROR"}
@@ -308,10 +309,8 @@ def _fail_before_steps(
     store.update_run(run.id, status=RunStatus.FAILED, finished_at=time.time(), error=error)
     if mentions_enospc(error):
         store.record_error("disk_full")
-    if events.stream is not None:
-        events.note("ERROR", "run failed", status=RunStatus.FAILED.label, error=error)
-    else:
-        print(f"dagloop: run {run.run_id} of {dag.name} failed: {error}", file=sys.stderr)
+    text = f"dagloop: run {run.run_id} of {dag.name} failed: {error}"
+    events.tell("ERROR", "run failed", text=text, status=RunStatus.FAILED.label, error=error)
     if as_json:
         from controller.views.runs import run_details
 

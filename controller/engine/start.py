@@ -30,6 +30,7 @@ from controller.dagfile import find_dag_file
 from controller.engine import launch
 from controller.engine.graph import initial_step_rows
 from controller.ids import new_run_id
+from controller.runevents import RunEvents
 from controller.store.records import Conflict, LimitReached, NotFound, RunRecord, StoreError
 from controller.store.store import Store, open_store
 from model.config import Settings
@@ -121,19 +122,19 @@ def start(opts: StartOptions, *, settings: Settings, prepared: Prepared | None =
         store.close()
 
 
-def _refuse(
-    opts: StartOptions, settings: Settings, exc: Exception, *, dag: str | None = None, **facts: Any
-) -> int:
+def _refuse(opts: StartOptions, settings: Settings, exc: Exception, **facts: Any) -> int:
     """Say why the run is not started (or stopped short) on stderr: one `dagloop start: …`
     line, or in JSON one error event with the reason in its fields; exit code 1."""
-    if not (opts.log_stderr and settings.log_format == "json"):
-        print(f"dagloop start: {exc}", file=sys.stderr)
-        return 1
-    from controller.runevents import RunEvents
-
-    name = dag or opts.local or Path(opts.dag).stem  # the DAG's name when it is not loaded
-    events = RunEvents(log_format="json", dag=name, run_id=opts.run_id, stream=sys.stderr)
-    events.emit("ERROR", "run not started", error=str(exc), **facts)
+    name = opts.local or Path(opts.dag).stem  # the DAG's name: it may not be loaded
+    json_stderr = opts.log_stderr and settings.log_format == "json"
+    events = RunEvents(
+        log_format=settings.log_format,
+        dag=name,
+        run_id=opts.run_id,
+        stream=sys.stderr if json_stderr else None,
+    )
+    text = f"dagloop start: {exc}"
+    events.tell("ERROR", "run not started", text=text, error=str(exc), **facts)
     return 1
 
 
