@@ -221,6 +221,7 @@ def execute_run(
     _count_disk_full(store, run.id)
     run = store.get_run_by_id(run.id)
     _log_finished(events, status, run.error, log_file)
+    events.close()
     if run.error.startswith(_BEFORE_STEPS_ERRORS) and events.stream is None:
         # the run failed before any step: the reason (naming the secret or env entry) on
         # stderr, as for `_fail_before_steps` (Dagu prints it as its `Error:` line); in JSON

@@ -87,7 +87,6 @@ from controller.engine.subdag import (
 from controller.engine.variables import RunVars, SecretError
 from controller.engine.writes import StepWriter
 from controller.runevents import RunEvents
-from controller.runlogs import RUN_LOG
 from controller.store.records import RunRecord
 from controller.store.store import Store
 from model.status import RunStatus, StepStatus
@@ -110,12 +109,12 @@ class RunnerOptions:
     run: RunRecord
     params: list[tuple[str, str]]
     log_dir: Path
+    events: RunEvents  # where the run's log events go (its run.log, maybe stderr)
     previous: Mapping[str, Any] | None = None  # retry: name -> StepRecord of the last attempt
     retry_step: str | None = None
     progress: Callable[[Node], None] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     step_ids: Sequence[int] | None = None  # rows of `initial_step_rows`, written with the claim
-    events: RunEvents | None = None  # where the run's log events go (None: its run.log)
 
 
 class Runner:
@@ -149,12 +148,7 @@ class Runner:
         self._active = 0
         self._dag_deadline: float | None = None
         self.writes = StepWriter(opts.store, opts.run.id)
-        self.events = opts.events or RunEvents(
-            log_format=opts.settings.log_format,
-            dag=opts.dag.name,
-            run_id=opts.run.run_id,
-            run_log=opts.log_dir / RUN_LOG,
-        )
+        self.events = opts.events
         self.notes: list[str] = []  # for the run's `notes` (what went wrong but did not fail it)
         self.stopper = Stopper(dag_name=opts.dag.name, run_id=opts.run.run_id, events=self.events)
 
