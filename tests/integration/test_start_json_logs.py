@@ -172,3 +172,21 @@ def test_an_alert_mail_that_fails_is_a_warning_event_and_a_run_note(tmp_path: Pa
     assert json.loads(out.splitlines()[-1])["notes"] == [note]
     [warning] = [e for e in _events(err) if e["msg"] == "alert mail not sent"]
     assert (warning["level"], warning["error"]) == ("WARNING", note)
+
+
+def test_a_dag_secret_in_a_step_error_never_reaches_a_log_line(tmp_path: Path) -> None:
+    secret = "api-token-json-log-5e1d"
+    env = {**_json_env(tmp_path), "SRC_TOKEN": secret}
+    dag = (
+        "secrets:\n  - name: API_TOKEN\n    provider: env\n    key: SRC_TOKEN\n"
+        "steps:\n  - name: leak\n    command: sh -c 'echo \"token $API_TOKEN\" >&2; exit 2'\n"
+    )
+    (Path(env["DAGU_HOME"]) / "dags" / "leaky.yaml").write_text(dag)
+
+    code, _, err = run_cli("start", "leaky", env=env)
+
+    assert code == 1
+    [failed] = [e for e in _events(err) if e["msg"] == "step failed"]
+    assert "recent stderr" in failed["error"]  # the tail is quoted, the value masked
+    run_log = next((Path(env["DAGU_HOME"]) / "logs" / "leaky").rglob("run.log")).read_text()
+    assert secret not in err and secret not in run_log
