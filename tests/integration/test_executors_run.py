@@ -1,10 +1,13 @@
 """Every executor type the engine accepts runs, end to end, with the system programs the image
-installs; and the image installs what `deploy/system-packages.txt` declares.
+installs and only the Python packages the image has; and the image installs what
+`deploy/system-packages.txt` declares.
 
 The list of accepted types is read from the engine, so a type accepted later without a runnable
-example here fails `test_every_accepted_executor_type_has_an_example`. The packages file is the
-one place the container's system packages are declared: the Dockerfile installs from it and the
-README names each of them.
+example here fails `test_every_accepted_executor_type_has_an_example`. The image installs
+dagloop without its test extras (`pip install .`): each run's imports (`-X importtime`) must
+come from the standard library, dagloop itself, or its runtime requirements. The packages file
+is the one place the container's system packages are declared: the Dockerfile installs from it
+and the README names each of them.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from importlib.metadata import packages_distributions, requires
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from controller.engine.executors import DAG_TYPES, EXECUTORS, SHELL_TYPES
 from tests.helpers import REPO_ROOT, dagu_home, run_cli
@@ -46,6 +52,50 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "subworkflow": ("type: subworkflow\n    call: child", "marker-child"),
     "parallel": ("call: child\n    parallel:\n      items: [one]", "marker-child"),
 }
+
+
+OUR_PACKAGES = {"api", "controller", "model"}
+
+
+def _runtime_distributions() -> set[str]:
+    """dagloop's runtime requirements, transitively, without any extra (what the image has)."""
+    found: set[str] = set()
+    todo = ["dagloop"]
+    while todo:
+        for text in requires(todo.pop()) or []:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue  # an extra's requirement (or another platform's)
+            name = canonicalize_name(req.name)
+            if name not in found:
+                found.add(name)
+                todo.append(name)
+    return found
+
+
+def _distributions_we_import(importtime: str) -> set[str]:
+    """The installed distributions whose modules our code imports, read from an
+    `-X importtime` trace: those our modules import while being imported, and those imported
+    at run time once `controller` is (our lazy imports; the interpreter's start-up is not the
+    image's). What a library imports in turn is its own business (httpx tries `rich` when it
+    is installed, and does without)."""
+    # The trace is post-order: a module's imports are printed before it, one level deeper;
+    # level 0 is an import made at run time, not by a module being imported.
+    parent: dict[str, str] = {}
+    pending: dict[int, list[str]] = {}
+    at_run_time: list[str] = []
+    for indent, name in re.findall(r"^import time:[^|]*\|[^|]*\|( +)(\S+)$", importtime, re.M):
+        level = len(indent) // 2
+        for child in pending.pop(level + 1, []):
+            parent[child] = name
+        pending.setdefault(level, []).append(name)
+        if level == 0:
+            at_run_time.append(name)
+    ours = {c for c, p in parent.items() if p.split(".")[0] in OUR_PACKAGES}
+    ours.update(at_run_time[at_run_time.index("controller") :])
+    tops = {c.split(".")[0] for c in ours} - OUR_PACKAGES
+    owners = packages_distributions()
+    return {canonicalize_name(d) for top in tops for d in owners.get(top, [])}
 
 
 def _declared_packages() -> list[str]:
@@ -105,10 +155,12 @@ def test_accepted_executor_type_runs(
         + "\n---\nname: child\nsteps:\n  - command: echo marker-child\n"
     )
     (Path(env["DAGU_HOME"]) / "dags" / "probe.yaml").write_text(dag)
+    env["PYTHONPROFILEIMPORTTIME"] = "1"  # the run's imports, on stderr
 
     code, out, err = run_cli("start", "--json", "-q", "probe", env=env, timeout=60)
 
-    assert code == 0, out + err
+    assert code == 0, out + err[-3000:]
+    assert _distributions_we_import(err) <= _runtime_distributions()
     details = json.loads(out.splitlines()[-1])
     [node] = details["nodes"]
     assert node["statusLabel"] == "succeeded"
