@@ -58,18 +58,21 @@ OUR_PACKAGES = {"api", "controller", "model"}
 
 
 def _runtime_distributions() -> set[str]:
-    """dagloop's runtime requirements, transitively, without any extra (what the image has)."""
+    """dagloop's runtime requirements, transitively, without dagloop's extras but with the
+    extras it asks of its requirements (`psycopg[binary]`): what the image has."""
     found: set[str] = set()
-    todo = ["dagloop"]
+    todo: list[tuple[str, frozenset[str]]] = [("dagloop", frozenset())]
     while todo:
-        for text in requires(todo.pop()) or []:
+        dist, extras = todo.pop()
+        for text in requires(dist) or []:
             req = Requirement(text)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-                continue  # an extra's requirement (or another platform's)
+            wanted = [{"extra": e} for e in ("", *extras)]
+            if req.marker is not None and not any(req.marker.evaluate(w) for w in wanted):
+                continue  # an extra nobody asked for (or another platform's)
             name = canonicalize_name(req.name)
             if name not in found:
                 found.add(name)
-                todo.append(name)
+                todo.append((name, frozenset(req.extras)))
     return found
 
 
