@@ -7,10 +7,12 @@ for humans stays on stdout. Each line carries `dag` and `run_id`, and `step` whe
 one; facts are fields, never pasted into `msg`.
 
 `RunEvents.step` turns the runner's step transitions (the same node saves the progress printer
-sees) into events, keeping only the last state it saw of each step. Writing never fails a run:
-a log that cannot be written loses the line. Imports no `logging` (`controller.logline`).
-Callers: `controller.engine.launch` (run events, the step hook), `controller.engine.start`
-(refusals), the runner (notes), `controller.engine.stopping`.
+sees) into events, keeping only the last state it saw of each step. Events during the run
+(`note`) never fail it: a log that cannot be written loses the line; `emit` raises, for the
+first and last lines, whose failure the caller reports. `tell` is for what only stderr's reader
+needs (a refusal). Imports no `logging` (`controller.logline`). Callers:
+`controller.engine.launch` (run events, the step hook), `controller.engine.start` (refusals),
+the runner (its steps, a skipped dotenv file), `controller.engine.stopping` (signals sent).
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ _ENDED = {
 
 
 class RunEvents:
-    """Writes the events of run `run_id` of `dag` to `run_log` (None: not yet known) and to
-    `stream` (None: not to a stream) in `log_format`."""
+    """Writes the events of run `run_id` of `dag` (None: no run yet) in `log_format` to
+    `run_log` (None: none, e.g. it cannot be written) and to `stream` (None: not to one)."""
 
     def __init__(
         self,
