@@ -2,9 +2,10 @@
 
 Owns the stdlib `logging` set-up. `setup_logging` is called once by each `dagloop` command at
 start-up (stderr, so journald gets it); `run_log_handler` gives a runner its per-run log file in
-the same format. Context travels as `extra={"dag": ..., "run_id": ...}`; any other extra field is
-printed too. Values registered with `add_secret` are replaced by `*****` in every line, after
-formatting, so neither a message, an argument, an extra field nor a traceback can leak them.
+the same format. Context travels as `extra={"dag": ..., "run_id": ...}` (in JSON both are always
+there, null for a line about no run); any other extra field is printed too. Values registered
+with `add_secret` are replaced by `*****` in every line, after formatting, so neither a message,
+an argument, an extra field nor a traceback can leak them.
 
 The line's shape and the secrets registry are `controller.logline`'s (re-exported here).
 Debug mode lowers the level to DEBUG and adds `source` ("file.py:123").
@@ -64,6 +65,10 @@ class LineFormatter(logging.Formatter):
     def _fields(self, record: logging.LogRecord) -> dict[str, Any]:
         extras = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
         fields: dict[str, Any] = {k: extras.pop(k) for k in _FIRST if k in extras}
+        if self.log_format == "json":
+            # one schema for shippers: every JSON line has the run context, null when the line
+            # is about no run (text stays short and leaves it out)
+            fields = {k: fields.get(k) for k in _FIRST}
         fields.update(extras)
         if self.debug:
             fields["source"] = f"{record.filename}:{record.lineno}"

@@ -61,6 +61,7 @@ def test_json_log_lines_carry_time_level_msg_dag_run_id_and_no_secret(
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", event["time"]), event
         assert event["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
         assert isinstance(event["msg"], str) and event["msg"]
+        assert {"dag", "run_id"} <= event.keys(), event  # null when the line is about no run
     assert any(e.get("dag") == "hello" and e.get("run_id") == run_id for e in events)
     # facts in fields: no message repeats the run's id or the reason it was started for
     for event in events:

@@ -66,13 +66,13 @@ def test_json_line_has_the_seed_shape() -> None:
     assert abs((datetime.now(UTC) - at).total_seconds()) < 60
 
 
-def test_json_line_carries_other_extra_fields_and_omits_absent_context() -> None:
+def test_json_line_carries_other_extra_fields_and_null_context_when_about_no_run() -> None:
     stream = capture("json")
     log.warning("retrying", extra={"attempt": 2, "step": "load", "path": Path("/x")})
     event = json.loads(lines(stream)[0])
     assert event["level"] == "WARNING"
     assert event["attempt"] == 2 and event["step"] == "load" and event["path"] == "/x"
-    assert "dag" not in event and "run_id" not in event and "source" not in event
+    assert event["dag"] is None and event["run_id"] is None and "source" not in event
 
 
 def test_text_line_shape() -> None:
