@@ -113,7 +113,9 @@ def _http_error(
 
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
-    log.exception("unexpected error serving %s %s", req.method, req.path)
+    log.exception(
+        "unexpected error serving a request", extra={"method": req.method, "path": req.path}
+    )
     _write(resp, 500, "internal_error", "internal error; see the server log")
 
 

@@ -105,7 +105,7 @@ class PostgresLeadership:
             con = self._connection()
             row = con.execute(f"SELECT pg_try_advisory_lock({_PG_KEY_SQL})").fetchone()
         except Exception as exc:  # psycopg errors: the server is away; stay standby
-            log.warning("leader election: cannot reach PostgreSQL: %s", exc)
+            log.warning("leader election: cannot reach PostgreSQL", extra={"error": str(exc)})
             self._drop()
             return False
         return bool(row[0])

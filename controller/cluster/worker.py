@@ -112,9 +112,8 @@ class Worker:
         handle = start_runner(self.settings, self.forkserver, run)
         self.children[run.id] = (handle, run)
         log.info(
-            "runner started on worker %s",
-            self.worker_id,
-            extra={"dag": run.dag_name, "run_id": run.run_id},
+            "runner started on this worker",
+            extra={"dag": run.dag_name, "run_id": run.run_id, "worker": self.worker_id},
         )
 
     def reap(self) -> None:
@@ -164,7 +163,7 @@ class Worker:
             try:
                 self.store.record_log_blob(run.id, path, content, truncated=cut, now=now)
             except Exception as exc:  # a log copy is a convenience; the run's record stands
-                log.warning("cannot ship log %s: %s", path, exc)
+                log.warning("cannot ship a log", extra={"path": str(path), "error": str(exc)})
 
     def forward_stops(self) -> None:
         """SIGTERM local runners whose run has a stop request (`dagloop stop`, stop schedule,
@@ -194,7 +193,7 @@ class Worker:
             )
             self._beat_at = now
         except Exception as exc:  # the database is away: the next pass beats again
-            log.warning("cannot record the worker heartbeat: %s", exc)
+            log.warning("cannot record the worker heartbeat", extra={"error": str(exc)})
 
     # ------------------------------------------------------------------ process
 
@@ -211,17 +210,13 @@ class Worker:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGCHLD, self._on_child)
         self._register("active", time.time())
-        log.info(
-            "worker %s active (labels %s, max %d runs)",
-            self.worker_id,
-            self.labels or "none",
-            self.max_active_runs,
-        )
+        facts = {"worker": self.worker_id, "labels": self.labels, "max_runs": self.max_active_runs}
+        log.info("worker active", extra=facts)
         self.forkserver = ForkServer(runner_env(self.settings), on_exit=self.bell.ring)
         try:
             self.forkserver.start()
         except OSError as exc:  # launches spawn instead; the next launch retries the server
-            log.warning("cannot start the fork-server: %s", exc)
+            log.warning("cannot start the fork-server", extra={"error": str(exc)})
         if self.settings.database_url:
             from controller.store.pg import listen
 
@@ -235,18 +230,18 @@ class Worker:
             try:
                 self.pass_once()
             except Exception as exc:  # the database is away for a moment: retry next pass
-                log.error("worker pass failed: %s", exc)
+                log.error("worker pass failed", extra={"error": str(exc)})
             self.bell.wait(POLL_SECONDS)
         self.shutdown()
         return 0
 
     def shutdown(self) -> None:
         """Stop claiming; give claims back; wait for runners up to the grace; then stop them."""
-        log.info("worker %s stopping", self.worker_id)
+        log.info("worker stopping", extra={"worker": self.worker_id})
         try:
             self.store.release_worker_claims(self.worker_id, now=time.time())
         except Exception as exc:
-            log.warning("cannot give back claimed runs: %s", exc)
+            log.warning("cannot give back claimed runs", extra={"error": str(exc)})
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds
         while self.children and time.monotonic() < deadline:
             self.reap()
@@ -261,7 +256,7 @@ class Worker:
             self.forkserver.close()  # runners still running keep running
         self._register("stopped", time.time())
         self.store.close()
-        log.info("worker %s stopped", self.worker_id)
+        log.info("worker stopped", extra={"worker": self.worker_id})
 
 
 def _signal(proc: subprocess.Popen[bytes] | Dispatch, sig: int) -> None:

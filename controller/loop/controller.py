@@ -249,7 +249,7 @@ class Controller:
                 now=time.time(),
             )
         except Exception as exc:  # the registry is informative; never stop the loop for it
-            log.warning("cannot record the controller instance: %s", exc)
+            log.warning("cannot record the controller instance", extra={"error": str(exc)})
 
     # ------------------------------------------------------------------ run
 
@@ -272,10 +272,8 @@ class Controller:
         last_beat = time.monotonic()
         while not self.try_lock():
             if not standby_logged:
-                log.info(
-                    "another controller holds the %s; waiting as standby",
-                    self.leadership.describe(),
-                )
+                lock = self.leadership.describe()
+                log.info("another controller leads; waiting as standby", extra={"lock": lock})
                 standby_logged = True
             if self.stop_requested:
                 self.notifier.stopping("stopped as standby")
@@ -287,7 +285,7 @@ class Controller:
                 self._record_instance("standby")
                 last_beat = time.monotonic()
         signal.signal(signal.SIGCHLD, self._on_child)
-        log.info("controller active (dags: %s)", self.settings.dags_dir)
+        log.info("controller active", extra={"dags_dir": str(self.settings.dags_dir)})
         if self.applier.spawn_runners and self.applier.forkserver is None:
             # Runners are forked from a warm helper (controller/spawn/server.py); its answers
             # (a runner exited) ring the doorbell as SIGCHLD does for spawned runners.
@@ -295,12 +293,12 @@ class Controller:
             try:
                 self.applier.forkserver.start()
             except OSError as exc:  # launches fall back to spawning; the next one retries
-                log.warning("cannot start the fork-server: %s", exc)
+                log.warning("cannot start the fork-server", extra={"error": str(exc)})
         self._record_instance("active")
         try:
             self.store.record_leader(self.instance_id, now=time.time())
         except Exception as exc:  # informative only, as _record_instance
-            log.warning("cannot record the leader: %s", exc)
+            log.warning("cannot record the leader", extra={"error": str(exc)})
         self.notifier.status("active")
         watcher = Watcher(
             self.bell,
@@ -324,16 +322,14 @@ class Controller:
                 if not self.leadership.still_held():
                     # Another controller may lead already: act no more. Runs go on under their
                     # runners; a supervisor restart brings this one back as a standby.
-                    log.error(
-                        "lost the leadership (%s); stopping without acting",
-                        self.leadership.describe(),
-                    )
+                    lock = self.leadership.describe()
+                    log.error("lost the leadership; stopping without acting", extra={"lock": lock})
                     self.lost_leadership = True
                     break
                 try:
                     self.pass_once()
                 except Exception as exc:  # a transient failure (locked db...): retry next pass
-                    log.error("reconcile pass failed: %s", exc)
+                    log.error("reconcile pass failed", extra={"error": str(exc)})
                 # A pass that returned (even with an error) proves the loop is not hung.
                 self.notifier.watchdog()
                 if time.monotonic() - last_beat >= self.settings.resync_interval_seconds:
@@ -396,15 +392,14 @@ class Controller:
         """Graceful stop: no launches, wait up to the grace, stop runners, record leftovers."""
         self.shutting_down = True
         self.notifier.stopping("shutting down")
-        log.info(
-            "shutting down: waiting up to %.0f s for runs", self.settings.shutdown_grace_seconds
-        )
+        grace = self.settings.shutdown_grace_seconds
+        log.info("shutting down: waiting for runs", extra={"grace_seconds": grace})
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds
         while self._managed_running() and time.monotonic() < deadline:
             try:
                 self.pass_once()  # still marks lost runs and reaps children, launches nothing
             except Exception as exc:
-                log.error("reconcile pass failed: %s", exc)
+                log.error("reconcile pass failed", extra={"error": str(exc)})
             self.notifier.watchdog()
             self.bell.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
         remaining = self._managed_running()
@@ -457,19 +452,17 @@ def run_controller(settings: Settings) -> int:
         store = open_store(settings, role="controller")
         problems = store.check_integrity()
     except (StoreError, OSError) as exc:
-        log.error("cannot start: %s", exc)
+        log.error("cannot start", extra={"db": str(settings.db_path), "error": str(exc)})
         return 2
     except sqlite3.DatabaseError as exc:
-        log.error("cannot start: %s: the state database is damaged: %s", settings.db_path, exc)
+        error = f"the state database is damaged: {exc}"
+        log.error("cannot start", extra={"db": str(settings.db_path), "error": error})
         return 2
     if problems:
-        log.error(
-            "cannot start: %s fails PRAGMA integrity_check: %s%s (restore it from a backup, "
-            "or move it away to start with an empty history)",
-            settings.db_path,
-            "; ".join(problems[:5]),
-            " …" if len(problems) > 5 else "",
-        )
+        error = "fails PRAGMA integrity_check: " + "; ".join(problems[:5])
+        error += " …" if len(problems) > 5 else ""
+        hint = "restore it from a backup, or move it away to start with an empty history"
+        log.error("cannot start", extra={"db": str(settings.db_path), "error": error, "hint": hint})
         store.close()
         return 2
     return Controller(settings, store=store).run_forever()

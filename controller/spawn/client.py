@@ -165,7 +165,7 @@ class ForkServer:
             target=self._read, args=(self.proc,), daemon=True, name="forkserver-reader"
         )
         self._reader.start()
-        log.info("fork-server started (pid %d)", self.proc.pid)
+        log.info("fork-server started", extra={"pid": self.proc.pid})
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the request pipe (the server exits on EOF) and collect the server; its
@@ -315,11 +315,8 @@ class ForkServer:
         if self._failed_starts >= MAX_FAILED_STARTS:
             self._disabled_until = time.monotonic() + DISABLE_SECONDS
             self._failed_starts = 0
-            log.error(
-                "fork-server died %d times without launching; spawning runners directly for %.0f s",
-                MAX_FAILED_STARTS,
-                DISABLE_SECONDS,
-            )
+            facts = {"deaths": MAX_FAILED_STARTS, "disabled_seconds": DISABLE_SECONDS}
+            log.error("fork-server keeps dying; spawning runners directly", extra=facts)
         else:
             log.warning("fork-server is gone; falling back to spawning, restarting it")
         if self.proc is not None:
@@ -377,7 +374,7 @@ class ForkServer:
             with self._lock:
                 d = self._pending.pop(int(parts[1]), None)
             if d is not None:
-                log.warning("fork-server could not fork: %s", " ".join(parts[2:]))
+                log.warning("fork-server could not fork", extra={"error": " ".join(parts[2:])})
                 d.abandoned = True
                 d._done.set()
                 self.on_exit()

@@ -64,7 +64,7 @@ def start_runner(
                 flush=flush,
             )
         except ForkServerUnavailable as exc:
-            log.warning("fork-server unavailable (%s): spawning the runner", exc)
+            log.warning("fork-server unavailable; spawning the runner", extra={"error": str(exc)})
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / runlogs.RUNNER_ERR, "ab") as err:
         return subprocess.Popen(
