@@ -26,7 +26,6 @@ workers launch).
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
@@ -74,6 +73,7 @@ from controller.engine.pump import (
 )
 from controller.engine.stopping import Stopper
 from controller.engine.subdag import (
+    Pairs,
     call_argv,
     call_items,
     call_params,
@@ -81,7 +81,9 @@ from controller.engine.subdag import (
     call_target,
     calls_document,
     calls_partial,
+    child_tokens,
     missing_target,
+    params_text,
     sub_run_id,
 )
 from controller.engine.variables import RunVars, SecretError
@@ -561,38 +563,55 @@ class Runner:
     def _start_calls(self, node: Node) -> None:
         node.results = []
         node.children = []
-        node.items = call_items(node.step, self.vars.scope(node), self.vars.step_refs)
         problem = missing_target(
             ex.expand(str(node.step.call), self.vars.scope(node)),
             self._call_target(node),
             dags_dir=Path(self.o.settings.dags_dir),
             cwd=Path(node.cwd or self.workdir),
         )
+        if problem is None:
+            try:
+                node.items = self._call_runs(node)
+            except ValueError as exc:  # no items, or more than Dagu allows: no child starts
+                problem = str(exc)
         if problem is not None:
             node.items = []
             self._end_execution(node, 1, problem)
             return
-        if not node.items:
-            self._finish_calls(node)
-            return
         self._spawn_calls(node)
+
+    def _call_runs(self, node: Node) -> list[tuple[str | None, Pairs]]:
+        """(item, params) of every child, all resolved before the first starts; items with the
+        same params are one child, as in Dagu (its sub-run id comes from the params)."""
+        scope, refs = self.vars.scope(node), self.vars.step_refs
+        runs: dict[str, tuple[str | None, Pairs]] = {}
+        for item in call_items(node.step, scope, refs):
+            pairs = call_params(node.step, item, scope, refs)
+            runs.setdefault(params_text(pairs), (item, pairs))
+        return list(runs.values())
 
     def _spawn_calls(self, node: Node) -> None:
         step = node.step
         cap = step.parallel.max_concurrent if step.parallel is not None else 1
         run = self.run
         while node.items and len(node.procs) < cap:
-            item = node.items.pop(0)
-            tokens = call_params(step, item, self.vars.scope(node), self.vars.step_refs)
-            params_text = " ".join(tokens)
-            sid = sub_run_id(run.run_id, node.name, params_text + json.dumps(item))
+            item, pairs = node.items.pop(0)
+            text = params_text(pairs)
+            # a retried or repeated execution starts new sub-runs (the first ones keep their
+            # records); Dagu retries the same sub-run id instead (docs/compatibility.md)
+            again = (
+                f"#{node.retry_count}.{node.done_count}"
+                if node.retry_count + node.done_count
+                else ""
+            )
+            sid = sub_run_id(run.run_id, node.name, text + again)
             target = self._call_target(node)
             argv = call_argv(
                 run_id=sid,
                 parent=f"{self.dag.name}:{run.run_id}",
                 root=f"{run.root_dag or self.dag.name}:{run.root_run_id or run.run_id}",
                 target=target,
-                params=tokens,
+                params=child_tokens(pairs),
             )
             env = dict(self.o.environ)
             env["DAGU_HOME"] = str(self.o.settings.home)
@@ -600,9 +619,9 @@ class Runner:
             popen = proc.spawn(
                 argv, env=env, cwd=node.cwd, stdout=subprocess.PIPE, stderr=node.err_file
             )
-            node.children.append({"dagRunId": sid, "params": params_text})
+            node.children.append({"dagRunId": sid, "params": text})
             self._track(
-                node, popen, capture=popen.stdout, item=item, sub_run_id=sid, sub_params=params_text
+                node, popen, capture=popen.stdout, item=item, sub_run_id=sid, sub_params=text
             )
         self._save(node)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,22 +38,85 @@ def sub_run_id(parent_run_id: str, step: str, params: str) -> str:
     return out
 
 
+# Dagu 1.30.2 refuses a fan-out over more items than this (`BuildSubDAGRuns`).
+MAX_PARALLEL_ITEMS = 1000
+
+
 def call_items(
     step: Any, scope: Mapping[str, str], step_refs: Mapping[str, Mapping[str, str]]
-) -> list[Any]:
-    """One child per item: the `parallel:` items (a JSON list, or words, when given as text),
-    or a single `None` for a plain `call:`."""
+) -> list[str | None]:
+    """One child per item, each as its `${ITEM}` text, or a single `None` for a plain `call:`.
+
+    Static items are expanded (an object becomes compact JSON with sorted keys, as Go marshals
+    a map); a text (`${VAR}`, an output) is split as Dagu splits it (`separated_values`).
+    Raises ValueError with Dagu's message for no items or more than `MAX_PARALLEL_ITEMS`.
+    """
     if step.parallel is None:
         return [None]
     items = step.parallel.items
+    texts: list[str | None] = []
     if isinstance(items, str):
-        value = ex.expand(items, scope, step_refs=step_refs)
-        try:
-            parsed = json.loads(value)
-            items = parsed if isinstance(parsed, list) else [parsed]
-        except ValueError:
-            items = value.split()
-    return list(items)
+        texts.extend(separated_values(ex.expand(items, scope, step_refs=step_refs)))
+    else:
+        for item in items:
+            if isinstance(item, dict):
+                values = {k: ex.expand(v, scope, step_refs=step_refs) for k, v in item.items()}
+                texts.append(_go_json(values))
+            else:
+                texts.append(ex.expand(item, scope, step_refs=step_refs))
+    if not texts:
+        raise ValueError("parallel execution requires at least one item")
+    if len(texts) > MAX_PARALLEL_ITEMS:
+        raise ValueError(
+            f"parallel execution exceeds maximum limit: {len(texts)} items "
+            f"(max: {MAX_PARALLEL_ITEMS})"
+        )
+    return texts
+
+
+def separated_values(text: str) -> list[str]:
+    """A text split into items as Dagu's `ParseSeparatedValues` does: a JSON array (its
+    non-string members as compact JSON), a JSON object as one item, else one item per line,
+    else by the most frequent of tab, `|`, `;`, `,` (a comma wins ties), else `"quoted"` items
+    and words, else words."""
+    s = text.strip()
+    if not s:
+        return []
+    parsed = _json_or_none(s)
+    if parsed is not None and s[0] in "[{":
+        if isinstance(parsed, list):
+            return [v if isinstance(v, str) else _go_json(v) for v in parsed]
+        return [s]
+    if "\n" in s or "\r" in s:
+        return [line.strip() for line in re.split(r"[\r\n]+", s) if line.strip()]
+    if s.count('"') >= 2 and (s.startswith('"') or s.endswith('"') or '" ' in s or ' "' in s):
+        return _quoted_values(s)
+    best, separator = 0, ""
+    for sep in ("\t", "|", ";"):
+        if s.count(sep) > best:
+            best, separator = s.count(sep), sep
+    if s.count(",") > best:
+        separator = ","
+    if separator:
+        return [part.strip() for part in s.split(separator) if part.strip()]
+    return [s] if parsed is not None else s.split()
+
+
+def _quoted_values(s: str) -> list[str]:
+    """`"item one" two` as Dagu's `parseQuotedStrings` reads it: quoted runs and bare words."""
+    return [quoted or bare for quoted, bare in re.findall(r'"([^"]*)"?|([^\s"]+)', s)]
+
+
+def _json_or_none(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except ValueError:
+        return None
+
+
+def _go_json(value: Any) -> str:
+    """JSON as Go's `json.Marshal` writes it: compact, map keys sorted, no ASCII escaping."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def call_target(
@@ -91,32 +156,78 @@ def missing_target(call: str, target: list[str], *, dags_dir: Path, cwd: Path) -
     return None
 
 
+# Dagu's params tokenizer (`spec/params.go` paramRegex): `NAME=` is optional; a value is a
+# "quoted" text (with \" inside), a `backtick` command, or a run of other characters.
+_PARAM_TOKEN = re.compile(r'(?:([^\s=]+)=)?("(?:\\"|[^"])*"|`(?:\\"|[^"]*)`|[^"\s]+)')
+
+Pairs = list[tuple[str | None, str]]
+
+
+def dagu_params(text: str) -> Pairs:
+    """A params text read as Dagu reads `-- PARAMS`: a JSON object gives its keys (sorted),
+    a JSON array its members, anything else `_PARAM_TOKEN` tokens (quotes removed)."""
+    s = text.strip()
+    if (s.startswith("{") and s.endswith("}")) or (s.startswith("[") and s.endswith("]")):
+        parsed = _json_or_none(s)
+        if isinstance(parsed, dict):
+            return _named(parsed)
+        if isinstance(parsed, list):
+            pairs: Pairs = []
+            for v in parsed:
+                pairs.extend(_named(v) if isinstance(v, dict) else [(None, _param_value(v))])
+            return pairs
+    return [_unquote(name, value) for name, value in _PARAM_TOKEN.findall(s)]
+
+
+def _named(obj: Mapping[str, Any]) -> Pairs:
+    return [(k, _param_value(obj[k])) for k in sorted(obj)]
+
+
+def _param_value(value: Any) -> str:
+    """A JSON param value as Go's `%v` prints it (strings as they are)."""
+    return value if isinstance(value, str) else ex.go_format(value)
+
+
+def _unquote(name: str, value: str) -> tuple[str | None, str]:
+    if value.startswith('"'):
+        value = value.strip('"').replace('\\"', '"')
+    return (name or None), value
+
+
 def call_params(
-    step: Any, item: Any, scope: Mapping[str, str], step_refs: Mapping[str, Mapping[str, str]]
-) -> list[str]:
-    """A child's params (`KEY=value` or positional): the step's `params:` with `${ITEM}`, or
-    the item itself (a map's pairs, else one positional value)."""
+    step: Any,
+    item: str | None,
+    scope: Mapping[str, str],
+    step_refs: Mapping[str, Mapping[str, str]],
+) -> Pairs:
+    """A child's params as (name or None for positional, value) pairs.
+
+    The step's `params:` is split into pairs before anything is substituted, then each value
+    is expanded with `${ITEM}` (Dagu quotes each value, so an item or variable holding spaces,
+    quotes or JSON stays one param). Without `params:`, the item's text is read as the child
+    reads params on its command line (`dagu_params`: words, `K=V`, or a JSON object's keys).
+    """
     from model.spec import parse_params
 
-    scope = dict(scope)
-    if item is not None:
-        scope["ITEM"] = item if isinstance(item, str) else json.dumps(item)
     raw = step.params
-    pairs: list[tuple[str | None, str]] = []
-    if raw is not None:
-        if isinstance(raw, str):
-            raw = ex.expand(raw, scope, step_refs=step_refs, keep_unknown=True)
-        pairs = parse_params(raw)
-    elif item is not None:
-        if isinstance(item, dict):
-            pairs = [(str(k), str(v)) for k, v in item.items()]
-        else:
-            pairs = [(None, str(item))]
-    out = []
-    for key, value in pairs:
-        v = ex.expand(value, scope, step_refs=step_refs)
-        out.append(f"{key}={v}" if key is not None else v)
-    return out
+    if raw is None:
+        return dagu_params(item) if item is not None else []
+    scope = {**scope, "ITEM": item} if item is not None else scope
+    template = dagu_params(raw) if isinstance(raw, str) else parse_params(raw)
+    return [(key, ex.expand(value, scope, step_refs=step_refs)) for key, value in template]
+
+
+def params_text(pairs: Pairs) -> str:
+    """Pairs as one text, `K=v` or the bare value, space-separated (a sub-run's id seed)."""
+    return " ".join(v if k is None else f"{k}={v}" for k, v in pairs)
+
+
+def child_tokens(pairs: Pairs) -> list[str]:
+    """Pairs as `dagloop start -- …` arguments that the child reads back as the same pairs
+    (`model.loader.parse_param_overrides` re-splits an argument with an inner blank, so such
+    an argument is shell-quoted whole)."""
+    tokens = (value if key is None else f"{key}={value}" for key, value in pairs)
+    return [shlex.quote(t) if " " in t.strip() else t for t in tokens]
 
 
 def call_argv(
