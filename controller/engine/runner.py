@@ -82,6 +82,7 @@ from controller.engine.subdag import (
     calls_document,
     calls_partial,
     child_tokens,
+    hand_on_secrets,
     missing_target,
     params_text,
     sub_run_id,
@@ -115,6 +116,7 @@ class RunnerOptions:
     progress: Callable[[Node], None] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     step_ids: Sequence[int] | None = None  # rows of `initial_step_rows`, written with the claim
+    inherited_secrets: Sequence[str] = ()  # a parent run's secret values (sub-DAG runs)
 
 
 class Runner:
@@ -226,6 +228,7 @@ class Runner:
             return self._finish(RunStatus.FAILED, f"failed to resolve secrets: {exc}")
         except Exception as exc:  # a bad env entry: the run fails before any step
             return self._finish(RunStatus.FAILED, f"cannot build the environment: {exc}")
+        self.vars.inherit_secrets(self.o.inherited_secrets)
         self.pump.masker = self.writes.masker = self.vars.secret_masker
         self.workdir = self.vars.workdir  # `workingDir` may use the DAG env and params
         if self.spec.timeout_sec:
@@ -606,22 +609,34 @@ class Runner:
             )
             sid = sub_run_id(run.run_id, node.name, text + again)
             target = self._call_target(node)
+            # the secrets go through a pipe, never argv or env, which other users can read
+            secrets = self.vars.secrets_to_hand_on()
             argv = call_argv(
                 run_id=sid,
                 parent=f"{self.dag.name}:{run.run_id}",
                 root=f"{run.root_dag or self.dag.name}:{run.root_run_id or run.run_id}",
                 target=target,
                 params=child_tokens(pairs),
+                inherit_secrets=bool(secrets),
             )
             env = dict(self.o.environ)
             env["DAGU_HOME"] = str(self.o.settings.home)
             assert node.err_file is not None
             popen = proc.spawn(
-                argv, env=env, cwd=node.cwd, stdout=subprocess.PIPE, stderr=node.err_file
+                argv,
+                env=env,
+                cwd=node.cwd,
+                stdout=subprocess.PIPE,
+                stderr=node.err_file,
+                stdin=subprocess.PIPE if secrets else subprocess.DEVNULL,
             )
-            node.children.append({"dagRunId": sid, "params": text})
+            if popen.stdin is not None:
+                hand_on_secrets(popen.stdin, secrets)
+            masker = self.vars.secret_masker
+            shown = masker.mask(text) if masker is not None else text
+            node.children.append({"dagRunId": sid, "params": shown})
             self._track(
-                node, popen, capture=popen.stdout, item=item, sub_run_id=sid, sub_params=text
+                node, popen, capture=popen.stdout, item=item, sub_run_id=sid, sub_params=shown
             )
         self._save(node)
 

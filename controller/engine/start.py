@@ -53,6 +53,7 @@ class StartOptions(NamedTuple):
     local: str | None = None  # a sub-DAG document of the file
     config: str | None = None  # the config file the settings came from
     dagu_home: str | None = None  # DAGU_HOME the settings came from, if given
+    inherited_secrets: tuple[str, ...] = ()  # the parent run's secret values, to mask
 
 
 @dataclass
@@ -159,6 +160,7 @@ def _start_with(
         as_json=opts.as_json,
         start_recorded=queued is not None,
         step_ids=step_ids,
+        inherited_secrets=opts.inherited_secrets,
     )
 
 
@@ -235,7 +237,7 @@ def _record(
             spec_yaml=dag.source or (path.read_text(encoding="utf-8")),
             queue=dag.queue,
             trigger="sub" if opts.parent else "manual",
-            params=launch.stored_params(params, settings),
+            params=launch.stored_params(params, settings, opts.inherited_secrets),
             parent_dag=parent_dag,
             parent_run_id=parent_id,
             root_dag=root_dag,

@@ -17,9 +17,9 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from controller.engine import expand as ex
 from controller.engine.graph import Node, Proc
@@ -231,9 +231,16 @@ def child_tokens(pairs: Pairs) -> list[str]:
 
 
 def call_argv(
-    *, run_id: str, parent: str, root: str, target: list[str], params: list[str]
+    *,
+    run_id: str,
+    parent: str,
+    root: str,
+    target: list[str],
+    params: list[str],
+    inherit_secrets: bool = False,
 ) -> list[str]:
-    """The command line of a child run: `dagloop start` printing its result as JSON."""
+    """The command line of a child run: `dagloop start` printing its result as JSON (and
+    reading the parent's secret values from stdin with `inherit_secrets`)."""
     return [
         sys.executable,
         "-m",
@@ -247,10 +254,31 @@ def call_argv(
         parent,
         "--root",
         root,
+        *(["--inherit-secrets"] if inherit_secrets else []),
         *target,
         "--",
         *params,
     ]
+
+
+def hand_on_secrets(pipe: IO[bytes], values: Sequence[str]) -> None:
+    """Write a parent's secret values to a child's stdin (`dagloop start --inherit-secrets`
+    reads them with `read_inherited_secrets`) and close it; a child that died early is
+    ignored here (its exit is reaped as a failure)."""
+    try:
+        pipe.write(json.dumps(list(values)).encode())
+        pipe.close()
+    except OSError:
+        pass
+
+
+def read_inherited_secrets(stream: IO[str]) -> tuple[str, ...]:
+    """The secret values a parent run wrote with `hand_on_secrets` (nothing if unreadable)."""
+    try:
+        values = json.loads(stream.read() or "[]")
+    except (OSError, ValueError):
+        return ()
+    return tuple(str(v) for v in values) if isinstance(values, list) else ()
 
 
 def call_result(p: Proc) -> dict[str, Any]:
