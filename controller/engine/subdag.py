@@ -336,11 +336,29 @@ def calls_partial(node: Node) -> bool:
 
 def _child_outputs(doc: Mapping[str, Any]) -> dict[str, str]:
     """A sub-run's output variables by their own names (`GREETING`, not outputs.json's camelCase
-    keys; `omit`ted ones included), sorted by name as Go's JSON encoder orders a map."""
+    keys; `omit`ted ones included), sorted by name as Go's JSON encoder orders a map.
+
+    Dagu 1.30.2 also lists `DAGU_CONTINUE_ON.<step>: "false"` for each step of the sub-run that
+    failed without its `continueOn` tolerating it (observed: call_parallel_result_shape).
+    """
     found: dict[str, str] = {}
     for n in doc.get("nodes") or []:
         for item in n.get("outputVariables") or []:
             key, sep, value = str(item).partition("=")
             if sep:
                 found[key] = value
+        if n.get("statusLabel") == "failed" and not _tolerated(n):
+            found[f"DAGU_CONTINUE_ON.{n['step']['name']}"] = "false"
     return dict(sorted(found.items()))
+
+
+def _tolerated(node: Mapping[str, Any]) -> bool:
+    """Whether the step's `continueOn` lets the run go on after its failure (its output
+    patterns are taken as matched: the caller cannot search the sub-run's log)."""
+    cont = node["step"].get("continueOn") or {}
+    return bool(
+        cont.get("failure")
+        or cont.get("markSuccess")
+        or cont.get("output")
+        or node.get("exitCode") in (cont.get("exitCode") or [])
+    )
