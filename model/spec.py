@@ -461,7 +461,7 @@ class ParallelSpec(_Spec):
     texts), or a text (`${VAR}`, words, JSON) split into items when the step runs."""
 
     items: list[str | dict[str, str]] | str = Field(default_factory=list)
-    max_concurrent: int = Field(default=10, ge=1, le=1000)
+    max_concurrent: int = Field(default=10, ge=1)  # Dagu sets no upper bound
 
     @model_validator(mode="before")
     @classmethod
