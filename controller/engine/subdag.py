@@ -77,8 +77,8 @@ def call_items(
 def separated_values(text: str) -> list[str]:
     """A text split into items as Dagu's `ParseSeparatedValues` does: a JSON array (its
     non-string members as compact JSON), a JSON object as one item, else one item per line,
-    else by the most frequent of tab, `|`, `;`, `,` (a comma wins ties), else `"quoted"` items
-    and words, else words."""
+    else `"quoted"` items and words, else by the most frequent of tab, `|`, `;`, `,` (the
+    first of them wins a tie), else words."""
     s = text.strip()
     if not s:
         return []
