@@ -650,12 +650,12 @@ class Runner:
         )
 
     def _finish_calls(self, node: Node) -> None:
-        text, failed = calls_document(node)
+        text, error = calls_document(node)
         assert node.out_file is not None
         node.out_file.write(text.encode() + b"\n")
         if node.step.output is not None:
             node.captured = bytearray(text.encode())
-        self._end_execution(node, 1 if failed else 0, "sub DAG run failed" if failed else "")
+        self._end_execution(node, 1 if error else 0, error)
 
     # ------------------------------------------------------------------ waiting
 

@@ -306,8 +306,9 @@ def call_result(p: Proc) -> dict[str, Any]:
     return result
 
 
-def calls_document(node: Node) -> tuple[str, bool]:
-    """The step's stdout once its children ended (JSON), and whether a child failed."""
+def calls_document(node: Node) -> tuple[str, str]:
+    """The step's stdout once its children ended (JSON), and the step's error: Dagu's text
+    for the first failed child (in item order), "" when none failed."""
     # item order, not completion order (Dagu); children are recorded in spawn (item) order
     order = {c["dagRunId"]: i for i, c in reversed(list(enumerate(node.children)))}
     results = sorted(node.results, key=lambda r: order.get(r["dagRunId"], len(order)))
@@ -325,7 +326,10 @@ def calls_document(node: Node) -> tuple[str, bool]:
         }
     else:
         doc = results[0] if results else {}
-    return json.dumps(doc, ensure_ascii=False, indent=2), bool(failed)
+    error = ""
+    if failed:
+        error = f"sub DAG run {failed[0]['dagRunId']} failed with status: {failed[0]['status']}"
+    return json.dumps(doc, ensure_ascii=False, indent=2), error
 
 
 def calls_partial(node: Node) -> bool:
