@@ -73,11 +73,9 @@ from controller.engine.pump import (
 )
 from controller.engine.stopping import Stopper
 from controller.engine.subdag import (
-    Pairs,
     call_argv,
-    call_items,
-    call_params,
     call_result,
+    call_runs,
     call_target,
     calls_document,
     calls_partial,
@@ -574,7 +572,7 @@ class Runner:
         )
         if problem is None:
             try:
-                node.items = self._call_runs(node)
+                node.items = call_runs(node.step, self.vars.scope(node), self.vars.step_refs)
             except ValueError as exc:  # no items, or more than Dagu allows: no child starts
                 problem = str(exc)
         if problem is not None:
@@ -583,16 +581,6 @@ class Runner:
             return
         self._spawn_calls(node)
 
-    def _call_runs(self, node: Node) -> list[tuple[str | None, Pairs]]:
-        """(item, params) of every child, all resolved before the first starts; items with the
-        same params are one child, as in Dagu (its sub-run id comes from the params)."""
-        scope, refs = self.vars.scope(node), self.vars.step_refs
-        runs: dict[str, tuple[str | None, Pairs]] = {}
-        for item in call_items(node.step, scope, refs):
-            pairs = call_params(node.step, item, scope, refs)
-            runs.setdefault(params_text(pairs), (item, pairs))
-        return list(runs.values())
-
     def _spawn_calls(self, node: Node) -> None:
         step = node.step
         cap = step.parallel.max_concurrent if step.parallel is not None else 1
@@ -600,14 +588,8 @@ class Runner:
         while node.items and len(node.procs) < cap:
             item, pairs = node.items.pop(0)
             text = params_text(pairs)
-            # a retried or repeated execution starts new sub-runs (the first ones keep their
-            # records); Dagu retries the same sub-run id instead (docs/compatibility.md)
-            again = (
-                f"#{node.retry_count}.{node.done_count}"
-                if node.retry_count + node.done_count
-                else ""
-            )
-            sid = sub_run_id(run.run_id, node.name, text + again)
+            execution = (node.retry_count, node.done_count)
+            sid = sub_run_id(run.run_id, node.name, text, execution=execution)
             target = self._call_target(node)
             # the secrets go through a pipe, never argv or env, which other users can read
             secrets = self.vars.secrets_to_hand_on()

@@ -1,12 +1,14 @@
 """Sub-DAG calls (`call:`) and `parallel:` fan-outs: what a step's child runs are.
 
-Owns the deterministic sub-run id, the items of a parallel step, each child's target and
-params, the child's `dagloop start` command line, reading a child's JSON result from its stdout,
-and the step's own result document (Dagu's shape: one child's result, or a parallel summary).
-Values only; starting and reaping the children is the runner's.
+Owns the deterministic sub-run id, the items of a parallel step (split as Dagu 1.30.2 splits
+them, at most 1000), each child's target and params (split as Dagu splits them, then handed to
+the child unchanged), the child's `dagloop start` command line, the parent's secret values on
+the child's stdin, reading a child's JSON result from its stdout, and the step's own result
+document (Dagu's shape: one child's result, or a parallel summary). Values only, apart from
+the pipe helpers; starting and reaping the children is the runner's.
 
 Called by the runner (`controller.engine.runner`: `_start_calls`, `_spawn_calls`, `_reap`,
-`_finish_calls`).
+`_finish_calls`) and by `dagloop start` (`read_inherited_secrets`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,21 @@ from controller.engine.graph import Node, Proc
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
+# A child's params: (name, or None for a positional one, value), in order.
+Pairs = list[tuple[str | None, str]]
 
-def sub_run_id(parent_run_id: str, step: str, params: str) -> str:
-    """Deterministic sub-run id (Dagu: base58(sha256("<parent>:<step>:<params>")))."""
+
+def sub_run_id(
+    parent_run_id: str, step: str, params: str, *, execution: tuple[int, int] = (0, 0)
+) -> str:
+    """Deterministic sub-run id (Dagu: base58(sha256("<parent>:<step>:<params>"))).
+
+    `execution` is the step's (retryCount, doneCount): an execution after the first gets new
+    ids, so its sub-runs never collide with the recorded ones (Dagu retries the same sub-run
+    instead; docs/compatibility.md).
+    """
+    if execution != (0, 0):
+        params += f"#{execution[0]}.{execution[1]}"
     digest = hashlib.sha256(f"{parent_run_id}:{step}:{params}".encode()).digest()
     n = int.from_bytes(digest, "big")
     out = ""
@@ -72,6 +86,19 @@ def call_items(
             f"(max: {MAX_PARALLEL_ITEMS})"
         )
     return texts
+
+
+def call_runs(
+    step: Any, scope: Mapping[str, str], step_refs: Mapping[str, Mapping[str, str]]
+) -> list[tuple[str | None, Pairs]]:
+    """(item, params) of every child of the step, all resolved before the first starts; items
+    with the same params are one child, as in Dagu (its sub-run id comes from the params).
+    Raises ValueError as `call_items` does."""
+    runs: dict[str, tuple[str | None, Pairs]] = {}
+    for item in call_items(step, scope, step_refs):
+        pairs = call_params(step, item, scope, step_refs)
+        runs.setdefault(params_text(pairs), (item, pairs))
+    return list(runs.values())
 
 
 def separated_values(text: str) -> list[str]:
@@ -159,8 +186,6 @@ def missing_target(call: str, target: list[str], *, dags_dir: Path, cwd: Path) -
 # Dagu's params tokenizer (`spec/params.go` paramRegex): `NAME=` is optional; a value is a
 # "quoted" text (with \" inside), a `backtick` command, or a run of other characters.
 _PARAM_TOKEN = re.compile(r'(?:([^\s=]+)=)?("(?:\\"|[^"])*"|`(?:\\"|[^"]*)`|[^"\s]+)')
-
-Pairs = list[tuple[str | None, str]]
 
 
 def dagu_params(text: str) -> Pairs:
