@@ -40,6 +40,7 @@ def spawn(
     cwd: str,
     stdout: int | IO[Any],
     stderr: int | IO[Any],
+    stdin: int | IO[Any] = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` as the leader of a new process group (`process_group=0`).
 
@@ -52,7 +53,7 @@ def spawn(
         list(argv),
         env=dict(env),
         cwd=cwd,
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         process_group=0,

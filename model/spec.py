@@ -426,17 +426,50 @@ class ExecutorSpec(_Spec):
         return value
 
 
-class ParallelSpec(_Spec):
-    """`parallel:` fan-out of a `call:` step over items."""
+def go_number_text(value: int | float) -> str:
+    """A number as Go's `%v` prints it: `2.5`, `1` for 1.0, `1e+21`."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return str(value)
 
-    items: list[Any] | str = Field(default_factory=list)
-    max_concurrent: int = Field(default=10, ge=1, le=1000)
+
+def _parallel_item(item: Any) -> str | dict[str, str]:
+    """A static `parallel.items` entry as text, or an object's values as text (Dagu 1.30.2
+    refuses booleans, nulls and lists as items, and nulls and nested values inside one)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, int | float) and not isinstance(item, bool):
+        return go_number_text(item)
+    if isinstance(item, dict):
+        out: dict[str, str] = {}
+        for key, val in item.items():
+            if isinstance(val, bool):
+                out[str(key)] = "true" if val else "false"
+            elif isinstance(val, int | float | str):
+                out[str(key)] = val if isinstance(val, str) else go_number_text(val)
+            else:
+                raise ValueError(
+                    "parameter values must be strings, numbers, or booleans, "
+                    f"got {_yaml_kind(val)} for key {key}"
+                )
+        return out
+    raise ValueError(f"parallel items must be strings, numbers, or objects, got {_yaml_kind(item)}")
+
+
+class ParallelSpec(_Spec):
+    """`parallel:` fan-out of a `call:` step over items: a static list (texts, or objects of
+    texts), or a text (`${VAR}`, words, JSON) split into items when the step runs."""
+
+    items: list[str | dict[str, str]] | str = Field(default_factory=list)
+    max_concurrent: int = Field(default=10, ge=1)  # Dagu sets no upper bound
 
     @model_validator(mode="before")
     @classmethod
     def _forms(cls, value: Any) -> Any:
         if isinstance(value, str | list):
-            return {"items": value}
+            value = {"items": value}
+        if isinstance(value, dict) and isinstance(value.get("items"), list):
+            value = {**value, "items": [_parallel_item(i) for i in value["items"]]}
         return value
 
 

@@ -9,9 +9,11 @@ succeeded (and a DAG-precondition abort), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
 from controller.engine.start import StartOptions, start
+from controller.engine.subdag import read_inherited_secrets
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parent", help=argparse.SUPPRESS)  # NAME:ID of the parent run
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--local", help=argparse.SUPPRESS)  # sub-DAG document of the file
+    # the parent run's secret values arrive as JSON on stdin (`subdag.hand_on_secrets`)
+    parser.add_argument("--inherit-secrets", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="params after --")
 
 
@@ -43,6 +47,7 @@ def options(args: argparse.Namespace) -> StartOptions:
         dagu_home=args.dagu_home,
         # a sub-DAG run's stderr is its parent step's log, not a log shipper's stream
         log_stderr=args.parent is None,
+        inherited_secrets=read_inherited_secrets(sys.stdin) if args.inherit_secrets else (),
     )
 
 

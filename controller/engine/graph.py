@@ -224,4 +224,13 @@ def _step_json(step: Any) -> dict[str, Any]:
         d["outputSpec"] = {"key": step.output.key, "omit": step.output.omit}
     if step.call is not None:
         d["call"] = step.call
+    cont = step.continue_on
+    if cont.failure or cont.exit_code or cont.output or cont.mark_success:
+        # which failures the run tolerates; a caller reads it (`subdag._child_outputs`)
+        d["continueOn"] = {
+            "failure": cont.failure,
+            "exitCode": list(cont.exit_code),
+            "output": list(cont.output),
+            "markSuccess": cont.mark_success,
+        }
     return d

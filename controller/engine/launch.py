@@ -150,6 +150,7 @@ def execute_run(
     start_recorded: bool = False,
     step_ids: Sequence[int] | None = None,
     log_stderr: bool = False,
+    inherited_secrets: Sequence[str] = (),
 ) -> int:
     """Run `dag` as the already-RUNNING row `run`; print the outcome; return the exit code.
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
@@ -162,6 +163,7 @@ def execute_run(
     log_dir = _log_dir(settings, dag, run)
     log_file = log_dir / runlogs.RUN_LOG
     _register_secrets(params, settings)
+    _register_dag_secrets(inherited_secrets)
     if not start_recorded:
         store.update_run(run.id, **started_fields(settings, dag, run))
         run = store.get_run_by_id(run.id)
@@ -202,6 +204,7 @@ def execute_run(
                 progress=progress,
                 step_ids=step_ids,
                 events=events,
+                inherited_secrets=inherited_secrets,
             )
         )
         status = runner.execute()
@@ -345,11 +348,19 @@ def params_for_runner(
     )
 
 
-def stored_params(params: list[tuple[str, str]], settings: Any) -> list[str]:
-    """`NAME=value` strings for `runs.params`, secret-named values masked."""
+def stored_params(
+    params: list[tuple[str, str]], settings: Any, inherited_secrets: Sequence[str] = ()
+) -> list[str]:
+    """`NAME=value` strings for `runs.params`: secret-named values masked, and a parent run's
+    secret values (a sub-DAG's params) masked as Dagu masks a DAG's secrets."""
     from controller.engine.runparams import mask_params
+    from controller.secrets import dag_secret_masker
 
-    return mask_params(params, tuple(settings.secret_patterns))
+    stored = mask_params(params, tuple(settings.secret_patterns))
+    if not inherited_secrets:
+        return stored
+    masker = dag_secret_masker(inherited_secrets)
+    return [masker.mask(item) for item in stored]
 
 
 def _send_alerts(runner: Any, settings: Any, store: Store, run_row: int) -> list[str]:

@@ -26,7 +26,6 @@ workers launch).
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
@@ -75,13 +74,15 @@ from controller.engine.pump import (
 from controller.engine.stopping import Stopper
 from controller.engine.subdag import (
     call_argv,
-    call_items,
-    call_params,
     call_result,
+    call_runs,
     call_target,
     calls_document,
     calls_partial,
+    child_tokens,
+    hand_on_secrets,
     missing_target,
+    params_text,
     sub_run_id,
 )
 from controller.engine.variables import RunVars, SecretError
@@ -115,6 +116,7 @@ class RunnerOptions:
     progress: Callable[[Node], None] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     step_ids: Sequence[int] | None = None  # rows of `initial_step_rows`, written with the claim
+    inherited_secrets: Sequence[str] = ()  # a parent run's secret values (sub-DAG runs)
 
 
 class Runner:
@@ -229,6 +231,7 @@ class Runner:
             return self._finish(RunStatus.FAILED, f"failed to resolve secrets: {exc}")
         except Exception as exc:  # a bad env entry: the run fails before any step
             return self._finish(RunStatus.FAILED, f"cannot build the environment: {exc}")
+        self.vars.inherit_secrets(self.o.inherited_secrets)
         self.pump.masker = self.writes.masker = self.vars.secret_masker
         # Dagu skips such a file silently; the run goes on without it, but says so.
         for path, error in self.vars.dotenv_errors:
@@ -570,19 +573,20 @@ class Runner:
     def _start_calls(self, node: Node) -> None:
         node.results = []
         node.children = []
-        node.items = call_items(node.step, self.vars.scope(node), self.vars.step_refs)
         problem = missing_target(
             ex.expand(str(node.step.call), self.vars.scope(node)),
             self._call_target(node),
             dags_dir=Path(self.o.settings.dags_dir),
             cwd=Path(node.cwd or self.workdir),
         )
+        if problem is None:
+            try:
+                node.items = call_runs(node.step, self.vars.scope(node), self.vars.step_refs)
+            except ValueError as exc:  # no items, or more than Dagu allows: no child starts
+                problem = str(exc)
         if problem is not None:
             node.items = []
             self._end_execution(node, 1, problem)
-            return
-        if not node.items:
-            self._finish_calls(node)
             return
         self._spawn_calls(node)
 
@@ -591,27 +595,39 @@ class Runner:
         cap = step.parallel.max_concurrent if step.parallel is not None else 1
         run = self.run
         while node.items and len(node.procs) < cap:
-            item = node.items.pop(0)
-            tokens = call_params(step, item, self.vars.scope(node), self.vars.step_refs)
-            params_text = " ".join(tokens)
-            sid = sub_run_id(run.run_id, node.name, params_text + json.dumps(item))
+            item, pairs = node.items.pop(0)
+            text = params_text(pairs)
+            execution = (node.retry_count, node.done_count)
+            sid = sub_run_id(run.run_id, node.name, text, execution=execution)
             target = self._call_target(node)
+            # the secrets go through a pipe, never argv or env, which other users can read
+            secrets = self.vars.secrets_to_hand_on()
             argv = call_argv(
                 run_id=sid,
                 parent=f"{self.dag.name}:{run.run_id}",
                 root=f"{run.root_dag or self.dag.name}:{run.root_run_id or run.run_id}",
                 target=target,
-                params=tokens,
+                params=child_tokens(pairs),
+                inherit_secrets=bool(secrets),
             )
             env = dict(self.o.environ)
             env["DAGU_HOME"] = str(self.o.settings.home)
             assert node.err_file is not None
             popen = proc.spawn(
-                argv, env=env, cwd=node.cwd, stdout=subprocess.PIPE, stderr=node.err_file
+                argv,
+                env=env,
+                cwd=node.cwd,
+                stdout=subprocess.PIPE,
+                stderr=node.err_file,
+                stdin=subprocess.PIPE if secrets else subprocess.DEVNULL,
             )
-            node.children.append({"dagRunId": sid, "params": params_text})
+            if popen.stdin is not None:
+                hand_on_secrets(popen.stdin, secrets)
+            masker = self.vars.secret_masker
+            shown = masker.mask(text) if masker is not None else text
+            node.children.append({"dagRunId": sid, "params": shown})
             self._track(
-                node, popen, capture=popen.stdout, item=item, sub_run_id=sid, sub_params=params_text
+                node, popen, capture=popen.stdout, item=item, sub_run_id=sid, sub_params=shown
             )
         self._save(node)
 
@@ -625,12 +641,12 @@ class Runner:
         )
 
     def _finish_calls(self, node: Node) -> None:
-        text, failed = calls_document(node)
+        text, error = calls_document(node)
         assert node.out_file is not None
         node.out_file.write(text.encode() + b"\n")
         if node.step.output is not None:
             node.captured = bytearray(text.encode())
-        self._end_execution(node, 1 if failed else 0, "sub DAG run failed" if failed else "")
+        self._end_execution(node, 1 if error else 0, error)
 
     # ------------------------------------------------------------------ waiting
 

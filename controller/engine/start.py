@@ -55,6 +55,7 @@ class StartOptions(NamedTuple):
     config: str | None = None  # the config file the settings came from
     dagu_home: str | None = None  # DAGU_HOME the settings came from, if given
     log_stderr: bool = False  # log events on stderr in JSON (`dagloop start` in a terminal)
+    inherited_secrets: tuple[str, ...] = ()  # the parent run's secret values, to mask
 
 
 @dataclass
@@ -175,6 +176,7 @@ def _start_with(
         start_recorded=queued is not None,
         step_ids=step_ids,
         log_stderr=opts.log_stderr,
+        inherited_secrets=opts.inherited_secrets,
     )
 
 
@@ -251,7 +253,7 @@ def _record(
             spec_yaml=dag.source or (path.read_text(encoding="utf-8")),
             queue=dag.queue,
             trigger="sub" if opts.parent else "manual",
-            params=launch.stored_params(params, settings),
+            params=launch.stored_params(params, settings, opts.inherited_secrets),
             parent_dag=parent_dag,
             parent_run_id=parent_id,
             root_dag=root_dag,

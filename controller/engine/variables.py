@@ -131,6 +131,7 @@ class RunVars:
         self.params_resolved: dict[str, str] = {}
         self.secret_values: dict[str, str] = {}  # the DAG's `secrets:`, by name
         self.secret_masker: SecretMasker | None = None  # None: the DAG has no secrets
+        self.inherited_secrets: tuple[str, ...] = ()  # a parent run's secret values
         self.step_refs: dict[str, dict[str, str]] = {}
 
     def build(self, params: Sequence[tuple[str, str]]) -> None:
@@ -217,6 +218,19 @@ class RunVars:
         env.update(values)
         self.secret_values = values
         self.secret_masker = dag_secret_masker(values.values())
+
+    def inherit_secrets(self, values: Sequence[str]) -> None:
+        """Mask a parent run's secret values too (they reach a sub-DAG through its params)."""
+        from controller.secrets import dag_secret_masker
+
+        self.inherited_secrets = tuple(v for v in values if v)
+        if self.inherited_secrets:
+            own = self.secret_values.values()
+            self.secret_masker = dag_secret_masker([*own, *self.inherited_secrets])
+
+    def secrets_to_hand_on(self) -> list[str]:
+        """The secret values a sub-DAG run must mask: this run's and those it inherited."""
+        return sorted({*self.secret_values.values(), *self.inherited_secrets} - {""})
 
     def expand_text(self, text: str) -> str:
         """`${VAR}` expansion with the run's variables (DAG env, dotenv, params, outputs)."""

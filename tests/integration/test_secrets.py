@@ -173,3 +173,66 @@ def test_a_missing_secret_file_fails_the_run_before_any_step(tmp_path: Path) -> 
     details = json.loads(status_json)
     assert details["status"] == 2  # failed
     assert [n["status"] for n in details["nodes"]] == [0]  # not_started
+
+
+SUB_DAG = """\
+secrets:
+  - name: API_TOKEN
+    provider: env
+    key: SRC_TOKEN
+steps:
+  - name: fan
+    call: middle
+    parallel: [a, b]
+    params: "TOK=${API_TOKEN} WHICH=${ITEM}"
+---
+name: middle
+params:
+  - TOK: none
+  - WHICH: none
+steps:
+  - name: show
+    command: sh -c 'echo "middle $TOK"; echo "err $TOK" >&2'
+    output: SEEN
+  - name: deeper
+    call: leaf
+    params: "INNER=${TOK}"
+---
+name: leaf
+params:
+  - INNER: none
+steps:
+  - name: leaf_show
+    command: >-
+      sh -c 'echo "leaf $INNER";
+      printf %s "$INNER" | sha256sum | cut -c1-64 > "$DAG_HASH_FILE.$$"'
+"""
+
+
+def test_a_secret_passed_to_sub_dags_is_masked_in_their_records_too(tmp_path: Path) -> None:
+    """Dagu 1.30.2 masks a parent's secret only in the parent's view of its children (their
+    logs and outputs.json keep it); dagloop hands the parent's secret values to every sub-DAG
+    run, at any depth, through a pipe, so no file of theirs holds one either."""
+    home, dag_dir = tmp_path / "home", tmp_path / "dags"
+    dag_dir.mkdir()
+    dag_file = dag_dir / "fanout.yaml"
+    dag_file.write_text(SUB_DAG)
+    hash_base = tmp_path / "leaf.sha256"  # outside DAGU_HOME
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DAGU_HOME": str(home),
+        "SRC_TOKEN": ENV_SECRET,
+        "DAG_HASH_FILE": str(hash_base),
+    }
+
+    code, out, err = run_cli("start", str(dag_file), env=env, timeout=60)
+
+    assert code == 0, err
+    seen = [p.read_text().strip() for p in tmp_path.glob("leaf.sha256.*")]
+    assert seen == [hashlib.sha256(ENV_SECRET.encode()).hexdigest()] * 2  # the real value
+    assert _secrets_in(out + err) == []
+    assert _files_with_secrets(home) == []
+    leaf_logs = list((home / "logs" / "leaf").rglob("leaf_show.out"))
+    assert len(leaf_logs) == 2
+    assert all(p.read_text().strip() == "leaf *******" for p in leaf_logs)
