@@ -1,16 +1,25 @@
-"""`dagloop start [--run-id ID] [-p PARAMS] [--json] [-q] NAME|FILE [-- params...]`.
+"""`dagloop start [--run-id ID] [-p PARAMS] [--json] [-q] [--progress MODE] [--no-color]
+NAME|FILE [-- params...]`.
 
 Runs a DAG in the foreground in this process (as `dagu start`): parses the options, loads the
 settings and hands both to `controller.engine.start`, which claims a QUEUED row named by
-`--run-id` (the control loop's contract) or records a new run, and runs it. Exit 0 for
-succeeded (and a DAG-precondition abort), 1 otherwise.
+`--run-id` (the control loop's contract) or records a new run, and runs it, showing it live on
+a terminal (`controller.engine.progress`). Exit 0 for succeeded (and a DAG-precondition abort),
+1 otherwise (Ctrl-C stops the run as `dagloop stop` does: aborted, 1).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
+from controller.commands.common import (
+    add_common,
+    add_json,
+    add_progress,
+    add_quiet,
+    fail,
+    settings_from,
+)
 from controller.engine.start import StartOptions, start
 
 
@@ -18,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `start`."""
     add_common(parser)
     add_quiet(parser)
+    add_progress(parser)
     parser.add_argument("dag", help="DAG name (in the dags dir) or file")
     parser.add_argument("-r", "--run-id", help="run id (letters, digits, '-', '_'; ≤ 64)")
     parser.add_argument("-p", "--params", action="append", default=[], help="params 'K=V a b'")
@@ -41,6 +51,8 @@ def options(args: argparse.Namespace) -> StartOptions:
         local=args.local,
         config=args.config,
         dagu_home=args.dagu_home,
+        progress=args.progress,
+        no_color=args.no_color,
     )
 
 

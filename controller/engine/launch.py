@@ -1,10 +1,10 @@
 """Shared plumbing of the run commands (`start`, `retry`, `restart`, `dry`, `status`, `stop`).
 
 Owns: loading a DAG file with base.yaml, the columns a runner writes when it
-starts a run, the stored params, the progress printer, and `execute_run`, which wires a
-`Runner` to a run row and returns the exit code (the log directory of the run is
-`controller.runlogs`'s). Called by `controller.commands.*`, `controller.engine.start` and the
-fork-server's warmer (`controller.spawn.child`).
+starts a run, the stored params, and `execute_run`, which wires a `Runner` and the progress
+shown to people (`controller.engine.progress`) to a run row and returns the exit code (the log
+directory of the run is `controller.runlogs`'s). Called by `controller.commands.*`,
+`controller.engine.start` and the fork-server's warmer (`controller.spawn.child`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,21 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from controller import runlogs
+from controller.engine.progress import (
+    Display,
+    choose_display,
+    final_lines,
+    open_progress,
+    step_summaries,
+    summary_lines,
+)
 from controller.store.records import RunRecord
 from controller.store.store import Store
 from controller.utc import utc_text
-from model.status import RunStatus, StepStatus
+from model.status import RunStatus
 
 __all__ = [
     "execute_run",
@@ -99,42 +107,6 @@ def proc_self_start() -> float | None:
     return proc_start_ticks(os.getpid())
 
 
-class Progress:
-    """Prints one line per step transition: compact live view on a TTY, plain lines otherwise."""
-
-    def __init__(self, stream: TextIO, *, quiet: bool) -> None:
-        self.stream = stream
-        self.quiet = quiet
-        self.tty = stream.isatty()
-
-    def __call__(self, node: Any) -> None:
-        if self.quiet:
-            return
-        status = node.status
-        if status == StepStatus.RUNNING and node.done_count == 0 and node.retry_count == 0:
-            if not self.tty:
-                return
-        dur = ""
-        if node.started_at and node.finished_at:
-            dur = f" {node.finished_at - node.started_at:.1f}s"
-        extra = f" retries={node.retry_count}" if node.retry_count else ""
-        code = f" exit={node.exit_code}" if node.exit_code not in (None, 0) else ""
-        label = status.label
-        if self.tty:
-            colour = {
-                StepStatus.SUCCEEDED: "32",
-                StepStatus.FAILED: "31",
-                StepStatus.ABORTED: "33",
-                StepStatus.SKIPPED: "90",
-                StepStatus.RUNNING: "36",
-            }.get(status, "0")
-            label = f"\x1b[{colour}m{label:<9}\x1b[0m"
-        else:
-            label = f"{label:<9}"
-        self.stream.write(f"{label} {node.name}{dur}{extra}{code}\n")
-        self.stream.flush()
-
-
 def execute_run(
     *,
     store: Store,
@@ -148,11 +120,15 @@ def execute_run(
     retry_step: str | None = None,
     start_recorded: bool = False,
     step_ids: Sequence[int] | None = None,
+    progress: str = "auto",
+    no_color: bool = False,
 ) -> int:
     """Run `dag` as the already-RUNNING row `run`; print the outcome; return the exit code.
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
     claim of a queued row carries them, saving a transaction at the minute boundary), and
-    `step_ids` are the rows of `graph.initial_step_rows` written with it."""
+    `step_ids` are the rows of `graph.initial_step_rows` written with it. `progress`
+    (auto, always, never) and `no_color` choose how the run is shown
+    (`progress.choose_display`)."""
     from controller.engine.heartbeat import Heartbeat
     from controller.engine.runner import Runner, RunnerOptions
 
@@ -173,8 +149,15 @@ def execute_run(
         # A full log disk (issue 8 #22): the run cannot keep a log, so it fails before any
         # step, with the reason on its row and one line on stderr, never a traceback.
         return _fail_before_steps(store, run, dag, describe_log_error(exc, log_file), as_json)
-    out = sys.stderr if as_json else sys.stdout
-    progress = Progress(out, quiet=quiet)
+    display = _display(as_json=as_json, quiet=quiet, progress=progress, no_color=no_color)
+    shown = open_progress(
+        sys.stderr if as_json else sys.stdout,
+        display,
+        dag_name=dag.name,
+        run_id=run.run_id,
+        total=len(dag.spec.steps),
+        started_at=run.started_at or time.time(),
+    )
     beat = Heartbeat(
         settings.database_url or settings.db_path, run.id, settings.heartbeat_interval_seconds
     )
@@ -190,13 +173,17 @@ def execute_run(
                 log_dir=log_dir,
                 previous=previous,
                 retry_step=retry_step,
-                progress=progress,
+                progress=shown,
                 step_ids=step_ids,
             )
         )
+        if shown is not None:
+            shown.follow(runner)
         status = runner.execute()
     finally:
         beat.stop()
+        if shown is not None:
+            shown.close()
     _register_dag_secrets(runner.vars.secret_values.values())
     # The final status is recorded and no step is left to start (a step would inherit the
     # niceness): the rest (alerts, the last log line, the exit's unmapping) yields the CPU
@@ -221,12 +208,42 @@ def execute_run(
 
         sys.stdout.write(json.dumps(run_details(store, run), ensure_ascii=False) + "\n")
     elif not quiet:
-        print(f"{status.label} {dag.name} {run.run_id}")
+        _print_summary(runner, run, status, color=display.color)
     if status == RunStatus.SUCCEEDED:
         return 0
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
         return 0
     return 1
+
+
+def _display(*, as_json: bool, quiet: bool, progress: str, no_color: bool) -> Display:
+    """How this run is shown. With `--json` the step lines go to stderr as plain lines (stdout
+    holds only the JSON document), as they always have."""
+    stream = sys.stderr if as_json else sys.stdout
+    return choose_display(
+        progress="never" if as_json else progress,
+        quiet=quiet,
+        no_color=no_color,
+        tty=stream.isatty(),
+        environ=os.environ,
+        encoding=getattr(stream, "encoding", None),
+    )
+
+
+def _print_summary(runner: Any, run: RunRecord, status: RunStatus, *, color: bool) -> None:
+    """Every step's outcome, where to look next, and the outcome line, on stdout."""
+    finished = run.finished_at or time.time()
+    rows = step_summaries(runner.nodes, runner.handlers.values(), mask=runner.writes.mask)
+    lines = summary_lines(
+        rows,
+        dag_name=run.dag_name,
+        status=status,
+        seconds=max(finished - (run.started_at or finished), 0.0),
+        color=color,
+    )
+    lines += final_lines(dag_name=run.dag_name, run_id=run.run_id, status=status, color=color)
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
 
 
 # The run errors of the runner's environment build (`Runner._execute`).

@@ -53,6 +53,8 @@ class StartOptions(NamedTuple):
     local: str | None = None  # a sub-DAG document of the file
     config: str | None = None  # the config file the settings came from
     dagu_home: str | None = None  # DAGU_HOME the settings came from, if given
+    progress: str = "auto"  # live view: auto (on a terminal), always, never
+    no_color: bool = False
 
 
 @dataclass
@@ -159,6 +161,8 @@ def _start_with(
         as_json=opts.as_json,
         start_recorded=queued is not None,
         step_ids=step_ids,
+        progress=opts.progress,
+        no_color=opts.no_color,
     )
 
 
