@@ -116,9 +116,11 @@ def frame_lines(
     lines = [fit(title, room, display), fit(status, room, display)]
     slots = max(height - 1, 3) - len(lines)
     shown = running if len(running) <= slots else running[: slots - 1]
-    name_width = min(max((len(r.name) for r in shown), default=0), _NAME_MAX)
+    # Names give way before the elapsed time does: "  NAME    1.2s" must fit.
+    longest = max((len(r.name) for r in shown), default=0)
+    name_width = max(min(longest, _NAME_MAX, room - 10), 4)
     for step in shown:
-        lines.append(fit(_running_segments(step, name_width), room, display))
+        lines.append(fit(_running_segments(step, name_width, display), room, display))
     if len(shown) < len(running):
         dots = "…" if display.unicode else "..."
         more = Segment(f"  {dots} and {len(running) - len(shown)} more running")
@@ -134,8 +136,10 @@ def _bar(done: int, total: int, width: int, *, unicode: bool) -> str:
     return f"[{fill * full}{empty * (inner - full)}]"
 
 
-def _running_segments(step: RunningStep, name_width: int) -> list[Segment]:
-    name = step.name if len(step.name) <= name_width else step.name[: name_width - 1] + "~"
+def _running_segments(step: RunningStep, name_width: int, display: Display) -> list[Segment]:
+    name = step.name
+    if len(name) > name_width:
+        name = name[: name_width - 1] + ("…" if display.unicode else "~")
     out = [Segment(f"  {name:<{name_width}}  "), Segment(f"{seconds_text(step.seconds):>6}", _DIM)]
     if step.retries:
         out.append(Segment(f"  retry {step.retries}", "33"))

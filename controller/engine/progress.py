@@ -281,11 +281,15 @@ def _failure_lines(row: StepSummary, *, color: bool) -> list[str]:
     error = row.error.split(STDERR_TAIL_MARK, 1)[0]
     out.extend(f"      error: {clean(line)}" for line in error.splitlines() if line.strip())
     if row.stderr_tail:
-        out.append(f"      stderr (last {len(row.stderr_tail)} lines):")
+        count = len(row.stderr_tail)
+        out.append(
+            "      stderr, last line:" if count == 1 else f"      stderr, last {count} lines:"
+        )
         out.extend(paint(f"        {line}", "2", color=color) for line in row.stderr_tail)
-    logs = " ".join(p for p in (row.stdout_path, row.stderr_path) if p)
-    if logs:
-        out.append(f"      logs: {logs}")
+    if row.stdout_path:
+        out.append(f"      stdout log: {row.stdout_path}")
+    if row.stderr_path:
+        out.append(f"      stderr log: {row.stderr_path}")
     return out
 
 
