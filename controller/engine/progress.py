@@ -17,10 +17,23 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from controller.engine.exits import STDERR_TAIL_MARK
 from model.status import RunStatus, StepStatus
+
+if TYPE_CHECKING:  # no class to build at run time: only the type checker needs it
+    from typing import Protocol
+
+    class Progress(Protocol):
+        """What `execute_run` drives: the runner's callback, `follow` the runner, `close`."""
+
+        def __call__(self, node: Any) -> None: ...
+
+        def follow(self, source: Any) -> None: ...
+
+        def close(self) -> None: ...
+
 
 __all__ = [
     "PROGRESS_MODES",
@@ -56,20 +69,30 @@ STDERR_TAIL_LINES = 5
 _TAIL_BYTES = 8192  # read this much of the end of a step's .err log for its tail
 _TAIL_LINE_CHARS = 200
 # Everything a step could print that moves the cursor or changes the terminal: CSI and OSC
-# sequences, then any other control character but tab.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?")
-_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# sequences, then any other control character but tab (compiled on first use: a run whose
+# steps all succeed off a terminal never needs them).
+_ESCAPES = r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?"
+_CONTROLS = r"[\x00-\x08\x0a-\x1f\x7f-\x9f]"
 
 
-class Display(NamedTuple):
+class Display:
     """How progress is shown: `mode` "quiet" (nothing), "lines" (plain event lines) or "live"
     (a view redrawn in place); `color` SGR colours; `tty` the stream is a terminal (plain lines
-    then also show a step's start); `unicode` the stream takes UTF-8 (spinner, bar)."""
+    then also show a step's start); `unicode` the stream takes UTF-8 (spinner, bar).
 
-    mode: str
-    color: bool
-    tty: bool
-    unicode: bool
+    A plain class, as `StepSummary`: a NamedTuple costs a quarter of a millisecond to define,
+    on the path of every `start`."""
+
+    __slots__ = ("color", "mode", "tty", "unicode")
+
+    def __init__(self, *, mode: str, color: bool, tty: bool, unicode: bool) -> None:
+        self.mode = mode
+        self.color = color
+        self.tty = tty
+        self.unicode = unicode
+
+    def __repr__(self) -> str:
+        return f"Display(mode={self.mode!r}, color={self.color}, tty={self.tty})"
 
 
 def choose_display(
@@ -120,7 +143,7 @@ def seconds_text(seconds: float) -> str:
 def clean(text: str) -> str:
     """`text` without escape sequences or control characters (a step's output shown on a
     terminal must not move its cursor, and the plain lines carry no escape codes)."""
-    return _CONTROLS.sub(" ", _ESCAPES.sub("", text))
+    return re.sub(_CONTROLS, " ", re.sub(_ESCAPES, "", text))
 
 
 # --------------------------------------------------------------------------- plain lines
@@ -159,16 +182,6 @@ class EventLines:
         """Nothing to take down."""
 
 
-class Progress(Protocol):
-    """What `execute_run` drives: the runner's callback, then `follow` the runner, `close`."""
-
-    def __call__(self, node: Any) -> None: ...
-
-    def follow(self, source: Any) -> None: ...
-
-    def close(self) -> None: ...
-
-
 def open_progress(
     stream: TextIO, display: Display, *, dag_name: str, run_id: str, total: int, started_at: float
 ) -> Progress | None:
@@ -188,18 +201,44 @@ def open_progress(
 # --------------------------------------------------------------------------- the summary
 
 
-class StepSummary(NamedTuple):
-    """One step (or handler) of a finished run, as the summary shows it."""
+class StepSummary:
+    """One step (or handler) of a finished run, as the summary shows it: `seconds` None when
+    it never ran; `error` and `stderr_tail` only for a failed step."""
 
-    name: str
-    status: StepStatus
-    seconds: float | None  # None: it never ran
-    exit_code: int | None
-    retries: int
-    error: str = ""
-    stderr_tail: Sequence[str] = ()
-    stdout_path: str = ""
-    stderr_path: str = ""
+    __slots__ = (
+        "error",
+        "exit_code",
+        "name",
+        "retries",
+        "seconds",
+        "status",
+        "stderr_path",
+        "stderr_tail",
+        "stdout_path",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        status: StepStatus,
+        seconds: float | None,
+        exit_code: int | None,
+        retries: int,
+        error: str = "",
+        stderr_tail: Sequence[str] = (),
+        stdout_path: str = "",
+        stderr_path: str = "",
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.seconds = seconds
+        self.exit_code = exit_code
+        self.retries = retries
+        self.error = error
+        self.stderr_tail = stderr_tail
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
 
 
 def step_summaries(
@@ -276,7 +315,7 @@ def summary_lines(
 
 def _failure_lines(row: StepSummary, *, color: bool) -> list[str]:
     """The error, stderr tail and log paths under a failed step's line."""
-    out = []
+    out: list[str] = []
     # The error's own stderr tail is left out: the lines below show it.
     error = row.error.split(STDERR_TAIL_MARK, 1)[0]
     out.extend(f"      error: {clean(line)}" for line in error.splitlines() if line.strip())

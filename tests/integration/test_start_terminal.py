@@ -3,7 +3,7 @@ Ctrl-C typed on that terminal, and the plain lines (no escape codes) on a pipe.
 
 Every command is the real `python -m controller start`; the terminal is a real pty whose
 output `tests.terminal.Screen` replays. Steps that must still be running when the test looks
-wait on a FIFO that the test writes once it has seen what it expects: no sleeps.
+wait at a `Gate` (a FIFO) that the test opens once it has seen what it expects: no sleeps.
 """
 
 from __future__ import annotations
@@ -35,11 +35,31 @@ def env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+class Gate:
+    """Steps wait at `wait` (`read line < FIFO`) until the test lets them pass with `open`.
+
+    The test holds the FIFO open for writing the whole time, so a step that reaches the gate
+    late still finds its line there: no race between a step starting and the test opening.
+    """
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.wait = f"read line < {path}"
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    def open(self, steps: int = 1) -> None:
+        """Let `steps` waits pass (each reads one line)."""
+        os.write(self._fd, b"\n" * steps)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 @pytest.fixture
-def fifo(tmp_path: Path) -> Path:
-    path = tmp_path / "go"
-    os.mkfifo(path)
-    return path
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    g = Gate(tmp_path / "gate")
+    yield g
+    g.close()
 
 
 @pytest.fixture
@@ -51,19 +71,13 @@ def terminals() -> Iterator[list[PtyCommand]]:
         command.close()
 
 
-def release(fifo: Path) -> None:
-    """Let every step blocked reading `fifo` go on (they read end-of-file)."""
-    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    os.close(fd)
-
-
 def write_dag(env: dict[str, str], name: str, text: str) -> None:
     (Path(env["DAGU_HOME"]) / "dags" / f"{name}.yaml").write_text(textwrap.dedent(text))
 
 
-def mixed_dag(env: dict[str, str], fifo: Path, marks: Path) -> None:
+def mixed_dag(env: dict[str, str], gate: Gate, marks: Path) -> None:
     """`mixed`: `fails` (exit 3, stderr `boom`), `skipped` (precondition not met), and
-    `retrying`, which fails once and then, retried, waits on `fifo`."""
+    `retrying`, which fails once and then, retried, waits at the `gate`."""
     write_dag(
         env,
         "mixed",
@@ -72,7 +86,7 @@ def mixed_dag(env: dict[str, str], fifo: Path, marks: Path) -> None:
         steps:
           - name: retrying
             command: >-
-              sh -c 'if [ -e {marks}/tried ]; then cat {fifo};
+              sh -c 'if [ -e {marks}/tried ]; then {gate.wait};
               else touch {marks}/tried; echo first >&2; exit 1; fi'
             retryPolicy: {{limit: 2, intervalSec: 0}}
           - name: fails
@@ -95,9 +109,9 @@ def summary_of(lines: list[str], dag: str) -> list[str]:
 
 
 def test_live_view_and_summary_on_a_terminal(
-    env: dict[str, str], fifo: Path, tmp_path: Path, terminals: list[PtyCommand]
+    env: dict[str, str], gate: Gate, tmp_path: Path, terminals: list[PtyCommand]
 ) -> None:
-    mixed_dag(env, fifo, tmp_path)
+    mixed_dag(env, gate, tmp_path)
     run = PtyCommand(["start", "mixed"], env, columns=200, rows=30)
     terminals.append(run)
 
@@ -117,7 +131,7 @@ def test_live_view_and_summary_on_a_terminal(
     assert shown[failed + 1] == "    boom"  # the last line of its stderr
     assert "\x1b[31m" in run.raw.decode()  # colour on a terminal
 
-    release(fifo)
+    gate.open()
     assert run.wait() == 1
     lines = run.screen.text()
     # The live area is gone and nothing was repeated, however many frames were drawn: the
@@ -149,19 +163,19 @@ def test_live_view_and_summary_on_a_terminal(
 
 
 def test_ctrl_c_stops_the_run_as_dagloop_stop_does(
-    env: dict[str, str], fifo: Path, tmp_path: Path, terminals: list[PtyCommand]
+    env: dict[str, str], gate: Gate, tmp_path: Path, terminals: list[PtyCommand]
 ) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
     # `work` gets its signalOnStop (SIGINT), notes it, and takes its time to stop (it waits
-    # on the FIFO again): the view says the run is stopping meanwhile.
+    # at the gate again): the view says the run is stopping meanwhile.
     write_dag(
         env,
         "long",
         f"""
         steps:
           - name: work
-            command: sh -c 'trap "echo INT > {marks}/work" INT; cat {fifo}; cat {fifo}'
+            command: sh -c 'trap "echo INT > {marks}/work" INT; {gate.wait}; {gate.wait}'
             signalOnStop: SIGINT
           - name: after
             command: echo never
@@ -177,7 +191,7 @@ def test_ctrl_c_stops_the_run_as_dagloop_stop_does(
     run.read_until(lambda screen: any(line.startswith("  work ") for line in screen.visible()))
     run.type(b"\x03")  # Ctrl-C: the terminal sends SIGINT to the foreground process group
     run.read_until(lambda screen: "stopping…" in "\n".join(screen.visible()))
-    release(fifo)
+    gate.open()
     assert run.wait() == 1
     assert (marks / "work").read_text() == "INT\n"
     assert (marks / "handlers").read_text() == "abort\nexit\n"
@@ -194,10 +208,11 @@ def test_ctrl_c_stops_the_run_as_dagloop_stop_does(
 
 
 def test_narrow_and_short_terminal_never_wraps_the_live_view(
-    env: dict[str, str], fifo: Path, terminals: list[PtyCommand]
+    env: dict[str, str], gate: Gate, terminals: list[PtyCommand]
 ) -> None:
     steps = "".join(
-        f"  - name: a_rather_long_step_name_number_{i}\n    command: cat {fifo}\n" for i in range(6)
+        f"  - name: a_rather_long_step_name_number_{i}\n    command: {gate.wait}\n"
+        for i in range(6)
     )
     write_dag(env, "wide", "type: graph\nsteps:\n" + steps)
     run = PtyCommand(["start", "wide"], env, columns=30, rows=6)
@@ -209,7 +224,7 @@ def test_narrow_and_short_terminal_never_wraps_the_live_view(
     assert shown[0].startswith("wide  run ")
     assert re.match(r"\S 0/6 steps  0%  \d+\.\ds$", shown[1])  # no room for the bar
     assert re.match(r"  a_rather_long_step… +\d+\.\ds$", shown[2])  # the name gives way
-    release(fifo)
+    gate.open(6)
     assert run.wait() == 0
     assert run.raw.decode().splitlines()[-1].startswith("\x1b[32msucceeded\x1b[0m wide ")
 
