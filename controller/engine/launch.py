@@ -26,6 +26,7 @@ from controller.engine.progress import (
     open_progress,
     step_summaries,
     summary_lines,
+    write_lines,
 )
 from controller.store.records import RunRecord
 from controller.store.store import Store
@@ -242,8 +243,7 @@ def _print_summary(runner: Any, run: RunRecord, status: RunStatus, *, color: boo
         color=color,
     )
     lines += final_lines(dag_name=run.dag_name, run_id=run.run_id, status=status, color=color)
-    sys.stdout.write("".join(f"{line}\n" for line in lines))
-    sys.stdout.flush()
+    write_lines(sys.stdout, lines)
 
 
 # The run errors of the runner's environment build (`Runner._execute`).

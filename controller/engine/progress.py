@@ -45,6 +45,7 @@ __all__ = [
     "open_progress",
     "step_summaries",
     "summary_lines",
+    "write_lines",
 ]
 
 PROGRESS_MODES = ("auto", "always", "never")
@@ -146,6 +147,19 @@ def clean(text: str) -> str:
     return re.sub(_CONTROLS, " ", re.sub(_ESCAPES, "", text))
 
 
+def write_lines(stream: TextIO, lines: Sequence[str]) -> None:
+    """Write `lines` and flush. When the reader has gone (`dagloop start … | head`), the rest
+    of the output goes to /dev/null: the run goes on to its recorded end and exit code, where
+    the error would have broken it off and left it to be reaped as lost."""
+    try:
+        stream.write("".join(f"{line}\n" for line in lines))
+        stream.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())  # the buffered rest is flushed there, silently
+        os.close(devnull)
+
+
 # --------------------------------------------------------------------------- plain lines
 
 
@@ -172,8 +186,7 @@ class EventLines:
         extra = f" retries={node.retry_count}" if node.retry_count else ""
         code = f" exit={node.exit_code}" if node.exit_code not in (None, 0) else ""
         label = paint(f"{status.label:<9}", STATUS_COLOURS.get(status), color=self.display.color)
-        self.stream.write(f"{label} {node.name}{dur}{extra}{code}\n")
-        self.stream.flush()
+        write_lines(self.stream, [f"{label} {node.name}{dur}{extra}{code}"])
 
     def follow(self, source: Any) -> None:
         """Nothing to follow: plain lines print only on transitions."""

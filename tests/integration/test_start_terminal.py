@@ -1,5 +1,6 @@
 """`dagloop start` as a person sees it: the live view and the summary in a real pseudo-terminal,
-Ctrl-C typed on that terminal, and the plain lines (no escape codes) on a pipe.
+Ctrl-C typed on that terminal, and the plain lines (no escape codes) on a pipe, also one whose
+reader leaves early.
 
 Every command is the real `python -m controller start`; the terminal is a real pty whose
 output `tests.terminal.Screen` replays. Steps that must still be running when the test looks
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -306,3 +309,40 @@ def test_progress_always_on_a_pipe_draws_the_view_without_colour(env: dict[str, 
     screen = Screen(200, 24)
     screen.feed(out.replace("\n", "\r\n"))  # as a terminal showing the file (ONLCR)
     assert screen.text()[-1].startswith("failed one ")
+
+
+def test_a_reader_that_leaves_does_not_break_the_run(env: dict[str, str], gate: Gate) -> None:
+    # `dagloop start … | head -1`: the lines after the reader left go nowhere, and the run
+    # still ends recorded with its own exit code (it was left running, then reaped as lost).
+    write_dag(
+        env,
+        "piped",
+        f"""
+        steps:
+          - name: first
+            command: "true"
+          - name: second
+            command: {gate.wait}
+          - name: third
+            command: "false"
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", "start", "piped"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"succeeded first ")
+        proc.stdout.close()  # as `head -1` does
+        gate.open()
+        assert proc.wait(timeout=60) == 1
+        assert proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _, out, _ = run_cli("status", "--json", "piped", env=env)
+    assert json.loads(out)["statusLabel"] == "failed"
