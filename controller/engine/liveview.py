@@ -213,7 +213,7 @@ class LiveView:
         self._source: Any = None
         self._lock = threading.Lock()
         self._above: list[str] = []  # lines to print above the area at the next draw
-        self._retries_seen: dict[int, int] = {}  # id(node) -> retries already reported
+        self._retried: set[int] = set()  # id() of the nodes whose retry has a line
         self._drawn = 0  # lines of the area on the screen now
         self._tick = 0
         self._stop = threading.Event()
@@ -221,8 +221,8 @@ class LiveView:
         self._broken = False  # the terminal went away: stop drawing
 
     def __call__(self, node: Any) -> None:
-        """The runner's progress callback: `node` (a `graph.Node`) was just saved. A retry,
-        a failure or an abort gets a line that stays above the live area."""
+        """The runner's progress callback: `node` (a `graph.Node`) was just saved. A step's
+        first retry, a failure or an abort gets a line that stays above the live area."""
         lines = self._lasting_lines(node)
         if lines:
             with self._lock:
@@ -237,10 +237,11 @@ class LiveView:
         name = clean(node.name)
         code = f"  exit={node.exit_code}" if node.exit_code is not None else ""
         if status == StepStatus.RUNNING:
-            seen = self._retries_seen.get(id(node), 0)
-            if node.retry_count <= seen:
+            # Only a step's first retry gets a line: its running line counts the next ones,
+            # and a step retried a hundred times must not scroll the screen away.
+            if node.retry_count == 0 or id(node) in self._retried:
                 return []
-            self._retries_seen[id(node)] = node.retry_count
+            self._retried.add(id(node))
             word = paint(f"{mark[status]} {name}", "33", color=color)
             return [f"{word}{code}  retrying (retry {node.retry_count})"]
         if status not in (StepStatus.FAILED, StepStatus.ABORTED):

@@ -80,7 +80,7 @@ def write_dag(env: dict[str, str], name: str, text: str) -> None:
 
 def mixed_dag(env: dict[str, str], gate: Gate, marks: Path) -> None:
     """`mixed`: `fails` (exit 3, stderr `boom`), `skipped` (precondition not met), and
-    `retrying`, which fails once and then, retried, waits at the `gate`."""
+    `retrying`, which fails twice and then, retried, waits at the `gate`."""
     write_dag(
         env,
         "mixed",
@@ -89,9 +89,9 @@ def mixed_dag(env: dict[str, str], gate: Gate, marks: Path) -> None:
         steps:
           - name: retrying
             command: >-
-              sh -c 'if [ -e {marks}/tried ]; then {gate.wait};
-              else touch {marks}/tried; echo first >&2; exit 1; fi'
-            retryPolicy: {{limit: 2, intervalSec: 0}}
+              sh -c 'echo x >> {marks}/tries; if [ $(wc -l < {marks}/tries) -ge 3 ];
+              then {gate.wait}; else echo failing >&2; exit 1; fi'
+            retryPolicy: {{limit: 3, intervalSec: 0}}
           - name: fails
             command: sh -c 'echo boom >&2; exit 3'
           - name: skipped
@@ -103,6 +103,11 @@ def mixed_dag(env: dict[str, str], gate: Gate, marks: Path) -> None:
             command: echo bye
         """,
     )
+
+
+def lines_like(lines: list[str], pattern: str) -> list[int]:
+    """The indexes of the lines that match `pattern`."""
+    return [i for i, line in enumerate(lines) if re.match(pattern, line)]
 
 
 def summary_of(lines: list[str], dag: str) -> list[str]:
@@ -119,18 +124,18 @@ def test_live_view_and_summary_on_a_terminal(
     terminals.append(run)
 
     # While it runs: the header (DAG, run id, bar, done/total, percentage, elapsed time), the
-    # retried step running with its retry count, and the failure and the retry kept above
-    # the live area with their exit codes.
+    # retried step running with its retry count, and the failure and the first retry kept
+    # above the live area with their exit codes.
     def retried_and_running(screen: Screen) -> object:
         shown = "\n".join(screen.visible())
-        return "2/3 steps" in shown and re.search(r"^  retrying +\d+\.\ds  retry 1$", shown, re.M)
+        return "2/3 steps" in shown and re.search(r"^  retrying +\d+\.\ds  retry 2$", shown, re.M)
 
     run.read_until(retried_and_running)
     shown = run.screen.visible()
     assert re.match(r"mixed  run [0-9a-f-]{36}$", shown[-3])
     assert re.match(r"\S \[█{18}░{10}\] 2/3 steps  66%  \d+\.\ds$", shown[-2])
     assert "↻ retrying  exit=1  retrying (retry 1)" in shown
-    failed = shown.index("✗ fails  failed  exit=3  0.0s")
+    failed = lines_like(shown, r"✗ fails  failed  exit=3  \d+\.\ds$")[0]
     assert shown[failed + 1] == "    boom"  # the last line of its stderr
     assert "\x1b[31m" in run.raw.decode()  # colour on a terminal
 
@@ -138,15 +143,15 @@ def test_live_view_and_summary_on_a_terminal(
     assert run.wait() == 1
     lines = run.screen.text()
     # The live area is gone and nothing was repeated, however many frames were drawn: the
-    # lasting lines once each, then the summary.
+    # lasting lines once each (the second retry has none), then the summary.
     assert not [line for line in lines if HEADER.search(line)]
     assert lines.count("↻ retrying  exit=1  retrying (retry 1)") == 1
-    assert lines.count("✗ fails  failed  exit=3  0.0s") == 1
+    assert len(lines_like(lines, r"✗ fails  failed  exit=3  \d+\.\ds$")) == 1
     summary = summary_of(lines, "mixed")
     assert len(lines) == len(summary) + 3
     run_id = lines[-1].split()[-1]
     assert re.match(r"summary of mixed: failed in \d+\.\ds$", summary[0])
-    assert re.match(r"  retrying  succeeded +\d+\.\ds  exit=0   retries=1$", summary[1])
+    assert re.match(r"  retrying  succeeded +\d+\.\ds  exit=0   retries=2$", summary[1])
     assert re.match(r"  fails     failed +\d+\.\ds  exit=3   retries=0$", summary[2])
     logs = Path(env["DAGU_HOME"]) / "logs" / "mixed" / run_id
     assert summary[3:8] == [
