@@ -206,7 +206,7 @@ class LiveView:
     ) -> None:
         self.stream = stream
         self.display = display
-        self.dag_name = dag_name
+        self.dag_name = clean(dag_name)
         self.run_id = run_id
         self.total = total
         self.started_at = started_at

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from controller.engine.exits import STDERR_TAIL_MARK
@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # no class to build at run time: only the type checker needs 
 
 
 __all__ = [
-    "PROGRESS_MODES",
     "Display",
     "EventLines",
     "StepSummary",
@@ -47,8 +46,6 @@ __all__ = [
     "summary_lines",
     "write_lines",
 ]
-
-PROGRESS_MODES = ("auto", "always", "never")
 
 # SGR colour codes by status (green, red, yellow, grey, cyan); shared with the live view
 STATUS_COLOURS: Mapping[int, str] = {
@@ -144,6 +141,8 @@ def seconds_text(seconds: float) -> str:
 def clean(text: str) -> str:
     """`text` without escape sequences or control characters (a step's output shown on a
     terminal must not move its cursor, and the plain lines carry no escape codes)."""
+    if text.isprintable():  # nearly always: no regex to compile
+        return text
     return re.sub(_CONTROLS, " ", re.sub(_ESCAPES, "", text))
 
 
@@ -255,7 +254,7 @@ class StepSummary:
 
 
 def step_summaries(
-    steps: Iterable[Any], handlers: Iterable[Any], *, mask: Any = None
+    steps: Iterable[Any], handlers: Iterable[Any], *, mask: Callable[[str], str] | None = None
 ) -> list[StepSummary]:
     """The summary rows of a run's nodes: the steps in order, then the handlers that ran, in
     the order they ran. A failed step gets its error and the last lines of its stderr, with
@@ -264,7 +263,7 @@ def step_summaries(
     return [_summary(node, mask) for node in [*steps, *ran]]
 
 
-def _summary(node: Any, mask: Any) -> StepSummary:
+def _summary(node: Any, mask: Callable[[str], str] | None) -> StepSummary:
     seconds = None
     if node.started_at and node.finished_at:
         seconds = node.finished_at - node.started_at
@@ -274,7 +273,7 @@ def _summary(node: Any, mask: Any) -> StepSummary:
         error = mask(node.error) if mask and node.error else node.error
         tail = tuple(mask(line) if mask else line for line in stderr_tail(node.stderr_path))
     return StepSummary(
-        name=node.name,
+        name=clean(node.name),
         status=node.status,
         seconds=seconds,
         exit_code=node.exit_code,
