@@ -150,23 +150,31 @@ def _running_segments(step: RunningStep, name_width: int, display: Display) -> l
 
 def cells(char: str) -> int:
     """Terminal columns of one character (wide East Asian characters take two)."""
+    if char < "\u0300":  # Latin, before the first combining mark: the usual case, no lookup
+        return 1
     if unicodedata.combining(char):
         return 0
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
+def columns(text: str) -> int:
+    """Terminal columns of `text`."""
+    return len(text) if text.isascii() else sum(cells(c) for c in text)
+
+
 def fit(segments: Sequence[Segment], room: int, display: Display) -> str:
     """The segments as one line of at most `room` columns (cut with an ellipsis), painted
     when colour is on."""
+    if sum(columns(s.text) for s in segments) <= room:  # a frame is redrawn ten times a second
+        return "".join(paint(s.text, s.colour, color=display.color) for s in segments)
     out: list[str] = []
     used = 0
     ellipsis = "…" if display.unicode else "~"
-    total = sum(cells(c) for s in segments for c in s.text)
     for seg in segments:
         kept = []
         for char in seg.text:
             width = cells(char)
-            if total > room and used + width > room - 1:
+            if used + width > room - 1:
                 kept.append(ellipsis)
                 out.append(paint("".join(kept), seg.colour, color=display.color))
                 return "".join(out)

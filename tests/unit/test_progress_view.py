@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.engine.exits import STDERR_TAIL_MARK
-from controller.engine.liveview import RunningStep, Segment, cells, fit, frame_lines
+from controller.engine.liveview import RunningStep, Segment, columns, fit, frame_lines
 from controller.engine.progress import (
     Display,
     StepSummary,
@@ -101,7 +101,7 @@ def test_frame_says_when_the_run_is_stopping() -> None:
 @pytest.mark.parametrize("width", [8, 20, 31, 45])
 def test_frame_fits_a_narrow_terminal(width: int) -> None:
     lines = frame(width=width)
-    assert all(sum(cells(c) for c in line) <= width - 1 for line in lines)
+    assert all(columns(line) <= width - 1 for line in lines)
     assert lines[1].startswith("⠸")
 
 
@@ -125,7 +125,7 @@ def test_frame_without_utf8_is_ascii() -> None:
 
 def test_fit_counts_wide_characters_as_two_columns() -> None:
     line = fit([Segment("処理" * 10)], 9, UTF8)
-    assert sum(cells(c) for c in line) <= 9
+    assert columns(line) <= 9
     assert line.endswith("…")
 
 
