@@ -351,3 +351,16 @@ def test_a_reader_that_leaves_does_not_break_the_run(env: dict[str, str], gate: 
             proc.wait()
     _, out, _ = run_cli("status", "--json", "piped", env=env)
     assert json.loads(out)["statusLabel"] == "failed"
+
+
+def test_json_on_a_terminal_is_unchanged(env: dict[str, str], terminals: list[PtyCommand]) -> None:
+    # the step lines on stderr, the run details on stdout; no live view, no summary
+    write_dag(env, "one", ONE_STEP)
+    run = PtyCommand(["start", "--json", "one"], env, columns=4000)
+    terminals.append(run)
+    assert run.wait() == 1
+    lines = run.screen.text()
+    assert "\x1b[J" not in run.raw.decode()
+    assert re.match(r"failed    one \d+\.\ds exit=1$", lines[-2])
+    assert json.loads(lines[-1])["statusLabel"] == "failed"
+    assert not [line for line in lines if line.startswith("summary of ")]
