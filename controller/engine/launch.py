@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,7 @@ def execute_run(
             )
         )
         if shown is not None:
-            shown.follow(runner)
+            shown.follow(runner, mask=_masker(runner))
         status = runner.execute()
     finally:
         beat.stop()
@@ -234,7 +234,7 @@ def _display(*, as_json: bool, quiet: bool, progress: str, no_color: bool) -> Di
 def _print_summary(runner: Any, run: RunRecord, status: RunStatus, *, color: bool) -> None:
     """Every step's outcome, where to look next, and the outcome line, on stdout."""
     finished = run.finished_at or time.time()
-    rows = step_summaries(runner.nodes, runner.handlers.values(), mask=runner.writes.mask)
+    rows = step_summaries(runner.nodes, runner.handlers.values(), mask=_masker(runner))
     lines = summary_lines(
         rows,
         dag_name=run.dag_name,
@@ -244,6 +244,22 @@ def _print_summary(runner: Any, run: RunRecord, status: RunStatus, *, color: boo
     )
     lines += final_lines(dag_name=run.dag_name, run_id=run.run_id, status=status, color=color)
     write_lines(sys.stdout, lines)
+
+
+def _masker(runner: Any) -> Callable[[str], str]:
+    """Masks a step's text (its error, its stderr) before it is shown: the DAG's `secrets:` as
+    the step logs do, and the secret-named params as the run log does (a step's own log may
+    hold those in clear; stdout may be a CI log)."""
+
+    def mask(text: str) -> str:
+        text = runner.writes.mask(text)
+        if _masking:
+            from controller.logs import redact
+
+            text = redact(text)
+        return str(text)
+
+    return mask
 
 
 # The run errors of the runner's environment build (`Runner._execute`).

@@ -25,7 +25,7 @@ import shutil
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TextIO
 
 from controller.engine.progress import (
@@ -219,6 +219,7 @@ class LiveView:
         self.total = total
         self.started_at = started_at
         self._source: Any = None
+        self._mask: Callable[[str], str] = str  # until `follow` gives the run's
         self._lock = threading.Lock()
         self._above: list[str] = []  # lines to print above the area at the next draw
         self._retried: set[int] = set()  # id() of the nodes whose retry has a line
@@ -262,13 +263,14 @@ class LiveView:
         lines = [f"{word}{code}{dur}{retries}"]
         if status == StepStatus.FAILED:
             tail = stderr_tail(node.stderr_path, 2)
-            lines.extend(paint(f"    {line}", _DIM, color=color) for line in tail)
+            lines.extend(paint(f"    {self._mask(line)}", _DIM, color=color) for line in tail)
         return lines
 
-    def follow(self, source: Any) -> None:
+    def follow(self, source: Any, *, mask: Callable[[str], str]) -> None:
         """Draw the area from `source` (the `Runner`: its `nodes`, `handlers`, `canceled`)
-        every `TICK_SECONDS` until `close`."""
+        every `TICK_SECONDS` until `close`; a failed step's stderr lines go through `mask`."""
         self._source = source
+        self._mask = mask
         self._write(_HIDE_CURSOR)
         self._draw()
         self._thread = threading.Thread(target=self._run, name="liveview", daemon=True)

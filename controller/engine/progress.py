@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # no class to build at run time: only the type checker needs 
 
         def __call__(self, node: Any) -> None: ...
 
-        def follow(self, source: Any) -> None: ...
+        def follow(self, source: Any, *, mask: Callable[[str], str]) -> None: ...
 
         def close(self) -> None: ...
 
@@ -187,8 +187,8 @@ class EventLines:
         label = paint(f"{status.label:<9}", STATUS_COLOURS.get(status), color=self.display.color)
         write_lines(self.stream, [f"{label} {node.name}{dur}{extra}{code}"])
 
-    def follow(self, source: Any) -> None:
-        """Nothing to follow: plain lines print only on transitions."""
+    def follow(self, source: Any, *, mask: Callable[[str], str]) -> None:
+        """Nothing to follow: plain lines print only on transitions, and show no step text."""
 
     def close(self) -> None:
         """Nothing to take down."""

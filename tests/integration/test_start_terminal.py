@@ -364,3 +364,32 @@ def test_json_on_a_terminal_is_unchanged(env: dict[str, str], terminals: list[Pt
     assert re.match(r"failed    one \d+\.\ds exit=1$", lines[-2])
     assert json.loads(lines[-1])["statusLabel"] == "failed"
     assert not [line for line in lines if line.startswith("summary of ")]
+
+
+def test_secrets_in_a_failed_steps_stderr_are_masked_where_it_is_shown(
+    env: dict[str, str], terminals: list[PtyCommand]
+) -> None:
+    # a secret-named param (masked in the run log) and a DAG secret (masked in the step log)
+    write_dag(
+        env,
+        "leaky",
+        """
+        params:
+          - API_TOKEN: hunter2xyz
+        secrets:
+          - name: DB_PASSWORD
+            provider: env
+            key: MY_DB_PW
+        steps:
+          - name: leak
+            command: sh -c 'echo "token $API_TOKEN pw $DB_PASSWORD" >&2; exit 1'
+        """,
+    )
+    env["MY_DB_PW"] = "sup3rs3cret"
+    _, out, _ = run_cli("start", "leaky", env=env)
+    run = PtyCommand(["start", "leaky"], env)
+    terminals.append(run)
+    run.wait()
+    for shown in (out, run.raw.decode()):
+        assert "token ***** pw *******" in shown
+        assert "hunter2xyz" not in shown and "sup3rs3cret" not in shown
