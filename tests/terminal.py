@@ -10,6 +10,7 @@ that nothing was left behind.
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import os
 import pty
@@ -118,6 +119,8 @@ class PtyCommand:
         self.screen = Screen(columns, rows)
         self.code: int | None = None
         self.ended = False  # the terminal reported the end of the output
+        # a read may end inside a character (`█` is three bytes): decode across reads
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once (nothing else may run after a fork)
             try:
@@ -150,7 +153,7 @@ class PtyCommand:
             self.ended = True
             return False
         self.raw += data
-        self.screen.feed(data.decode("utf-8", errors="replace"))
+        self.screen.feed(self._decoder.decode(data))
         return True
 
     def type(self, keys: bytes) -> None:
