@@ -59,6 +59,8 @@ class Screen:
                 self.col = 0
             elif char == "\n":
                 self._down()
+            elif char == "\t":
+                self.col = min((self.col // 8 + 1) * 8, self.width)
             elif char == "\x07":
                 pass
             elif char < " ":
