@@ -25,6 +25,7 @@ import shutil
 import threading
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TextIO
 
@@ -220,8 +221,10 @@ class LiveView:
         self.started_at = started_at
         self._source: Any = None
         self._mask: Callable[[str], str] = str  # until `follow` gives the run's
-        self._lock = threading.Lock()
-        self._above: list[str] = []  # lines to print above the area at the next draw
+        # Lines to print above the area at the next draw. A deque's extend and popleft are
+        # atomic: the runner hands lines over without a lock, and so never waits on a draw
+        # (a terminal paused with Ctrl-S blocks the drawing thread only).
+        self._above: deque[str] = deque()
         self._retried: set[int] = set()  # id() of the nodes whose retry has a line
         self._drawn = 0  # lines of the area on the screen now
         self._tick = 0
@@ -232,10 +235,7 @@ class LiveView:
     def __call__(self, node: Any) -> None:
         """The runner's progress callback: `node` (a `graph.Node`) was just saved. A step's
         first retry, a failure or an abort gets a line that stays above the live area."""
-        lines = self._lasting_lines(node)
-        if lines:
-            with self._lock:
-                self._above.extend(lines)
+        self._above.extend(self._lasting_lines(node))
 
     def _lasting_lines(self, node: Any) -> list[str]:
         color = self.display.color
@@ -281,11 +281,8 @@ class LiveView:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        with self._lock:
-            above = "".join(f"{line}\n" for line in self._above)
-            self._above.clear()
-            self._write(self._erase() + above + _SHOW_CURSOR)
-            self._drawn = 0
+        self._write(self._erase() + self._take_above() + _SHOW_CURSOR)
+        self._drawn = 0
 
     def _run(self) -> None:
         while not self._stop.wait(TICK_SECONDS):
@@ -294,13 +291,18 @@ class LiveView:
 
     def _draw(self) -> None:
         size = _terminal_size(self.stream)
-        with self._lock:
-            lines = self._frame(size.columns, size.lines)
-            above = "".join(f"{line}\n" for line in self._above)
-            self._above.clear()
-            # One write per frame, ending at the start of its last line (see _RIGHT_MARGIN).
-            self._write(self._erase() + above + "\n".join(lines) + "\r")
-            self._drawn = len(lines)
+        above = self._take_above()  # before the frame: it then counts what they tell
+        lines = self._frame(size.columns, size.lines)
+        # One write per frame, ending at the start of its last line (see _RIGHT_MARGIN).
+        self._write(self._erase() + above + "\n".join(lines) + "\r")
+        self._drawn = len(lines)
+
+    def _take_above(self) -> str:
+        """The lines handed over for above the area, as text, and forget them."""
+        out = []
+        while self._above:
+            out.append(self._above.popleft() + "\n")
+        return "".join(out)
 
     def _erase(self) -> str:
         """Back to the first line of the area, and erase it and everything below."""
