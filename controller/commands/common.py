@@ -1,6 +1,6 @@
-"""What every `dagloop` verb shares: the common options (`-c/--config`, `--dagu-home`), `-q`
-and `--json` defined once with their help text, settings from those options, and printing a
-JSON document or a one-line error.
+"""What every `dagloop` verb shares: the common options (`-c/--config`, `--dagu-home`), `-q`,
+`--progress`/`--no-color` and `--json` defined once with their help text, settings from those
+options, and printing a JSON document or a one-line error.
 
 Called only by `controller.commands.*`. `dagloop start` imports this module, so it imports
 nothing that the start path does not load anyway (`model.config` only).
@@ -47,6 +47,20 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     """`-q/--quiet`: no progress or confirmation lines on stdout."""
     parser.add_argument("-q", "--quiet", action="store_true", help="print less")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """`--progress {auto,always,never}` and `--no-color`: how a run in the foreground is shown
+    (`controller.engine.progress.choose_display`)."""
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="live view of the run: auto (on a terminal), always, never (plain lines)",
+    )
+    parser.add_argument(
+        "--no-color", action="store_true", help="no colours (also: NO_COLOR set, TERM=dumb)"
+    )
 
 
 def add_json(parser: argparse.ArgumentParser, what: str) -> None:

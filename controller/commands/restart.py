@@ -9,7 +9,14 @@ import signal
 import sys
 import time
 
-from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
+from controller.commands.common import (
+    add_common,
+    add_json,
+    add_progress,
+    add_quiet,
+    fail,
+    settings_from,
+)
 from controller.dagfile import find_dag_file
 from controller.engine import launch
 
@@ -18,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `restart`."""
     add_common(parser)
     add_quiet(parser)
+    add_progress(parser)
     parser.add_argument("dag", help="DAG name or file")
     parser.add_argument("-r", "--run-id", help="the run to restart (default: latest)")
     add_json(parser, "the new run's details (as `status --json`)")
@@ -75,5 +83,7 @@ def run(args: argparse.Namespace) -> int:
         local=None,
         config=args.config,
         dagu_home=args.dagu_home,
+        progress=args.progress,
+        no_color=args.no_color,
     )
     return start.run(ns)

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
+from controller.commands.common import (
+    add_common,
+    add_json,
+    add_progress,
+    add_quiet,
+    fail,
+    settings_from,
+)
 from controller.dagfile import find_dag_file
 from controller.engine import launch
 from controller.ids import new_run_id
@@ -23,6 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `retry`."""
     add_common(parser)
     add_quiet(parser)
+    add_progress(parser)
     parser.add_argument("dag", help="DAG name or file")
     parser.add_argument("-r", "--run-id", required=True, help="the run to retry")
     parser.add_argument("--step", help="re-run only this step")
@@ -103,4 +111,6 @@ def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
             previous=previous or None,
             retry_step=args.step,
             log_stderr=True,  # in the foreground, as `start`
+            progress=args.progress,
+            no_color=args.no_color,
         )

@@ -1,9 +1,11 @@
-"""`dagloop start [--run-id ID] [-p PARAMS] [--json] [-q] NAME|FILE [-- params...]`.
+"""`dagloop start [--run-id ID] [-p PARAMS] [--json] [-q] [--progress MODE] [--no-color]
+NAME|FILE [-- params...]`.
 
 Runs a DAG in the foreground in this process (as `dagu start`): parses the options, loads the
 settings and hands both to `controller.engine.start`, which claims a QUEUED row named by
-`--run-id` (the control loop's contract) or records a new run, and runs it. Exit 0 for
-succeeded (and a DAG-precondition abort), 1 otherwise.
+`--run-id` (the control loop's contract) or records a new run, and runs it, showing it live on
+a terminal (`controller.engine.progress`). Exit 0 for succeeded (and a DAG-precondition abort),
+1 otherwise (Ctrl-C stops the run as `dagloop stop` does: aborted, 1).
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
+from controller.commands.common import (
+    add_common,
+    add_json,
+    add_progress,
+    add_quiet,
+    fail,
+    settings_from,
+)
 from controller.engine.start import StartOptions, start
 from controller.engine.subdag import read_inherited_secrets
 
@@ -20,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Options of `start`."""
     add_common(parser)
     add_quiet(parser)
+    add_progress(parser)
     parser.add_argument("dag", help="DAG name (in the dags dir) or file")
     parser.add_argument("-r", "--run-id", help="run id (letters, digits, '-', '_'; ≤ 64)")
     parser.add_argument("-p", "--params", action="append", default=[], help="params 'K=V a b'")
@@ -48,6 +58,8 @@ def options(args: argparse.Namespace) -> StartOptions:
         # a sub-DAG run's stderr is its parent step's log, not a log shipper's stream
         log_stderr=args.parent is None,
         inherited_secrets=read_inherited_secrets(sys.stdin) if args.inherit_secrets else (),
+        progress=args.progress,
+        no_color=args.no_color,
     )
 
 

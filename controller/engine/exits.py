@@ -41,6 +41,10 @@ def process_exit(returncode: int) -> tuple[int, str]:
     return returncode, f"exit status {returncode}" if returncode else ""
 
 
+# What precedes the stderr tail in a step's error (the summary of `start` shows the tail apart)
+STDERR_TAIL_MARK = "\nrecent stderr (tail):"
+
+
 def timeout_text(elapsed_seconds: float, timeout_seconds: float) -> str:
     """The error of an execution its step timeout ended."""
     return (
@@ -62,7 +66,7 @@ def step_error_text(name: str, err: str, *, log_dir: Path, stderr_path: str) -> 
     if err.startswith("exit status"):
         tail = proc.read_tail(stderr_path, _TAIL_BYTES).strip()
         if tail:
-            text += f"\nrecent stderr (tail):\n{tail}\n"
+            text += f"{STDERR_TAIL_MARK}\n{tail}\n"
     return text
 
 

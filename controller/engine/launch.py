@@ -1,10 +1,10 @@
 """Shared plumbing of the run commands (`start`, `retry`, `restart`, `dry`, `status`, `stop`).
 
 Owns: loading a DAG file with base.yaml, the columns a runner writes when it
-starts a run, the stored params, the progress printer, and `execute_run`, which wires a
-`Runner` to a run row and returns the exit code (the log directory of the run is
-`controller.runlogs`'s). Called by `controller.commands.*`, `controller.engine.start` and the
-fork-server's warmer (`controller.spawn.child`).
+starts a run, the stored params, and `execute_run`, which wires a `Runner` and the progress
+shown to people (`controller.engine.progress`) to a run row and returns the exit code (the log
+directory of the run is `controller.runlogs`'s). Called by `controller.commands.*`,
+`controller.engine.start` and the fork-server's warmer (`controller.spawn.child`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,25 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from controller import runlogs
-from controller.logline import add_secret
+from controller.engine.progress import (
+    Display,
+    choose_display,
+    final_lines,
+    open_progress,
+    step_summaries,
+    summary_lines,
+    write_lines,
+)
+from controller.logline import add_secret, redact
 from controller.runevents import RunEvents
 from controller.store.records import RunRecord
 from controller.store.store import Store
-from model.status import RunStatus, StepStatus
+from model.status import RunStatus
 
 __all__ = [
     "execute_run",
@@ -100,42 +109,6 @@ def proc_self_start() -> float | None:
     return proc_start_ticks(os.getpid())
 
 
-class Progress:
-    """Prints one line per step transition: compact live view on a TTY, plain lines otherwise."""
-
-    def __init__(self, stream: TextIO, *, quiet: bool) -> None:
-        self.stream = stream
-        self.quiet = quiet
-        self.tty = stream.isatty()
-
-    def __call__(self, node: Any) -> None:
-        if self.quiet:
-            return
-        status = node.status
-        if status == StepStatus.RUNNING and node.done_count == 0 and node.retry_count == 0:
-            if not self.tty:
-                return
-        dur = ""
-        if node.started_at and node.finished_at:
-            dur = f" {node.finished_at - node.started_at:.1f}s"
-        extra = f" retries={node.retry_count}" if node.retry_count else ""
-        code = f" exit={node.exit_code}" if node.exit_code not in (None, 0) else ""
-        label = status.label
-        if self.tty:
-            colour = {
-                StepStatus.SUCCEEDED: "32",
-                StepStatus.FAILED: "31",
-                StepStatus.ABORTED: "33",
-                StepStatus.SKIPPED: "90",
-                StepStatus.RUNNING: "36",
-            }.get(status, "0")
-            label = f"\x1b[{colour}m{label:<9}\x1b[0m"
-        else:
-            label = f"{label:<9}"
-        self.stream.write(f"{label} {node.name}{dur}{extra}{code}\n")
-        self.stream.flush()
-
-
 def execute_run(
     *,
     store: Store,
@@ -151,12 +124,16 @@ def execute_run(
     step_ids: Sequence[int] | None = None,
     log_stderr: bool = False,
     inherited_secrets: Sequence[str] = (),
+    progress: str = "auto",
+    no_color: bool = False,
 ) -> int:
     """Run `dag` as the already-RUNNING row `run`; print the outcome; return the exit code.
     `start_recorded`: `run` was read back after a write of `started_fields` (the runner's
     claim of a queued row carries them, saving a transaction at the minute boundary), and
     `step_ids` are the rows of `graph.initial_step_rows` written with it. `log_stderr`: the
-    run's log events go to stderr too when the log format is JSON (`dagloop start`)."""
+    run's log events go to stderr too when the log format is JSON (`dagloop start`).
+    `progress` (auto, always, never) and `no_color` choose how the run is shown
+    (`progress.choose_display`)."""
     from controller.engine.heartbeat import Heartbeat
     from controller.engine.runner import Runner, RunnerOptions
 
@@ -183,9 +160,22 @@ def execute_run(
         events.run_log = None
         error = describe_log_error(exc, log_file)
         return _fail_before_steps(store, run, dag, error, as_json, events)
-    out = sys.stderr if as_json else sys.stdout
     # --json with JSON log events on stderr: both streams are for machines, no progress
-    progress = Progress(out, quiet=quiet or (as_json and events.stream is not None))
+    display = _display(
+        as_json=as_json,
+        quiet=quiet or (as_json and events.stream is not None),
+        progress=progress,
+        no_color=no_color,
+        json_events=events.stream is not None,
+    )
+    shown = open_progress(
+        sys.stderr if as_json else sys.stdout,
+        display,
+        dag_name=dag.name,
+        run_id=run.run_id,
+        total=len(dag.spec.steps),
+        started_at=run.started_at or time.time(),
+    )
     beat = Heartbeat(
         settings.database_url or settings.db_path, run.id, settings.heartbeat_interval_seconds
     )
@@ -201,15 +191,19 @@ def execute_run(
                 log_dir=log_dir,
                 previous=previous,
                 retry_step=retry_step,
-                progress=progress,
+                progress=shown,
                 step_ids=step_ids,
                 events=events,
                 inherited_secrets=inherited_secrets,
             )
         )
+        if shown is not None:
+            shown.follow(runner, mask=_masker(runner))
         status = runner.execute()
     finally:
         beat.stop()
+        if shown is not None:
+            shown.close()
     _register_dag_secrets(runner.vars.secret_values.values())
     # The final status is recorded and no step is left to start (a step would inherit the
     # niceness): the rest (alerts, the last log line, the exit's unmapping) yields the CPU
@@ -235,7 +229,7 @@ def execute_run(
 
         sys.stdout.write(json.dumps(run_details(store, run), ensure_ascii=False) + "\n")
     elif not quiet:
-        print(f"{status.label} {dag.name} {run.run_id}")
+        _print_summary(runner, run, status, color=display.color)
     if status == RunStatus.SUCCEEDED:
         return 0
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
@@ -256,6 +250,52 @@ def _log_finished(events: RunEvents, status: RunStatus, error: str, log_file: Pa
 
 
 _FINISHED_LEVELS = {RunStatus.SUCCEEDED: "INFO", RunStatus.FAILED: "ERROR"}
+
+
+def _display(
+    *, as_json: bool, quiet: bool, progress: str, no_color: bool, json_events: bool
+) -> Display:
+    """How this run is shown. With `--json` the step lines go to stderr as plain lines (stdout
+    holds only the JSON document), as they always have. JSON log events on a stderr that is
+    the same terminal would tear a view redrawn in place, so then `auto` gives plain lines."""
+    stream = sys.stderr if as_json else sys.stdout
+    shared_tty = json_events and progress == "auto" and sys.stderr.isatty()
+    return choose_display(
+        progress="never" if as_json or shared_tty else progress,
+        quiet=quiet,
+        no_color=no_color,
+        tty=stream.isatty(),
+        environ=os.environ,
+        encoding=getattr(stream, "encoding", None),
+    )
+
+
+def _print_summary(runner: Any, run: RunRecord, status: RunStatus, *, color: bool) -> None:
+    """Every step's outcome, where to look next, and the outcome line, on stdout."""
+    finished = run.finished_at or time.time()
+    rows = step_summaries(runner.nodes, runner.handlers.values(), mask=_masker(runner))
+    lines = summary_lines(
+        rows,
+        dag_name=run.dag_name,
+        status=status,
+        seconds=max(finished - (run.started_at or finished), 0.0),
+        color=color,
+    )
+    lines += final_lines(dag_name=run.dag_name, run_id=run.run_id, status=status, color=color)
+    write_lines(sys.stdout, lines)
+
+
+def _masker(runner: Any) -> Callable[[str], str]:
+    """Masks a step's text (its error, its stderr) before it is shown: the DAG's `secrets:` as
+    the step logs do, and the secret-named params as the run log does (a step's own log may
+    hold those in clear; stdout may be a CI log)."""
+
+    def mask(text: str) -> str:
+        return redact(str(runner.writes.mask(text)))
+
+    return mask
+
+
 # The run errors of the runner's environment build (`Runner._execute`).
 _BEFORE_STEPS_ERRORS = ("failed to resolve secrets:", "cannot build the environment:")
 

@@ -56,6 +56,8 @@ class StartOptions(NamedTuple):
     dagu_home: str | None = None  # DAGU_HOME the settings came from, if given
     log_stderr: bool = False  # log events on stderr in JSON (`dagloop start` in a terminal)
     inherited_secrets: tuple[str, ...] = ()  # the parent run's secret values, to mask
+    progress: str = "auto"  # live view: auto (on a terminal), always, never
+    no_color: bool = False
 
 
 @dataclass
@@ -177,6 +179,8 @@ def _start_with(
         step_ids=step_ids,
         log_stderr=opts.log_stderr,
         inherited_secrets=opts.inherited_secrets,
+        progress=opts.progress,
+        no_color=opts.no_color,
     )
 
 
