@@ -85,5 +85,6 @@ def run(args: argparse.Namespace) -> int:
         dagu_home=args.dagu_home,
         progress=args.progress,
         no_color=args.no_color,
+        inherit_secrets=False,
     )
     return start.run(ns)
