@@ -272,7 +272,7 @@ def _flatten_steps(raw: Any) -> tuple[list[Any], list[Path_], list[int]]:
     groups: list[int] = []
     if isinstance(raw, dict):
         for key, step in raw.items():
-            s = {"command": step} if isinstance(step, str) else step
+            s = step
             if isinstance(s, dict) and "name" not in s:
                 s = {**s, "name": str(key)}
             steps.append(s)
@@ -615,6 +615,13 @@ def _build(
     parsed: list[StepSpec] = []
     invalid: list[bool] = []
     for raw, path in zip(raw_steps, step_paths, strict=True):
+        if isinstance(raw, str) and isinstance(path[-1], str):
+            # Dagu 1.30.2 decodes a map-form step into a struct: no command shorthand there.
+            message = "a step of the map form must be a map, got a string"
+            errors.append(LoadError(file, doc.line_of(path), _dotted(path), message))
+            parsed.append(_placeholder_step({"name": path[-1]}))
+            invalid.append(True)
+            continue
         try:
             parsed.append(StepSpec.model_validate(raw))
             invalid.append(False)

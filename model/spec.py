@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -27,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticUseDefault
 
 from model.params import PARAM_NAME
 from model.params import RUN_ID_MAX_LENGTH as RUN_ID_MAX_LENGTH
@@ -134,8 +136,9 @@ def _str_list(value: Any, *, what: str = "a string or a list of strings") -> lis
 
 
 def _int_list(value: Any) -> list[int]:
+    """`continueOn.exitCode`: one code or a list; numbers or numeric text (Dagu parses both)."""
     if value is None:
-        return []
+        raise ValueError("expected an exit code or a list of exit codes, got null")
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
@@ -146,6 +149,73 @@ def _int_list(value: Any) -> list[int]:
         except (TypeError, ValueError):
             raise ValueError(f"expected an exit code (integer), got {item!r}") from None
     return out
+
+
+def _exit_code_list(value: Any) -> list[int]:
+    """`retryPolicy`/`repeatPolicy.exitCode`: Dagu 1.30.2 decodes a Go []int, so only a list of
+    numbers (fractions truncated) is accepted; one bare code or text is refused."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of exit codes, got {_yaml_kind(value)}")
+    codes = []
+    for item in value:
+        try:
+            codes.append(_go_int(item))
+        except (ValueError, PydanticUseDefault):
+            raise ValueError(f"expected an exit code (integer), got {item!r}") from None
+    return codes
+
+
+# Text that a number field may hold: evaluated at run time to a number.
+_RUNTIME_NUMBER = re.compile(r"\$\{[^}]+\}|\$[A-Za-z_][A-Za-z0-9_]*|`[^`]+`")
+_INTEGER_TEXT = re.compile(r"^\s*[+-]?[0-9]+\s*$")
+
+
+def _go_int(value: Any) -> Any:
+    """A number where Dagu 1.30.2 decodes a Go int (mapstructure, not weakly typed).
+
+    Null means the field's default and a fraction is truncated toward zero, as in Dagu; text
+    (even "5") and booleans are refused, as `dagu validate` refuses them.
+    """
+    if value is None:
+        raise PydanticUseDefault()
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got a boolean ({_scalar_text(value)})")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a number, got {value}")
+        return int(value)
+    if isinstance(value, str):
+        raise ValueError(f"expected a number, got text {value!r}")
+    return value
+
+
+def check_runtime_number(value: Any) -> Any:
+    """A number field that may hold text evaluated at run time (`retryPolicy.limit`, ...).
+
+    Dagu 1.30.2 accepts any text there and fails only when the run evaluates it; dagloop
+    accepts only text that can become a number: integer digits, a `${VAR}`/`$VAR` reference
+    or a backtick command. Anything else (`many`, `1.5`) is refused at validate time.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got a boolean ({_scalar_text(value)})")
+    if not isinstance(value, str):
+        return value
+    if _RUNTIME_NUMBER.search(value):
+        return value
+    if _INTEGER_TEXT.match(value):
+        if int(value) < 0:
+            raise ValueError("must not be negative")
+        return value
+    raise ValueError(
+        f"expected a number, a ${{...}} reference or a `command`, got {value!r} "
+        "(not supported by dagloop: Dagu accepts it and fails at run time)"
+    )
+
+
+# An int field as Dagu decodes it; strict below so that pydantic does not read "5" or True.
+GoInt = Annotated[int, BeforeValidator(_go_int), Field(strict=True)]
 
 
 def parse_env_entries(value: Any) -> list[tuple[str, str]]:
@@ -289,30 +359,38 @@ class ContinueOnSpec(_Spec):
         return _str_list(value)
 
 
+def _backoff(value: Any) -> float | None:
+    """`backoff`: true is 2.0, false or null none; a number must be greater than 1."""
+    if value is True:
+        return 2.0
+    if value is False or value is None:
+        return None
+    if not isinstance(value, int | float):
+        # Dagu 1.30.2 refuses text here, even "2"
+        raise ValueError(f"expected a number or a boolean, got {_yaml_kind(value)} {value!r}")
+    if not math.isfinite(value) or value <= 1:
+        raise ValueError("backoff must be greater than 1 (or true for 2.0)")
+    return float(value)
+
+
 class RetryPolicySpec(_Spec):
     """Step retries. `limit` and `intervalSec` may be strings evaluated at run time."""
 
     limit: int | str
     interval_sec: int | str = 0
     backoff: float | None = None
-    max_interval_sec: int | None = None
+    max_interval_sec: GoInt | None = None
     exit_code: list[int] = Field(default_factory=list)
 
     @field_validator("backoff", mode="before")
     @classmethod
     def _backoff(cls, value: Any) -> Any:
-        if value is True:
-            return 2.0
-        if value is False or value is None:
-            return None
-        if isinstance(value, int | float) and value <= 1:
-            raise ValueError("backoff must be greater than 1 (or true for 2.0)")
-        return value
+        return _backoff(value)
 
     @field_validator("exit_code", mode="before")
     @classmethod
     def _codes(cls, value: Any) -> list[int]:
-        return _int_list(value)
+        return _exit_code_list(value)
 
     @field_validator("limit", "interval_sec", mode="before")
     @classmethod
@@ -320,7 +398,7 @@ class RetryPolicySpec(_Spec):
         # Dagu 1.30.2 decodes these as int or string only: 0.5, and even 1.0, are refused.
         if isinstance(value, float):
             raise ValueError(f"invalid type: float64 (value: {value:g})")
-        return value
+        return check_runtime_number(value)
 
     @field_validator("limit", "interval_sec")
     @classmethod
@@ -339,10 +417,10 @@ class RepeatPolicySpec(_Spec):
     condition: str | None = None
     expected: str | None = None
     exit_code: list[int] = Field(default_factory=list)
-    interval_sec: int = 0
-    limit: int = 0
+    interval_sec: GoInt = 0
+    limit: GoInt = 0
     backoff: float | None = None
-    max_interval_sec: int | None = None
+    max_interval_sec: GoInt | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -351,7 +429,7 @@ class RepeatPolicySpec(_Spec):
             return value
         value = dict(value)
         if "exitCode" in value:
-            value["exitCode"] = _int_list(value["exitCode"])
+            value["exitCode"] = _exit_code_list(value["exitCode"])
         if "expected" in value:
             value["expected"] = _scalar_text(value["expected"])
         repeat = value.get("repeat")
@@ -370,22 +448,9 @@ class RepeatPolicySpec(_Spec):
             raise ValueError(
                 f"repeat mode {repeat!r} requires either 'condition' or 'exitCode' to be specified"
             )
-        for key in ("intervalSec", "limit"):
-            # Dagu 1.30.2 decodes these into Go ints: a fraction is truncated toward zero
-            # (0.5 s repeats at once, 1.9 s waits 1 s), never refused.
-            number = value.get(key)
-            if isinstance(number, float) and math.isfinite(number):
-                value[key] = int(number)
-            elif isinstance(number, str):
-                # Unlike retryPolicy, no text evaluated at run time here: Dagu refuses it.
-                raise ValueError(f"{key!r} expected type 'int', got unconvertible type 'string'")
-        b = value.get("backoff")
-        if b is True:
-            value["backoff"] = 2.0
-        elif b is False:
-            value["backoff"] = None
-        elif isinstance(b, int | float) and b <= 1:
-            raise ValueError("backoff must be greater than 1 (or true for 2.0)")
+        # intervalSec and limit are Go ints in Dagu 1.30.2 (GoInt): a fraction is truncated
+        # toward zero (0.5 s repeats at once) and, unlike retryPolicy, text is refused.
+        value["backoff"] = _backoff(value.get("backoff"))
         return value
 
 
@@ -430,7 +495,7 @@ class ParallelSpec(_Spec):
     """`parallel:` fan-out of a `call:` step over items."""
 
     items: list[Any] | str = Field(default_factory=list)
-    max_concurrent: int = Field(default=10, ge=1, le=1000)
+    max_concurrent: GoInt = Field(default=10, ge=1, le=1000)
 
     @model_validator(mode="before")
     @classmethod
@@ -462,7 +527,7 @@ class StepSpec(StepBehaviour, _Spec):
     continue_on: ContinueOnSpec = Field(default_factory=ContinueOnSpec)
     retry_policy: RetryPolicySpec | None = None
     repeat_policy: RepeatPolicySpec | None = None
-    timeout_sec: int = Field(default=0, ge=0)
+    timeout_sec: GoInt = Field(default=0, ge=0)
     signal_on_stop: str | None = None
     mail_on_error: bool = False
     call: str | None = None
@@ -557,14 +622,10 @@ class StepSpec(StepBehaviour, _Spec):
     @field_validator("signal_on_stop")
     @classmethod
     def _signal(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        name = value.upper()
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        if name not in SIGNALS:
+        # Dagu 1.30.2 takes the exact name only: "INT" and "sigint" are refused.
+        if value is not None and value not in SIGNALS:
             raise ValueError(f"unknown signal {value!r}")
-        return name
+        return value
 
 
 class HandlerOnSpec(HandlerOnBehaviour, _Spec):
@@ -585,6 +646,14 @@ class HandlerOnSpec(HandlerOnBehaviour, _Spec):
             if "abort" in value:
                 raise ValueError("use 'abort' or its deprecated alias 'cancel', not both")
             value["abort"] = value.pop("cancel")
+        return value
+
+    @field_validator("init", "success", "failure", "abort", "exit", "wait", mode="before")
+    @classmethod
+    def _step_map(cls, value: Any) -> Any:
+        # Dagu 1.30.2 decodes a handler into a step struct: no command shorthand here.
+        if isinstance(value, str):
+            raise ValueError("a handler must be a map (e.g. {command: ...}), got a string")
         return value
 
 
@@ -657,7 +726,12 @@ class SmtpSpec(_Spec):
     @field_validator("port", mode="before")
     @classmethod
     def _port(cls, value: Any) -> str:
-        return _scalar_text(value)
+        # Dagu 1.30.2 takes an integer or any text; a fraction or a boolean is refused.
+        if isinstance(value, float | bool) or (isinstance(value, int) and value < 0):
+            raise ValueError(f"port must be a positive integer, got {_scalar_text(value)}")
+        if value is None or value == "":
+            return ""
+        return _scalar_text(check_runtime_number(value))
 
 
 class DagSpec(DagSpecBehaviour, _Spec):
@@ -670,8 +744,8 @@ class DagSpec(DagSpecBehaviour, _Spec):
     type: Literal["chain", "graph"] = "chain"
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     skip_if_successful: bool = False
-    restart_wait_sec: int = Field(default=0, ge=0)
-    delay_sec: int = Field(default=0, ge=0)
+    restart_wait_sec: GoInt = Field(default=0, ge=0)
+    delay_sec: GoInt = Field(default=0, ge=0)
     params: list[tuple[str | None, str]] = Field(default_factory=list)
     env: list[tuple[str, str]] = Field(default_factory=list)
     dotenv: list[str] | None = None
@@ -679,13 +753,13 @@ class DagSpec(DagSpecBehaviour, _Spec):
     working_dir: str | None = None
     shell: list[str] | None = None
     steps: list[StepSpec] = Field(default_factory=list)
-    timeout_sec: int = Field(default=0, ge=0)
-    max_active_runs: int = 1
-    max_active_steps: int = Field(default=0, ge=0)
+    timeout_sec: GoInt = Field(default=0, ge=0)
+    max_active_runs: GoInt = 1
+    max_active_steps: GoInt = Field(default=0, ge=0)
     queue: str | None = None
     preconditions: list[ConditionSpec] = Field(default_factory=list)
-    max_clean_up_time_sec: int = Field(default=DEFAULT_MAX_CLEANUP_SECONDS, ge=0)
-    max_output_size: int = Field(default=DEFAULT_MAX_OUTPUT_SIZE, ge=1)
+    max_clean_up_time_sec: GoInt = Field(default=DEFAULT_MAX_CLEANUP_SECONDS, ge=0)
+    max_output_size: GoInt = Field(default=DEFAULT_MAX_OUTPUT_SIZE, ge=1)
     run_config: dict[str, Any] = Field(default_factory=dict)
     worker_selector: dict[str, str] = Field(default_factory=dict)
     handler_on: HandlerOnSpec = Field(default_factory=HandlerOnSpec)
@@ -696,14 +770,14 @@ class DagSpec(DagSpecBehaviour, _Spec):
     smtp: SmtpSpec | None = None
     log_dir: str | None = None
     log_output: Literal["separate", "merged"] = "separate"
-    hist_retention_days: int = DEFAULT_HIST_RETENTION_DAYS
+    hist_retention_days: GoInt = DEFAULT_HIST_RETENTION_DAYS
     container: Any = None
     registry_auths: Any = None
     ssh: Any = None
     llm: Any = None
     otel: Any = None
     # dagloop extensions (Dagu HEAD has catch-up too): missed ticks within the window run.
-    catchup_window_sec: int = Field(default=0, ge=0)
+    catchup_window_sec: GoInt = Field(default=0, ge=0)
     overlap_policy: Literal["skip", "all", "latest"] = "skip"
 
     @model_validator(mode="before")
@@ -778,7 +852,9 @@ class DagSpec(DagSpecBehaviour, _Spec):
         if isinstance(value, dict):
             out = []
             for key, step in value.items():
-                step = {"command": step} if isinstance(step, str) else dict(step or {})
+                if isinstance(step, str):
+                    raise ValueError(f"step {key!r} of the map form must be a map, got a string")
+                step = dict(step or {})
                 step.setdefault("name", str(key))
                 out.append(step)
             return out

@@ -176,7 +176,7 @@ def test_repeat_policy_legacy_forms() -> None:
         "steps:\n"
         "  - name: a\n    command: x\n    repeatPolicy: {repeat: true, intervalSec: 1}\n"
         "  - name: b\n    command: x\n    repeatPolicy: {condition: '$X', expected: ok}\n"
-        "  - name: c\n    command: x\n    repeatPolicy: {exitCode: 1}\n"
+        "  - name: c\n    command: x\n    repeatPolicy: {exitCode: [1]}\n"
     )
     modes = [s.repeat_policy.repeat if s.repeat_policy else None for s in dag.spec.steps]
     assert modes == ["while", "until", "while"]
@@ -278,5 +278,5 @@ def test_jq_step_with_several_commands_is_refused() -> None:
 def test_repeat_policy_refuses_text_numbers(field: str) -> None:
     policy = f"repeatPolicy: {{repeat: true, {field}: '1'}}"
     text = f"steps:\n  - name: a\n    command: echo\n    {policy}\n"
-    with pytest.raises(DagLoadError, match="unconvertible type 'string'"):
+    with pytest.raises(DagLoadError, match="expected a number, got text '1'"):
         _load(text)
