@@ -25,6 +25,7 @@ from model.spec import (
     DagSpec,
     HandlerOnSpec,
     StepSpec,
+    fold_keys,
     param_token,
     parse_env_entries,
     parse_params,
@@ -105,6 +106,7 @@ class _Document:
         if self._lines is None:
             self._lines = {}
             _index_lines(self.node, (), self._lines)
+        path = _folded(path)
         for n in range(len(path), -1, -1):
             line = self._lines.get(path[:n])
             if line is not None:
@@ -113,13 +115,19 @@ class _Document:
         return mark.line + 1 if mark is not None else 1
 
 
+def _folded(path: Path_) -> Path_:
+    """A path with its keys in lower case: the line index matches keys as Dagu does, in any
+    case (`fold_keys`), so an error about `timeoutSec` finds the user's `TimeoutSec`."""
+    return tuple(part.lower() if isinstance(part, str) else part for part in path)
+
+
 def _index_lines(node: yaml.Node, path: Path_, out: dict[Path_, int], line: int = 0) -> None:
     if path in out:
         return  # aliases: the first occurrence is enough
     out[path] = line or (node.start_mark.line + 1 if node.start_mark is not None else 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+            k = key.value.lower() if isinstance(key, yaml.ScalarNode) else str(key)
             # A key's line is where the user looks, not where its value starts.
             _index_lines(value, (*path, k), out, key.start_mark.line + 1)
     elif isinstance(node, yaml.SequenceNode):
@@ -273,7 +281,7 @@ def _flatten_steps(raw: Any) -> tuple[list[Any], list[Path_], list[int]]:
     if isinstance(raw, dict):
         for key, step in raw.items():
             s = step
-            if isinstance(s, dict) and "name" not in s:
+            if isinstance(s, dict) and not any(str(k).lower() == "name" for k in s):
                 s = {**s, "name": str(key)}
             steps.append(s)
             paths.append(("steps", str(key)))
@@ -472,6 +480,10 @@ def _user_path(data: Any, loc: Sequence[str | int]) -> Path_:
     out: list[str | int] = []
     current = data
     for part in loc:
+        if isinstance(current, dict) and isinstance(part, str) and part not in current:
+            # the user may have spelled the key in another case (see `fold_keys`)
+            lower = part.lower()
+            part = next((k for k in current if isinstance(k, str) and k.lower() == lower), part)
         if isinstance(current, dict) and part in current:
             current = current[part]
             out.append(part)
@@ -553,7 +565,7 @@ def _pydantic_errors(
         loc = tuple(err["loc"])
         kind = err.get("type", "")
         path = _user_path(data, loc)
-        if not prefix and loc and isinstance(data, dict) and loc[0] not in data:
+        if not prefix and loc and isinstance(data, dict) and not path:
             path = (str(loc[0]),)  # inherited from base.yaml
         field_path = path
         if kind == "missing" and loc:
@@ -585,7 +597,9 @@ def _build(
         data = {}
     if not isinstance(data, dict):
         return None, [LoadError(file, doc.line_of(()), "", "a DAG document must be a map")]
-    merged = merge_base(base, data) if base else dict(data)
+    # Keys in another case (`Steps`, `Env`) are Dagu's too: fold them before base.yaml merges.
+    folded = fold_keys(data, DagSpec, "precondition")
+    merged = merge_base(fold_keys(base, DagSpec, "precondition"), folded) if base else folded
     raw_steps_value = merged.pop("steps", None)
     errors: list[LoadError] = []
 

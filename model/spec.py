@@ -23,6 +23,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -96,6 +99,27 @@ class _Spec(BaseModel):
         populate_by_name=True,
         frozen=True,
     )
+
+
+def fold_keys(value: Any, model: type[BaseModel], *legacy: str) -> Any:
+    """`value` with keys spelled in another case renamed to the field's own key.
+
+    Dagu 1.30.2 decodes the DAG, its steps, handlers, policies, conditions and mail settings
+    with mapstructure, which matches keys case-insensitively (`MaxActiveRuns`, `retryPolicy:
+    {LIMIT: 2}`); `continueOn`, `output`, `parallel`, `schedule` and `executor` have their own
+    decoders and stay case-sensitive. `legacy` names deprecated keys handled by the model
+    (`dir`, `run`, ...). A key also given in its own spelling is left alone and then refused as
+    unknown: which of the two Dagu would take is not defined.
+    """
+    if not isinstance(value, dict):
+        return value
+    keys = [field.alias or name for name, field in model.model_fields.items()]
+    canonical = {key.lower(): key for key in (*keys, *legacy)}
+    out: dict[Any, Any] = {}
+    for key, item in value.items():
+        name = canonical.get(key.lower(), key) if isinstance(key, str) else key
+        out[key if name in value and name != key else name] = item
+    return out
 
 
 def _scalar_text(value: Any) -> str:
@@ -308,6 +332,7 @@ class ConditionSpec(_Spec):
     def _forms(cls, value: Any) -> Any:
         if isinstance(value, str):
             return {"condition": value}
+        value = fold_keys(value, cls, "command")
         if isinstance(value, dict) and "command" in value and "condition" not in value:
             value = dict(value)
             value["condition"] = value.pop("command")  # deprecated alias
@@ -382,6 +407,11 @@ class RetryPolicySpec(_Spec):
     max_interval_sec: GoInt | None = None
     exit_code: list[int] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
+
     @field_validator("backoff", mode="before")
     @classmethod
     def _backoff(cls, value: Any) -> Any:
@@ -427,7 +457,7 @@ class RepeatPolicySpec(_Spec):
     def _forms(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        value = dict(value)
+        value = fold_keys(value, cls)
         if "exitCode" in value:
             value["exitCode"] = _exit_code_list(value["exitCode"])
         if "expected" in value:
@@ -545,7 +575,7 @@ class StepSpec(StepBehaviour, _Spec):
             return {"command": [value]}
         if not isinstance(value, dict):
             raise ValueError("a step must be a map or a command string")
-        value = dict(value)
+        value = fold_keys(value, cls, "dir", "run", "precondition", "type", "config")
         if "dir" in value:
             if "workingDir" in value:
                 raise ValueError("use 'workingDir' or its deprecated alias 'dir', not both")
@@ -641,6 +671,7 @@ class HandlerOnSpec(HandlerOnBehaviour, _Spec):
     @model_validator(mode="before")
     @classmethod
     def _forms(cls, value: Any) -> Any:
+        value = fold_keys(value, cls, "cancel")
         if isinstance(value, dict) and "cancel" in value:
             value = dict(value)
             if "abort" in value:
@@ -696,6 +727,11 @@ class MailOnSpec(_Spec):
     success: bool = False
     wait: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
+
 
 class MailSpec(_Spec):
     """`errorMail` / `infoMail` / `waitMail`."""
@@ -708,6 +744,11 @@ class MailSpec(_Spec):
     to: list[str] = Field(default_factory=list)
     prefix: str = ""
     attach_logs: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
 
     @field_validator("to", mode="before")
     @classmethod
@@ -723,6 +764,11 @@ class SmtpSpec(_Spec):
     username: str = ""
     password: str = ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
+
     @field_validator("port", mode="before")
     @classmethod
     def _port(cls, value: Any) -> str:
@@ -732,6 +778,40 @@ class SmtpSpec(_Spec):
         if value is None or value == "":
             return ""
         return _scalar_text(check_runtime_number(value))
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """`key: message` of a nested model's first error, for a field kept as a plain map."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    return f"{where}: {what}" if where else what
+
+
+class SecretSpec(_Spec):
+    """One entry of `secrets:`, checked as Dagu 1.30.2 checks it (kept as a plain map)."""
+
+    name: StrictStr = Field(min_length=1)
+    provider: StrictStr = Field(min_length=1)
+    key: StrictStr = Field(min_length=1)
+    options: dict[str, StrictStr] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
+
+
+class RunConfigSpec(_Spec):
+    """`runConfig`: what the UI's start dialog lets a user edit (kept as a plain map)."""
+
+    disable_param_edit: StrictBool = False
+    disable_run_id_edit: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
 
 
 class DagSpec(DagSpecBehaviour, _Spec):
@@ -785,7 +865,7 @@ class DagSpec(DagSpecBehaviour, _Spec):
     def _forms(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError("a DAG document must be a map")
-        value = dict(value)
+        value = fold_keys(value, cls, "precondition")
         if "precondition" in value:
             if "preconditions" in value:
                 raise ValueError("use 'preconditions' or 'precondition', not both")
@@ -830,6 +910,34 @@ class DagSpec(DagSpecBehaviour, _Spec):
     @classmethod
     def _env(cls, value: Any) -> list[tuple[str, str]]:
         return parse_env_entries(value)
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value  # pydantic names the wrong type
+        names: set[str] = set()
+        out = []
+        for i, entry in enumerate(value):
+            try:
+                secret = SecretSpec.model_validate(entry).model_dump()
+            except ValidationError as exc:
+                raise ValueError(f"secret at index {i}: {_first_problem(exc)}") from None
+            if secret["name"] in names:
+                raise ValueError(f"duplicate secret name {secret['name']!r}")
+            names.add(secret["name"])
+            out.append(secret)
+        return out
+
+    @field_validator("run_config", mode="before")
+    @classmethod
+    def _run_config(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        try:
+            return RunConfigSpec.model_validate(value).model_dump(by_alias=True)
+        except ValidationError as exc:
+            raise ValueError(_first_problem(exc)) from None
 
     @field_validator("dotenv", mode="before")
     @classmethod
