@@ -31,7 +31,7 @@ from model.spec import (
     parse_params,
     validate_name,
 )
-from model.specbase import HANDLER_STEP_NAMES, DagBehaviour
+from model.specbase import HANDLER_STEP_NAMES, SUPPORTED_EXECUTORS, DagBehaviour
 
 try:  # the C loader is ~10x faster; fall back when libyaml is missing
     from yaml import CSafeLoader as _YamlLoader
@@ -372,6 +372,65 @@ def _wire_steps(steps: Sequence[StepSpec], groups: list[int], *, chain: bool) ->
 
 # --------------------------------------------------------------------------- checks
 
+NOT_SUPPORTED = "not supported by dagloop"
+_NO_CONTAINERS = "dagloop has no container runtime"
+# DAG-level fields of features dagloop does not run: key -> (attribute, reason of the refusal).
+_UNSUPPORTED_DAG_FIELDS = {
+    "container": ("container", _NO_CONTAINERS),
+    "registryAuths": ("registry_auths", _NO_CONTAINERS),
+    "ssh": ("ssh", "dagloop has no ssh executor"),
+    "llm": ("llm", "dagloop has no LLM (chat) executor"),
+    "otel": ("otel", "dagloop exports no OpenTelemetry traces"),
+}
+# Executor types by what a step of that type may hold (Dagu 1.30.2's capabilities).
+_NO_COMMAND = frozenset({"mail", "dag", "subworkflow", "parallel"})
+_NO_SHELL = frozenset({"http", "jq", "mail", "dag", "subworkflow", "parallel"})
+_SINGLE_COMMAND = frozenset({"http", "jq"})
+_SUB_DAG = frozenset({"", "dag", "subworkflow", "parallel"})
+
+
+def unsupported_fields(spec: DagSpec) -> list[tuple[str, str]]:
+    """(field, reason) for each DAG-level field set that dagloop does not run."""
+    return [
+        (field, reason)
+        for field, (attribute, reason) in _UNSUPPORTED_DAG_FIELDS.items()
+        if getattr(spec, attribute) is not None
+    ]
+
+
+def step_problems(step: StepSpec) -> list[tuple[str, str]]:
+    """(field, message) for each thing in a step that dagloop does not run or that Dagu 1.30.2
+    refuses for the step's executor type (checked on steps and handlers alike)."""
+    kind = step.executor_type
+    out: list[tuple[str, str]] = []
+    if kind not in SUPPORTED_EXECUTORS:
+        reason = f"executor type {kind!r}: dagloop runs shell, http, jq, mail and sub-DAG steps"
+        out.append(("type", f"{NOT_SUPPORTED} ({reason})"))
+    if step.container is not None:
+        out.append(("container", f"{NOT_SUPPORTED} ({_NO_CONTAINERS})"))
+    for key, value in (("llm", step.llm), ("messages", step.messages)):
+        if value is not None:
+            out.append((key, f"{NOT_SUPPORTED} (no LLM (chat) executor)"))
+    if step.shell and Path(step.shell[0]).name == "nix-shell":
+        out.append(("shell", f"{NOT_SUPPORTED} (nix-shell)"))
+    if step.shell_packages:
+        out.append(("shellPackages", f"{NOT_SUPPORTED} (packages for nix-shell)"))
+    if kind in _NO_COMMAND and step.command:
+        out.append(("command", f'executor type "{kind}" does not support command field'))
+    if kind in _NO_COMMAND and step.script:
+        out.append(("script", f'executor type "{kind}" does not support script field'))
+    if kind in _NO_SHELL and step.shell:
+        out.append(("shell", f'executor type "{kind}" does not support shell configuration'))
+    if kind in _SINGLE_COMMAND and len(step.command) > 1:
+        # Dagu 1.30.2 refuses this when it builds the DAG, naming the executor.
+        out.append(("command", f'executor type "{kind}" only supports a single command'))
+    if step.call is None and kind in _SUB_DAG and kind:
+        # Dagu 1.30.2 accepts this and has nothing to call at run time.
+        out.append(("type", f"{NOT_SUPPORTED} (executor type {kind!r} without 'call')"))
+    if step.call is not None and kind not in _SUB_DAG:
+        out.append(("call", f'executor type "{kind}" does not support sub-DAG execution'))
+    return out
+
 
 def _find_cycle(steps: Sequence[StepSpec], resolve: Mapping[str, str]) -> list[str] | None:
     """A dependency cycle as [a, b, …, a], or None. Iterative: deep graphs must not recurse."""
@@ -439,10 +498,7 @@ def _semantic_errors(
             elif step.id in seen and seen[step.id] != i:
                 errs.append((("steps", i, "id"), f"id {step.id!r} clashes with a step name"))
             ids.setdefault(step.id, i)
-        if step.executor_type == "jq" and len(step.command) > 1:
-            # Dagu 1.30.2 refuses this when it builds the DAG, naming the executor.
-            message = 'executor type "jq" only supports a single command'
-            errs.append((("steps", i, "command"), message))
+        errs.extend((("steps", i, key), message) for key, message in step_problems(step))
         if not step.command and not step.script and step.executor is None and step.call is None:
             errs.append(
                 (("steps", i), "step has nothing to run: no command, script, call or executor")
@@ -657,7 +713,13 @@ def _build(
     for path, message in doc.problems:
         errors.append(LoadError(file, _key_line(doc, path), _dotted(path), message))
     if spec is not None:
+        for key, reason in unsupported_fields(spec):
+            message = f"{NOT_SUPPORTED} ({reason})"
+            errors.append(LoadError(file, doc.line_of((key,)), key, message))
         for event, handler in spec.handler_on.items():
+            for key, message in step_problems(handler):
+                path = ("handlerOn", event, key)
+                errors.append(LoadError(file, doc.line_of(path), _dotted(path), message))
             if not (handler.command or handler.script or handler.executor or handler.call):
                 path = ("handlerOn", event)
                 errors.append(

@@ -4,8 +4,9 @@ Each field takes the user's shape (string, list or map) and normalises it to one
 form, so the runner and the controller never look at YAML shapes again. Field names are
 Dagu's camelCase keys (aliases); attribute names are snake_case. Unknown keys are rejected.
 
-Fields of executors this engine does not run (docker, ssh, llm, otel, ...) are accepted and
-kept; `unsupported_features` names them so a run that needs one fails with a clear reason.
+Fields of features this engine does not run (docker, ssh, llm, otel, ...) are parsed so that
+the loader can refuse them by name (`model.loader.unsupported_fields`); every field's status is
+in the audit table of docs/compatibility.md.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from model.params import PARAM_NAME
 from model.params import RUN_ID_MAX_LENGTH as RUN_ID_MAX_LENGTH
 from model.params import RUN_ID_PATTERN as RUN_ID_PATTERN
 from model.specbase import (
-    DagSpecBehaviour,
     HandlerOnBehaviour,
     StepBehaviour,
 )
@@ -814,7 +814,7 @@ class RunConfigSpec(_Spec):
         return fold_keys(value, cls)
 
 
-class DagSpec(DagSpecBehaviour, _Spec):
+class DagSpec(_Spec):
     """One YAML document of a DAG file, with every field in canonical form."""
 
     name: str | None = None

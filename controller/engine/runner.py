@@ -43,7 +43,7 @@ from controller.diskfull import describe_os_error
 from controller.engine import expand as ex
 from controller.engine.command import build_argvs, step_shell
 from controller.engine.conditions import check_condition
-from controller.engine.executors import EXECUTORS, ExecRequest, unsupported
+from controller.engine.executors import EXECUTORS, ExecRequest
 from controller.engine.exits import process_exit, step_error_text, timeout_text
 from controller.engine.graph import Node, Proc, keep_previous, make_nodes, rerun_names
 from controller.engine.policies import (
@@ -413,11 +413,6 @@ class Runner:
                 node.error = ""
                 self._save(node)
                 return
-        problem = unsupported(node.step)
-        if problem:
-            self._active -= 1
-            self._fail_now(node, problem)
-            return
         if node.step.timeout_sec:
             node.timeout_at = time.monotonic() + node.step.timeout_sec
         else:
@@ -427,13 +422,6 @@ class Runner:
         if node.status == StepStatus.RUNNING:
             pg = node.procs[0].popen.pid if node.procs else None
             self._save(node, pgid=pg)
-
-    def _fail_now(self, node: Node, error: str) -> None:
-        node.status = StepStatus.FAILED
-        node.error = error
-        node.finished_at = time.time()
-        self.last_error = error
-        self._save(node)
 
     def _begin_execution(self, node: Node) -> None:
         """Start one execution (attempt / repetition) of a running node."""

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from model.loader import Dag, DagLoadError, load_dag, load_dag_text, resolve_params
-from model.spec import check_cron, split_cron, validate_name
+from model.loader import (
+    Dag,
+    DagLoadError,
+    auto_step_name,
+    load_dag,
+    load_dag_text,
+    resolve_params,
+)
+from model.spec import StepSpec, check_cron, split_cron, validate_name
 
 VALID = Path(__file__).resolve().parent.parent / "data" / "valid"
 
@@ -95,14 +102,12 @@ def test_graph_mode_and_schedule_map() -> None:
     assert spec.params == [("DATE", "2024-01-01"), ("N", "3")]
 
 
-def test_p2_fields_are_kept_and_reported_unsupported() -> None:
+def test_p2_fields_that_dagloop_runs_are_kept() -> None:
     dag = load_dag(VALID / "p2_fields.yaml")
-    assert dag.spec.container == {"image": "alpine"}
-    assert dag.spec.unsupported_features() == ["container", "ssh", "otel"]
-    assert dag.step("in-docker").unsupported_features() == ["executor type 'docker'"]
-    assert dag.step("mail").unsupported_features() == []
+    assert dag.step("mail").mail_on_error is True
     assert dag.spec.error_mail is not None and dag.spec.error_mail.to == ["b@example.com"]
     assert dag.spec.smtp is not None and dag.spec.smtp.port == "25"
+    assert dag.spec.run_config == {"disableParamEdit": True, "disableRunIdEdit": False}
 
 
 @pytest.mark.parametrize(
@@ -226,7 +231,6 @@ def test_unnamed_steps_named_by_kind_and_position() -> None:
         "  - {call: child, parallel: {items: [a]}}\n"
         "  - call: child\n"
         "  - {executor: jq, command: .a, script: '{}'}\n"
-        "  - {container: {image: alpine}, command: echo d}\n"
         "  - {executor: {type: http}, command: GET http://x/}\n"
         "  - echo c\n"
         "---\n"
@@ -238,10 +242,12 @@ def test_unnamed_steps_named_by_kind_and_position() -> None:
         "parallel_2",
         "dag_3",
         "jq_4",
-        "docker_5",
-        "http_6",
-        "cmd_7",
+        "http_5",
+        "cmd_6",
     ]
+    # A container step is refused at load, but its name is Dagu's in the duplicate check.
+    docker = StepSpec.model_validate({"container": {"image": "alpine"}, "command": "echo d"})
+    assert auto_step_name(docker, 4) == "docker_5"
 
 
 def test_automatic_name_taken_by_user_step_is_a_duplicate() -> None:
