@@ -389,13 +389,23 @@ _SINGLE_COMMAND = frozenset({"http", "jq"})
 _SUB_DAG = frozenset({"", "dag", "subworkflow", "parallel"})
 
 
+_MERGED_LOGS = "logOutput: merged (one .log file per step); dagloop writes .out and .err"
+
+
 def unsupported_fields(spec: DagSpec) -> list[tuple[str, str]]:
     """(field, reason) for each DAG-level field set that dagloop does not run."""
-    return [
+    out = [
         (field, reason)
         for field, (attribute, reason) in _UNSUPPORTED_DAG_FIELDS.items()
         if getattr(spec, attribute) is not None
     ]
+    if spec.delay_sec:
+        # Dagu 1.30.2 sleeps delaySec after every step it starts (reference §8.14), which its
+        # documentation describes as a delay before the first step: neither is copied.
+        out.append(("delaySec", "the delay between step starts is not implemented"))
+    if spec.log_output == "merged":
+        out.append(("logOutput", _MERGED_LOGS))
+    return out
 
 
 def step_problems(step: StepSpec) -> list[tuple[str, str]]:
@@ -415,6 +425,8 @@ def step_problems(step: StepSpec) -> list[tuple[str, str]]:
         out.append(("shell", f"{NOT_SUPPORTED} (nix-shell)"))
     if step.shell_packages:
         out.append(("shellPackages", f"{NOT_SUPPORTED} (packages for nix-shell)"))
+    if step.log_output == "merged":
+        out.append(("logOutput", f"{NOT_SUPPORTED} ({_MERGED_LOGS})"))
     if kind in _NO_COMMAND and step.command:
         out.append(("command", f'executor type "{kind}" does not support command field'))
     if kind in _NO_COMMAND and step.script:

@@ -291,10 +291,8 @@ def parse_params(value: Any) -> list[tuple[str | None, str]]:
         return _tokenize_params(value)
     if isinstance(value, dict):
         if "schema" in value and set(value) <= {"schema", "values"}:
-            values = value.get("values") or {}
-            if not isinstance(values, dict):
-                raise ValueError("'values' must be a map")
-            return [(str(k), _scalar_text(v)) for k, v in values.items()]
+            # Dagu 1.30.2 applies the schema's defaults and validates the params against it.
+            raise ValueError("not supported by dagloop (params checked by a JSON Schema)")
         return [(str(k), _json_scalar(v)) for k, v in value.items()]
     if isinstance(value, list):
         out: list[tuple[str | None, str]] = []

@@ -117,7 +117,6 @@ def test_p2_fields_that_dagloop_runs_are_kept() -> None:
         ("params: [x, K=v]", [(None, "x"), ("K", "v")]),
         ("params:\n  - A: 1\n  - B: [1, 2]", [("A", "1"), ("B", "[1,2]")]),
         ("params: {A: true, B: null}", [("A", "true"), ("B", "")]),
-        ("params:\n  schema: s.json\n  values: {A: 1}", [("A", "1")]),
     ],
 )
 def test_params_forms(yaml_params: str, expected: list[tuple[str | None, str]]) -> None:
