@@ -242,6 +242,25 @@ def check_runtime_number(value: Any) -> Any:
 GoInt = Annotated[int, BeforeValidator(_go_int), Field(strict=True)]
 
 
+def _go_bool(value: Any) -> Any:
+    """Null is the default; anything but true or false (even "yes") is refused, as Dagu does."""
+    if value is None:
+        raise PydanticUseDefault()
+    return value
+
+
+GoBool = Annotated[bool, BeforeValidator(_go_bool), Field(strict=True)]
+
+
+def _go_text(value: Any) -> str:
+    """A Go string field: text only (Dagu refuses `description: 5`); a YAML date keeps its text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise ValueError(f"expected a string, got {_yaml_kind(value)} {value!r}")
+
+
 def parse_env_entries(value: Any) -> list[tuple[str, str]]:
     """`env` in any of Dagu's forms (map, list of maps, list of ``K=V``) as ordered pairs."""
     if value is None:
@@ -323,7 +342,7 @@ class ConditionSpec(_Spec):
 
     condition: str
     expected: str | None = None
-    negate: bool = False
+    negate: GoBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -354,11 +373,11 @@ def parse_conditions(value: Any) -> list[Any]:
 class ContinueOnSpec(_Spec):
     """When downstream steps may proceed after this step failed or was skipped."""
 
-    failure: bool = False
-    skipped: bool = False
+    failure: GoBool = False
+    skipped: GoBool = False
     exit_code: list[int] = Field(default_factory=list)
     output: list[str] = Field(default_factory=list)
-    mark_success: bool = False
+    mark_success: GoBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -496,6 +515,14 @@ class OutputSpec(_Spec):
             return {"name": value}
         return value
 
+    @field_validator("omit", mode="before")
+    @classmethod
+    def _omit(cls, value: Any) -> Any:
+        # `output` has its own decoder in Dagu 1.30.2, which takes a number as a truth value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value != 0
+        return value
+
     @field_validator("name")
     @classmethod
     def _valid(cls, value: str) -> str:
@@ -557,7 +584,7 @@ class StepSpec(StepBehaviour, _Spec):
     repeat_policy: RepeatPolicySpec | None = None
     timeout_sec: GoInt = Field(default=0, ge=0)
     signal_on_stop: str | None = None
-    mail_on_error: bool = False
+    mail_on_error: GoBool = False
     call: str | None = None
     parallel: ParallelSpec | None = None
     executor: ExecutorSpec | None = None
@@ -625,15 +652,25 @@ class StepSpec(StepBehaviour, _Spec):
     def _shell_packages(cls, value: Any) -> list[str]:
         return _str_list(value)
 
-    @field_validator("name", "description", mode="before")
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_text(cls, value: Any) -> str:
+        return _scalar_text(value)  # Dagu 1.30.2 takes `name: 5` for a step
+
+    @field_validator("description", mode="before")
     @classmethod
     def _text(cls, value: Any) -> str:
-        return _scalar_text(value)
+        return "" if value is None else _go_text(value)
 
-    @field_validator("script", "call", "id", mode="before")
+    @field_validator("call", mode="before")
+    @classmethod
+    def _call_text(cls, value: Any) -> str | None:
+        return None if value is None else _scalar_text(value)
+
+    @field_validator("script", "id", mode="before")
     @classmethod
     def _optional_text(cls, value: Any) -> str | None:
-        return None if value is None else _scalar_text(value)
+        return None if value is None else _go_text(value)
 
     @field_validator("worker_selector")
     @classmethod
@@ -721,9 +758,9 @@ class ScheduleSpec(_Spec):
 class MailOnSpec(_Spec):
     """On which final statuses to send mail."""
 
-    failure: bool = False
-    success: bool = False
-    wait: bool = False
+    failure: GoBool = False
+    success: GoBool = False
+    wait: GoBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -741,7 +778,7 @@ class MailSpec(_Spec):
     from_: str = Field(default="", alias="from")
     to: list[str] = Field(default_factory=list)
     prefix: str = ""
-    attach_logs: bool = False
+    attach_logs: GoBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -821,7 +858,7 @@ class DagSpec(_Spec):
     group: str = ""
     type: Literal["chain", "graph"] = "chain"
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    skip_if_successful: bool = False
+    skip_if_successful: GoBool = False
     restart_wait_sec: GoInt = Field(default=0, ge=0)
     delay_sec: GoInt = Field(default=0, ge=0)
     params: list[tuple[str | None, str]] = Field(default_factory=list)
@@ -871,7 +908,7 @@ class DagSpec(_Spec):
         if "preconditions" in value:
             value["preconditions"] = parse_conditions(value["preconditions"])
         if "name" in value and value["name"] is not None:
-            value["name"] = _scalar_text(value["name"])
+            value["name"] = _go_text(value["name"])
         return value
 
     @field_validator("name")
@@ -884,7 +921,7 @@ class DagSpec(_Spec):
     @field_validator("description", "group", mode="before")
     @classmethod
     def _text(cls, value: Any) -> str:
-        return _scalar_text(value)
+        return "" if value is None else _go_text(value)
 
     @field_validator("type", mode="before")
     @classmethod
