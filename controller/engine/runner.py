@@ -413,6 +413,11 @@ class Runner:
                 node.error = ""
                 self._save(node)
                 return
+        problem = self._retry_setup_problem(node)
+        if problem:
+            self._active -= 1
+            self._fail_now(node, problem)
+            return
         if node.step.timeout_sec:
             node.timeout_at = time.monotonic() + node.step.timeout_sec
         else:
@@ -422,6 +427,30 @@ class Runner:
         if node.status == StepStatus.RUNNING:
             pg = node.procs[0].popen.pid if node.procs else None
             self._save(node, pgid=pg)
+
+    def _retry_setup_problem(self, node: Node) -> str:
+        """Why a text `retryPolicy.limit`/`intervalSec` is no number ("" when both are).
+
+        Dagu 1.30.2 evaluates them before the step runs and fails the step, unrun, when one is
+        not an integer (`limit: ${L}` with L=many); a silent 0 would hide the mistake."""
+        rp = node.step.retry_policy
+        if rp is None:
+            return ""
+        for what, value in (("limit", rp.limit), ("interval", rp.interval_sec)):
+            if isinstance(value, str):
+                try:
+                    self.vars.eval_int(value, node)
+                except ValueError as exc:
+                    reason = f"failed to substitute retry {what} {value!r}: {exc}"
+                    return f"failed to setup retry policy: {reason}"
+        return ""
+
+    def _fail_now(self, node: Node, error: str) -> None:
+        node.status = StepStatus.FAILED
+        node.error = error
+        node.finished_at = time.time()
+        self.last_error = error
+        self._save(node)
 
     def _begin_execution(self, node: Node) -> None:
         """Start one execution (attempt / repetition) of a running node."""
@@ -808,8 +837,12 @@ class Runner:
         rp = node.step.retry_policy
         if rp is None:
             return False
+        try:
+            limit = self.vars.eval_int(rp.limit, node)
+        except ValueError:
+            return False  # a backtick that gave a number at the start no longer does
         rule = RetryRule(
-            limit=self.vars.eval_int(rp.limit, node),
+            limit=limit,
             exit_codes=tuple(rp.exit_code),
             backoff=rp.backoff,
             max_interval_seconds=rp.max_interval_sec,
@@ -817,12 +850,16 @@ class Runner:
         count, stopped = node.retry_count, self.canceled
         if retry_refusal(rule, retry_count=count, exit_code=exit_code, stopped=stopped):
             return False  # the interval (maybe a command) is evaluated only for a retry
+        try:
+            interval = self.vars.eval_int(rp.interval_sec, node)
+        except ValueError:
+            return False  # a backtick that gave a number at the start no longer does
         decision = decide_retry(
             rule,
             retry_count=count,
             exit_code=exit_code,
             stopped=stopped,
-            interval_seconds=float(self.vars.eval_int(rp.interval_sec, node)),
+            interval_seconds=float(interval),
         )
         node.retry_count += 1
         node.retried_at = time.time()
