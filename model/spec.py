@@ -323,7 +323,8 @@ def parse_params(value: Any) -> list[tuple[str | None, str]]:
             else:
                 out.append((None, _scalar_text(item)))
         return out
-    return [(None, _scalar_text(value))]
+    # Dagu 1.30.2 refuses `params: 5` ("invalid parameter value")
+    raise ValueError(f"invalid parameter value: {_yaml_kind(value)} {value!r}")
 
 
 def _json_scalar(value: Any) -> str:
@@ -383,7 +384,7 @@ class ContinueOnSpec(_Spec):
     @classmethod
     def _forms(cls, value: Any) -> Any:
         if isinstance(value, str):
-            if value == "failed" or value == "failure":
+            if value == "failed":  # Dagu 1.30.2 refuses "failure" here
                 return {"failure": True}
             if value == "skipped":
                 return {"skipped": True}
@@ -419,7 +420,7 @@ class RetryPolicySpec(_Spec):
     """Step retries. `limit` and `intervalSec` may be strings evaluated at run time."""
 
     limit: int | str
-    interval_sec: int | str = 0
+    interval_sec: int | str  # required, as in Dagu 1.30.2
     backoff: float | None = None
     max_interval_sec: GoInt | None = None
     exit_code: list[int] = Field(default_factory=list)
@@ -633,6 +634,8 @@ class StepSpec(StepBehaviour, _Spec):
     @field_validator("command", mode="before")
     @classmethod
     def _command(cls, value: Any) -> list[str]:
+        if isinstance(value, str) and not value:
+            raise ValueError("step command is empty")
         return _str_list(value)
 
     @field_validator("depends", mode="before")
