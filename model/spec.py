@@ -433,6 +433,10 @@ class RetryPolicySpec(_Spec):
     @field_validator("backoff", mode="before")
     @classmethod
     def _backoff(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            # Dagu 1.30.2 decodes retryPolicy.backoff as a float or a boolean only: `backoff: 2`
+            # is refused ("invalid type: uint64"), `2.0` is not (repeatPolicy takes both).
+            raise ValueError(f"expected a fraction or a boolean, got the integer {value}")
         return _backoff(value)
 
     @field_validator("exit_code", mode="before")
