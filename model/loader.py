@@ -423,6 +423,9 @@ def step_problems(step: StepSpec) -> list[tuple[str, str]]:
             out.append((key, f"{NOT_SUPPORTED} (no LLM (chat) executor)"))
     if step.shell and Path(step.shell[0]).name == "nix-shell":
         out.append(("shell", f"{NOT_SUPPORTED} (nix-shell)"))
+    if step.stdout and step.stdout == step.stderr:
+        message = f"stdout and stderr cannot point to the same file {step.stdout!r}"
+        out.append(("stderr", message))
     if step.shell_packages:
         out.append(("shellPackages", f"{NOT_SUPPORTED} (packages for nix-shell)"))
     if step.log_output == "merged":

@@ -45,6 +45,7 @@ from model.specbase import split_cron as split_cron
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]+$")
 NAME_MAX_LENGTH = 40
+STEP_ID_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]*$")  # Dagu 1.30.2's step id rule
 DEFAULT_MAX_OUTPUT_SIZE = 1024 * 1024
 DEFAULT_MAX_CLEANUP_SECONDS = 5
 DEFAULT_HIST_RETENTION_DAYS = 30
@@ -678,6 +679,16 @@ class StepSpec(StepBehaviour, _Spec):
     @classmethod
     def _optional_text(cls, value: Any) -> str | None:
         return None if value is None else _go_text(value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value is not None and not STEP_ID_PATTERN.match(value):
+            raise ValueError(
+                f"invalid step ID format: must match pattern {STEP_ID_PATTERN.pattern} "
+                f"(value: {value})"
+            )
+        return value
 
     @field_validator("worker_selector")
     @classmethod
