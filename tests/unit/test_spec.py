@@ -285,3 +285,22 @@ def test_repeat_policy_refuses_text_numbers(field: str) -> None:
     text = f"steps:\n  - name: a\n    command: echo\n    {policy}\n"
     with pytest.raises(DagLoadError, match="expected a number, got text '1'"):
         _load(text)
+
+
+def test_keys_in_another_case_are_accepted_and_errors_find_their_line() -> None:
+    # Dagu 1.30.2 decodes these structs with mapstructure, which ignores the case of keys
+    dag = _load(
+        "MaxActiveRuns: 2\nSteps:\n  - Name: a\n    COMMAND: echo\n"
+        "    RetryPolicy: {LIMIT: 2, intervalsec: 0}\nHandlerOn:\n  Exit: {Command: echo}\n"
+    )
+    assert dag.spec.max_active_runs == 2
+    step = dag.step("a")
+    assert step.command == ["echo"] and step.retry_policy is not None
+    assert step.retry_policy.limit == 2
+    assert dag.spec.handler_on.exit is not None
+    with pytest.raises(DagLoadError) as caught:
+        _load("Steps:\n  - Name: a\n    command: echo\n    TimeoutSec: soon\n")
+    assert str(caught.value) == "t.yaml:4: steps[0].TimeoutSec: expected a number, got text 'soon'"
+    # continueOn has its own decoder in Dagu: its keys stay case-sensitive
+    with pytest.raises(DagLoadError, match="unknown key 'Failure'"):
+        _load("steps:\n  - command: echo\n    continueOn: {Failure: true}\n")
