@@ -25,12 +25,13 @@ from model.spec import (
     DagSpec,
     HandlerOnSpec,
     StepSpec,
+    fold_keys,
     param_token,
     parse_env_entries,
     parse_params,
     validate_name,
 )
-from model.specbase import HANDLER_STEP_NAMES, DagBehaviour
+from model.specbase import HANDLER_STEP_NAMES, SUPPORTED_EXECUTORS, DagBehaviour
 
 try:  # the C loader is ~10x faster; fall back when libyaml is missing
     from yaml import CSafeLoader as _YamlLoader
@@ -105,6 +106,7 @@ class _Document:
         if self._lines is None:
             self._lines = {}
             _index_lines(self.node, (), self._lines)
+        path = _folded(path)
         for n in range(len(path), -1, -1):
             line = self._lines.get(path[:n])
             if line is not None:
@@ -113,13 +115,19 @@ class _Document:
         return mark.line + 1 if mark is not None else 1
 
 
+def _folded(path: Path_) -> Path_:
+    """A path with its keys in lower case: the line index matches keys as Dagu does, in any
+    case (`fold_keys`), so an error about `timeoutSec` finds the user's `TimeoutSec`."""
+    return tuple(part.lower() if isinstance(part, str) else part for part in path)
+
+
 def _index_lines(node: yaml.Node, path: Path_, out: dict[Path_, int], line: int = 0) -> None:
     if path in out:
         return  # aliases: the first occurrence is enough
     out[path] = line or (node.start_mark.line + 1 if node.start_mark is not None else 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+            k = key.value.lower() if isinstance(key, yaml.ScalarNode) else str(key)
             # A key's line is where the user looks, not where its value starts.
             _index_lines(value, (*path, k), out, key.start_mark.line + 1)
     elif isinstance(node, yaml.SequenceNode):
@@ -272,8 +280,8 @@ def _flatten_steps(raw: Any) -> tuple[list[Any], list[Path_], list[int]]:
     groups: list[int] = []
     if isinstance(raw, dict):
         for key, step in raw.items():
-            s = {"command": step} if isinstance(step, str) else step
-            if isinstance(s, dict) and "name" not in s:
+            s = step
+            if isinstance(s, dict) and not any(str(k).lower() == "name" for k in s):
                 s = {**s, "name": str(key)}
             steps.append(s)
             paths.append(("steps", str(key)))
@@ -364,6 +372,80 @@ def _wire_steps(steps: Sequence[StepSpec], groups: list[int], *, chain: bool) ->
 
 # --------------------------------------------------------------------------- checks
 
+NOT_SUPPORTED = "not supported by dagloop"
+_NO_CONTAINERS = "dagloop has no container runtime"
+# DAG-level fields of features dagloop does not run: key -> (attribute, reason of the refusal).
+_UNSUPPORTED_DAG_FIELDS = {
+    "container": ("container", _NO_CONTAINERS),
+    "registryAuths": ("registry_auths", _NO_CONTAINERS),
+    "ssh": ("ssh", "dagloop has no ssh executor"),
+    "llm": ("llm", "dagloop has no LLM (chat) executor"),
+    "otel": ("otel", "dagloop exports no OpenTelemetry traces"),
+}
+# Executor types by what a step of that type may hold (Dagu 1.30.2's capabilities).
+_NO_COMMAND = frozenset({"mail", "dag", "subworkflow", "parallel"})
+_NO_SHELL = frozenset({"http", "jq", "mail", "dag", "subworkflow", "parallel"})
+_SINGLE_COMMAND = frozenset({"http", "jq"})
+_SUB_DAG = frozenset({"", "dag", "subworkflow", "parallel"})
+
+
+_MERGED_LOGS = "logOutput: merged (one .log file per step); dagloop writes .out and .err"
+
+
+def unsupported_fields(spec: DagSpec) -> list[tuple[str, str]]:
+    """(field, reason) for each DAG-level field set that dagloop does not run."""
+    out = [
+        (field, reason)
+        for field, (attribute, reason) in _UNSUPPORTED_DAG_FIELDS.items()
+        if getattr(spec, attribute) is not None
+    ]
+    if spec.delay_sec:
+        # Dagu 1.30.2 sleeps delaySec after every step it starts (reference §8.14), which its
+        # documentation describes as a delay before the first step: neither is copied.
+        out.append(("delaySec", "the delay between step starts is not implemented"))
+    if spec.log_output == "merged":
+        out.append(("logOutput", _MERGED_LOGS))
+    return out
+
+
+def step_problems(step: StepSpec) -> list[tuple[str, str]]:
+    """(field, message) for each thing in a step that dagloop does not run or that Dagu 1.30.2
+    refuses for the step's executor type (checked on steps and handlers alike)."""
+    kind = step.executor_type
+    out: list[tuple[str, str]] = []
+    if kind not in SUPPORTED_EXECUTORS:
+        reason = f"executor type {kind!r}: dagloop runs shell, http, jq, mail and sub-DAG steps"
+        out.append(("type", f"{NOT_SUPPORTED} ({reason})"))
+    if step.container is not None:
+        out.append(("container", f"{NOT_SUPPORTED} ({_NO_CONTAINERS})"))
+    for key, value in (("llm", step.llm), ("messages", step.messages)):
+        if value is not None:
+            out.append((key, f"{NOT_SUPPORTED} (no LLM (chat) executor)"))
+    if step.shell and Path(step.shell[0]).name == "nix-shell":
+        out.append(("shell", f"{NOT_SUPPORTED} (nix-shell)"))
+    if step.stdout and step.stdout == step.stderr:
+        message = f"stdout and stderr cannot point to the same file {step.stdout!r}"
+        out.append(("stderr", message))
+    if step.shell_packages:
+        out.append(("shellPackages", f"{NOT_SUPPORTED} (packages for nix-shell)"))
+    if step.log_output == "merged":
+        out.append(("logOutput", f"{NOT_SUPPORTED} ({_MERGED_LOGS})"))
+    if kind in _NO_COMMAND and step.command:
+        out.append(("command", f'executor type "{kind}" does not support command field'))
+    if kind in _NO_COMMAND and step.script:
+        out.append(("script", f'executor type "{kind}" does not support script field'))
+    if kind in _NO_SHELL and step.shell:
+        out.append(("shell", f'executor type "{kind}" does not support shell configuration'))
+    if kind in _SINGLE_COMMAND and len(step.command) > 1:
+        # Dagu 1.30.2 refuses this when it builds the DAG, naming the executor.
+        out.append(("command", f'executor type "{kind}" only supports a single command'))
+    if step.call is None and kind in _SUB_DAG and kind:
+        # Dagu 1.30.2 accepts this and has nothing to call at run time.
+        out.append(("type", f"{NOT_SUPPORTED} (executor type {kind!r} without 'call')"))
+    if step.call is not None and kind not in _SUB_DAG:
+        out.append(("call", f'executor type "{kind}" does not support sub-DAG execution'))
+    return out
+
 
 def _find_cycle(steps: Sequence[StepSpec], resolve: Mapping[str, str]) -> list[str] | None:
     """A dependency cycle as [a, b, …, a], or None. Iterative: deep graphs must not recurse."""
@@ -431,10 +513,7 @@ def _semantic_errors(
             elif step.id in seen and seen[step.id] != i:
                 errs.append((("steps", i, "id"), f"id {step.id!r} clashes with a step name"))
             ids.setdefault(step.id, i)
-        if step.executor_type == "jq" and len(step.command) > 1:
-            # Dagu 1.30.2 refuses this when it builds the DAG, naming the executor.
-            message = 'executor type "jq" only supports a single command'
-            errs.append((("steps", i, "command"), message))
+        errs.extend((("steps", i, key), message) for key, message in step_problems(step))
         if not step.command and not step.script and step.executor is None and step.call is None:
             errs.append(
                 (("steps", i), "step has nothing to run: no command, script, call or executor")
@@ -472,6 +551,10 @@ def _user_path(data: Any, loc: Sequence[str | int]) -> Path_:
     out: list[str | int] = []
     current = data
     for part in loc:
+        if isinstance(current, dict) and isinstance(part, str) and part not in current:
+            # the user may have spelled the key in another case (see `fold_keys`)
+            lower = part.lower()
+            part = next((k for k in current if isinstance(k, str) and k.lower() == lower), part)
         if isinstance(current, dict) and part in current:
             current = current[part]
             out.append(part)
@@ -553,7 +636,7 @@ def _pydantic_errors(
         loc = tuple(err["loc"])
         kind = err.get("type", "")
         path = _user_path(data, loc)
-        if not prefix and loc and isinstance(data, dict) and loc[0] not in data:
+        if not prefix and loc and isinstance(data, dict) and not path:
             path = (str(loc[0]),)  # inherited from base.yaml
         field_path = path
         if kind == "missing" and loc:
@@ -585,7 +668,9 @@ def _build(
         data = {}
     if not isinstance(data, dict):
         return None, [LoadError(file, doc.line_of(()), "", "a DAG document must be a map")]
-    merged = merge_base(base, data) if base else dict(data)
+    # Keys in another case (`Steps`, `Env`) are Dagu's too: fold them before base.yaml merges.
+    folded = fold_keys(data, DagSpec, "precondition")
+    merged = merge_base(fold_keys(base, DagSpec, "precondition"), folded) if base else folded
     raw_steps_value = merged.pop("steps", None)
     errors: list[LoadError] = []
 
@@ -615,6 +700,13 @@ def _build(
     parsed: list[StepSpec] = []
     invalid: list[bool] = []
     for raw, path in zip(raw_steps, step_paths, strict=True):
+        if isinstance(raw, str) and isinstance(path[-1], str):
+            # Dagu 1.30.2 decodes a map-form step into a struct: no command shorthand there.
+            message = "a step of the map form must be a map, got a string"
+            errors.append(LoadError(file, doc.line_of(path), _dotted(path), message))
+            parsed.append(_placeholder_step({"name": path[-1]}))
+            invalid.append(True)
+            continue
         try:
             parsed.append(StepSpec.model_validate(raw))
             invalid.append(False)
@@ -636,7 +728,13 @@ def _build(
     for path, message in doc.problems:
         errors.append(LoadError(file, _key_line(doc, path), _dotted(path), message))
     if spec is not None:
+        for key, reason in unsupported_fields(spec):
+            message = f"{NOT_SUPPORTED} ({reason})"
+            errors.append(LoadError(file, doc.line_of((key,)), key, message))
         for event, handler in spec.handler_on.items():
+            for key, message in step_problems(handler):
+                path = ("handlerOn", event, key)
+                errors.append(LoadError(file, doc.line_of(path), _dotted(path), message))
             if not (handler.command or handler.script or handler.executor or handler.call):
                 path = ("handlerOn", event)
                 errors.append(

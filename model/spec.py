@@ -4,8 +4,9 @@ Each field takes the user's shape (string, list or map) and normalises it to one
 form, so the runner and the controller never look at YAML shapes again. Field names are
 Dagu's camelCase keys (aliases); attribute names are snake_case. Unknown keys are rejected.
 
-Fields of executors this engine does not run (docker, ssh, llm, otel, ...) are accepted and
-kept; `unsupported_features` names them so a run that needs one fails with a clear reason.
+Fields of features this engine does not run (docker, ssh, llm, otel, ...) are parsed so that
+the loader can refuse them by name (`model.loader.unsupported_fields`); every field's status is
+in the audit table of docs/compatibility.md.
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticUseDefault
 
 from model.params import PARAM_NAME
 from model.params import RUN_ID_MAX_LENGTH as RUN_ID_MAX_LENGTH
 from model.params import RUN_ID_PATTERN as RUN_ID_PATTERN
 from model.specbase import (
-    DagSpecBehaviour,
     HandlerOnBehaviour,
     StepBehaviour,
 )
@@ -40,6 +45,7 @@ from model.specbase import split_cron as split_cron
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]+$")
 NAME_MAX_LENGTH = 40
+STEP_ID_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9_-]*$")  # Dagu 1.30.2's step id rule
 DEFAULT_MAX_OUTPUT_SIZE = 1024 * 1024
 DEFAULT_MAX_CLEANUP_SECONDS = 5
 DEFAULT_HIST_RETENTION_DAYS = 30
@@ -96,6 +102,27 @@ class _Spec(BaseModel):
     )
 
 
+def fold_keys(value: Any, model: type[BaseModel], *legacy: str) -> Any:
+    """`value` with keys spelled in another case renamed to the field's own key.
+
+    Dagu 1.30.2 decodes the DAG, its steps, handlers, policies, conditions and mail settings
+    with mapstructure, which matches keys case-insensitively (`MaxActiveRuns`, `retryPolicy:
+    {LIMIT: 2}`); `continueOn`, `output`, `parallel`, `schedule` and `executor` have their own
+    decoders and stay case-sensitive. `legacy` names deprecated keys handled by the model
+    (`dir`, `run`, ...). A key also given in its own spelling is left alone and then refused as
+    unknown: which of the two Dagu would take is not defined.
+    """
+    if not isinstance(value, dict):
+        return value
+    keys = [field.alias or name for name, field in model.model_fields.items()]
+    canonical = {key.lower(): key for key in (*keys, *legacy)}
+    out: dict[Any, Any] = {}
+    for key, item in value.items():
+        name = canonical.get(key.lower(), key) if isinstance(key, str) else key
+        out[key if name in value and name != key else name] = item
+    return out
+
+
 def _scalar_text(value: Any) -> str:
     """YAML scalars as Dagu sees them: booleans lower-case, None empty."""
     if value is None:
@@ -134,8 +161,9 @@ def _str_list(value: Any, *, what: str = "a string or a list of strings") -> lis
 
 
 def _int_list(value: Any) -> list[int]:
+    """`continueOn.exitCode`: one code or a list; numbers or numeric text (Dagu parses both)."""
     if value is None:
-        return []
+        raise ValueError("expected an exit code or a list of exit codes, got null")
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
@@ -146,6 +174,92 @@ def _int_list(value: Any) -> list[int]:
         except (TypeError, ValueError):
             raise ValueError(f"expected an exit code (integer), got {item!r}") from None
     return out
+
+
+def _exit_code_list(value: Any) -> list[int]:
+    """`retryPolicy`/`repeatPolicy.exitCode`: Dagu 1.30.2 decodes a Go []int, so only a list of
+    numbers (fractions truncated) is accepted; one bare code or text is refused."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of exit codes, got {_yaml_kind(value)}")
+    codes = []
+    for item in value:
+        try:
+            codes.append(_go_int(item))
+        except (ValueError, PydanticUseDefault):
+            raise ValueError(f"expected an exit code (integer), got {item!r}") from None
+    return codes
+
+
+# Text that a number field may hold: evaluated at run time to a number.
+_RUNTIME_NUMBER = re.compile(r"\$\{[^}]+\}|\$[A-Za-z_][A-Za-z0-9_]*|`[^`]+`")
+_INTEGER_TEXT = re.compile(r"^\s*[+-]?[0-9]+\s*$")
+
+
+def _go_int(value: Any) -> Any:
+    """A number where Dagu 1.30.2 decodes a Go int (mapstructure, not weakly typed).
+
+    Null means the field's default and a fraction is truncated toward zero, as in Dagu; text
+    (even "5") and booleans are refused, as `dagu validate` refuses them.
+    """
+    if value is None:
+        raise PydanticUseDefault()
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got a boolean ({_scalar_text(value)})")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a number, got {value}")
+        return int(value)
+    if isinstance(value, str):
+        raise ValueError(f"expected a number, got text {value!r}")
+    return value
+
+
+def check_runtime_number(value: Any) -> Any:
+    """A number field that may hold text evaluated at run time (`retryPolicy.limit`, ...).
+
+    Dagu 1.30.2 accepts any text there and fails only when the run evaluates it; dagloop
+    accepts only text that can become a number: integer digits, a `${VAR}`/`$VAR` reference
+    or a backtick command. Anything else (`many`, `1.5`) is refused at validate time.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got a boolean ({_scalar_text(value)})")
+    if not isinstance(value, str):
+        return value
+    if _RUNTIME_NUMBER.search(value):
+        return value
+    if _INTEGER_TEXT.match(value):
+        if int(value) < 0:
+            raise ValueError("must not be negative")
+        return value
+    raise ValueError(
+        f"expected a number, a ${{...}} reference or a `command`, got {value!r} "
+        "(not supported by dagloop: Dagu accepts it and fails at run time)"
+    )
+
+
+# An int field as Dagu decodes it; strict below so that pydantic does not read "5" or True.
+GoInt = Annotated[int, BeforeValidator(_go_int), Field(strict=True)]
+
+
+def _go_bool(value: Any) -> Any:
+    """Null is the default; anything but true or false (even "yes") is refused, as Dagu does."""
+    if value is None:
+        raise PydanticUseDefault()
+    return value
+
+
+GoBool = Annotated[bool, BeforeValidator(_go_bool), Field(strict=True)]
+
+
+def _go_text(value: Any) -> str:
+    """A Go string field: text only (Dagu refuses `description: 5`); a YAML date keeps its text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise ValueError(f"expected a string, got {_yaml_kind(value)} {value!r}")
 
 
 def parse_env_entries(value: Any) -> list[tuple[str, str]]:
@@ -197,10 +311,8 @@ def parse_params(value: Any) -> list[tuple[str | None, str]]:
         return _tokenize_params(value)
     if isinstance(value, dict):
         if "schema" in value and set(value) <= {"schema", "values"}:
-            values = value.get("values") or {}
-            if not isinstance(values, dict):
-                raise ValueError("'values' must be a map")
-            return [(str(k), _scalar_text(v)) for k, v in values.items()]
+            # Dagu 1.30.2 applies the schema's defaults and validates the params against it.
+            raise ValueError("not supported by dagloop (params checked by a JSON Schema)")
         return [(str(k), _json_scalar(v)) for k, v in value.items()]
     if isinstance(value, list):
         out: list[tuple[str | None, str]] = []
@@ -212,7 +324,8 @@ def parse_params(value: Any) -> list[tuple[str | None, str]]:
             else:
                 out.append((None, _scalar_text(item)))
         return out
-    return [(None, _scalar_text(value))]
+    # Dagu 1.30.2 refuses `params: 5` ("invalid parameter value")
+    raise ValueError(f"invalid parameter value: {_yaml_kind(value)} {value!r}")
 
 
 def _json_scalar(value: Any) -> str:
@@ -231,13 +344,14 @@ class ConditionSpec(_Spec):
 
     condition: str
     expected: str | None = None
-    negate: bool = False
+    negate: GoBool = False
 
     @model_validator(mode="before")
     @classmethod
     def _forms(cls, value: Any) -> Any:
         if isinstance(value, str):
             return {"condition": value}
+        value = fold_keys(value, cls, "command")
         if isinstance(value, dict) and "command" in value and "condition" not in value:
             value = dict(value)
             value["condition"] = value.pop("command")  # deprecated alias
@@ -261,17 +375,17 @@ def parse_conditions(value: Any) -> list[Any]:
 class ContinueOnSpec(_Spec):
     """When downstream steps may proceed after this step failed or was skipped."""
 
-    failure: bool = False
-    skipped: bool = False
+    failure: GoBool = False
+    skipped: GoBool = False
     exit_code: list[int] = Field(default_factory=list)
     output: list[str] = Field(default_factory=list)
-    mark_success: bool = False
+    mark_success: GoBool = False
 
     @model_validator(mode="before")
     @classmethod
     def _forms(cls, value: Any) -> Any:
         if isinstance(value, str):
-            if value == "failed" or value == "failure":
+            if value == "failed":  # Dagu 1.30.2 refuses "failure" here
                 return {"failure": True}
             if value == "skipped":
                 return {"skipped": True}
@@ -289,30 +403,47 @@ class ContinueOnSpec(_Spec):
         return _str_list(value)
 
 
+def _backoff(value: Any) -> float | None:
+    """`backoff`: true is 2.0, false or null none; a number must be greater than 1."""
+    if value is True:
+        return 2.0
+    if value is False or value is None:
+        return None
+    if not isinstance(value, int | float):
+        # Dagu 1.30.2 refuses text here, even "2"
+        raise ValueError(f"expected a number or a boolean, got {_yaml_kind(value)} {value!r}")
+    if not math.isfinite(value) or value <= 1:
+        raise ValueError("backoff must be greater than 1 (or true for 2.0)")
+    return float(value)
+
+
 class RetryPolicySpec(_Spec):
     """Step retries. `limit` and `intervalSec` may be strings evaluated at run time."""
 
     limit: int | str
-    interval_sec: int | str = 0
+    interval_sec: int | str  # required, as in Dagu 1.30.2
     backoff: float | None = None
-    max_interval_sec: int | None = None
+    max_interval_sec: GoInt | None = None
     exit_code: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
 
     @field_validator("backoff", mode="before")
     @classmethod
     def _backoff(cls, value: Any) -> Any:
-        if value is True:
-            return 2.0
-        if value is False or value is None:
-            return None
-        if isinstance(value, int | float) and value <= 1:
-            raise ValueError("backoff must be greater than 1 (or true for 2.0)")
-        return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            # Dagu 1.30.2 decodes retryPolicy.backoff as a float or a boolean only: `backoff: 2`
+            # is refused ("invalid type: uint64"), `2.0` is not (repeatPolicy takes both).
+            raise ValueError(f"expected a fraction or a boolean, got the integer {value}")
+        return _backoff(value)
 
     @field_validator("exit_code", mode="before")
     @classmethod
     def _codes(cls, value: Any) -> list[int]:
-        return _int_list(value)
+        return _exit_code_list(value)
 
     @field_validator("limit", "interval_sec", mode="before")
     @classmethod
@@ -320,7 +451,7 @@ class RetryPolicySpec(_Spec):
         # Dagu 1.30.2 decodes these as int or string only: 0.5, and even 1.0, are refused.
         if isinstance(value, float):
             raise ValueError(f"invalid type: float64 (value: {value:g})")
-        return value
+        return check_runtime_number(value)
 
     @field_validator("limit", "interval_sec")
     @classmethod
@@ -339,19 +470,19 @@ class RepeatPolicySpec(_Spec):
     condition: str | None = None
     expected: str | None = None
     exit_code: list[int] = Field(default_factory=list)
-    interval_sec: int = 0
-    limit: int = 0
+    interval_sec: GoInt = 0
+    limit: GoInt = 0
     backoff: float | None = None
-    max_interval_sec: int | None = None
+    max_interval_sec: GoInt | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _forms(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        value = dict(value)
+        value = fold_keys(value, cls)
         if "exitCode" in value:
-            value["exitCode"] = _int_list(value["exitCode"])
+            value["exitCode"] = _exit_code_list(value["exitCode"])
         if "expected" in value:
             value["expected"] = _scalar_text(value["expected"])
         repeat = value.get("repeat")
@@ -370,22 +501,9 @@ class RepeatPolicySpec(_Spec):
             raise ValueError(
                 f"repeat mode {repeat!r} requires either 'condition' or 'exitCode' to be specified"
             )
-        for key in ("intervalSec", "limit"):
-            # Dagu 1.30.2 decodes these into Go ints: a fraction is truncated toward zero
-            # (0.5 s repeats at once, 1.9 s waits 1 s), never refused.
-            number = value.get(key)
-            if isinstance(number, float) and math.isfinite(number):
-                value[key] = int(number)
-            elif isinstance(number, str):
-                # Unlike retryPolicy, no text evaluated at run time here: Dagu refuses it.
-                raise ValueError(f"{key!r} expected type 'int', got unconvertible type 'string'")
-        b = value.get("backoff")
-        if b is True:
-            value["backoff"] = 2.0
-        elif b is False:
-            value["backoff"] = None
-        elif isinstance(b, int | float) and b <= 1:
-            raise ValueError("backoff must be greater than 1 (or true for 2.0)")
+        # intervalSec and limit are Go ints in Dagu 1.30.2 (GoInt): a fraction is truncated
+        # toward zero (0.5 s repeats at once) and, unlike retryPolicy, text is refused.
+        value["backoff"] = _backoff(value.get("backoff"))
         return value
 
 
@@ -401,6 +519,14 @@ class OutputSpec(_Spec):
     def _forms(cls, value: Any) -> Any:
         if isinstance(value, str):
             return {"name": value}
+        return value
+
+    @field_validator("omit", mode="before")
+    @classmethod
+    def _omit(cls, value: Any) -> Any:
+        # `output` has its own decoder in Dagu 1.30.2, which takes a number as a truth value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value != 0
         return value
 
     @field_validator("name")
@@ -461,7 +587,7 @@ class ParallelSpec(_Spec):
     texts), or a text (`${VAR}`, words, JSON) split into items when the step runs."""
 
     items: list[str | dict[str, str]] | str = Field(default_factory=list)
-    max_concurrent: int = Field(default=10, ge=1)  # Dagu sets no upper bound
+    max_concurrent: GoInt = Field(default=10, ge=1)  # Dagu sets no upper bound
 
     @model_validator(mode="before")
     @classmethod
@@ -495,9 +621,9 @@ class StepSpec(StepBehaviour, _Spec):
     continue_on: ContinueOnSpec = Field(default_factory=ContinueOnSpec)
     retry_policy: RetryPolicySpec | None = None
     repeat_policy: RepeatPolicySpec | None = None
-    timeout_sec: int = Field(default=0, ge=0)
+    timeout_sec: GoInt = Field(default=0, ge=0)
     signal_on_stop: str | None = None
-    mail_on_error: bool = False
+    mail_on_error: GoBool = False
     call: str | None = None
     parallel: ParallelSpec | None = None
     executor: ExecutorSpec | None = None
@@ -513,7 +639,7 @@ class StepSpec(StepBehaviour, _Spec):
             return {"command": [value]}
         if not isinstance(value, dict):
             raise ValueError("a step must be a map or a command string")
-        value = dict(value)
+        value = fold_keys(value, cls, "dir", "run", "precondition", "type", "config")
         if "dir" in value:
             if "workingDir" in value:
                 raise ValueError("use 'workingDir' or its deprecated alias 'dir', not both")
@@ -546,6 +672,8 @@ class StepSpec(StepBehaviour, _Spec):
     @field_validator("command", mode="before")
     @classmethod
     def _command(cls, value: Any) -> list[str]:
+        if isinstance(value, str) and not value:
+            raise ValueError("step command is empty")
         return _str_list(value)
 
     @field_validator("depends", mode="before")
@@ -565,15 +693,35 @@ class StepSpec(StepBehaviour, _Spec):
     def _shell_packages(cls, value: Any) -> list[str]:
         return _str_list(value)
 
-    @field_validator("name", "description", mode="before")
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_text(cls, value: Any) -> str:
+        return _scalar_text(value)  # Dagu 1.30.2 takes `name: 5` for a step
+
+    @field_validator("description", mode="before")
     @classmethod
     def _text(cls, value: Any) -> str:
-        return _scalar_text(value)
+        return "" if value is None else _go_text(value)
 
-    @field_validator("script", "call", "id", mode="before")
+    @field_validator("call", mode="before")
+    @classmethod
+    def _call_text(cls, value: Any) -> str | None:
+        return None if value is None else _scalar_text(value)
+
+    @field_validator("script", "id", mode="before")
     @classmethod
     def _optional_text(cls, value: Any) -> str | None:
-        return None if value is None else _scalar_text(value)
+        return None if value is None else _go_text(value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value is not None and not STEP_ID_PATTERN.match(value):
+            raise ValueError(
+                f"invalid step ID format: must match pattern {STEP_ID_PATTERN.pattern} "
+                f"(value: {value})"
+            )
+        return value
 
     @field_validator("worker_selector")
     @classmethod
@@ -590,14 +738,10 @@ class StepSpec(StepBehaviour, _Spec):
     @field_validator("signal_on_stop")
     @classmethod
     def _signal(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        name = value.upper()
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        if name not in SIGNALS:
+        # Dagu 1.30.2 takes the exact name only: "INT" and "sigint" are refused.
+        if value is not None and value not in SIGNALS:
             raise ValueError(f"unknown signal {value!r}")
-        return name
+        return value
 
 
 class HandlerOnSpec(HandlerOnBehaviour, _Spec):
@@ -613,11 +757,20 @@ class HandlerOnSpec(HandlerOnBehaviour, _Spec):
     @model_validator(mode="before")
     @classmethod
     def _forms(cls, value: Any) -> Any:
+        value = fold_keys(value, cls, "cancel")
         if isinstance(value, dict) and "cancel" in value:
             value = dict(value)
             if "abort" in value:
                 raise ValueError("use 'abort' or its deprecated alias 'cancel', not both")
             value["abort"] = value.pop("cancel")
+        return value
+
+    @field_validator("init", "success", "failure", "abort", "exit", "wait", mode="before")
+    @classmethod
+    def _step_map(cls, value: Any) -> Any:
+        # Dagu 1.30.2 decodes a handler into a step struct: no command shorthand here.
+        if isinstance(value, str):
+            raise ValueError("a handler must be a map (e.g. {command: ...}), got a string")
         return value
 
 
@@ -656,9 +809,14 @@ class ScheduleSpec(_Spec):
 class MailOnSpec(_Spec):
     """On which final statuses to send mail."""
 
-    failure: bool = False
-    success: bool = False
-    wait: bool = False
+    failure: GoBool = False
+    success: GoBool = False
+    wait: GoBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
 
 
 class MailSpec(_Spec):
@@ -671,7 +829,12 @@ class MailSpec(_Spec):
     from_: str = Field(default="", alias="from")
     to: list[str] = Field(default_factory=list)
     prefix: str = ""
-    attach_logs: bool = False
+    attach_logs: GoBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
 
     @field_validator("to", mode="before")
     @classmethod
@@ -687,13 +850,57 @@ class SmtpSpec(_Spec):
     username: str = ""
     password: str = ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
+
     @field_validator("port", mode="before")
     @classmethod
     def _port(cls, value: Any) -> str:
-        return _scalar_text(value)
+        # Dagu 1.30.2 takes an integer or any text; a fraction or a boolean is refused.
+        if isinstance(value, float | bool) or (isinstance(value, int) and value < 0):
+            raise ValueError(f"port must be a positive integer, got {_scalar_text(value)}")
+        if value is None or value == "":
+            return ""
+        return _scalar_text(check_runtime_number(value))
 
 
-class DagSpec(DagSpecBehaviour, _Spec):
+def _first_problem(exc: ValidationError) -> str:
+    """`key: message` of a nested model's first error, for a field kept as a plain map."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    return f"{where}: {what}" if where else what
+
+
+class SecretSpec(_Spec):
+    """One entry of `secrets:`, checked as Dagu 1.30.2 checks it (kept as a plain map)."""
+
+    name: StrictStr = Field(min_length=1)
+    provider: StrictStr = Field(min_length=1)
+    key: StrictStr = Field(min_length=1)
+    options: dict[str, StrictStr] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
+
+
+class RunConfigSpec(_Spec):
+    """`runConfig`: what the UI's start dialog lets a user edit (kept as a plain map)."""
+
+    disable_param_edit: StrictBool = False
+    disable_run_id_edit: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, value: Any) -> Any:
+        return fold_keys(value, cls)
+
+
+class DagSpec(_Spec):
     """One YAML document of a DAG file, with every field in canonical form."""
 
     name: str | None = None
@@ -702,9 +909,9 @@ class DagSpec(DagSpecBehaviour, _Spec):
     group: str = ""
     type: Literal["chain", "graph"] = "chain"
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    skip_if_successful: bool = False
-    restart_wait_sec: int = Field(default=0, ge=0)
-    delay_sec: int = Field(default=0, ge=0)
+    skip_if_successful: GoBool = False
+    restart_wait_sec: GoInt = Field(default=0, ge=0)
+    delay_sec: GoInt = Field(default=0, ge=0)
     params: list[tuple[str | None, str]] = Field(default_factory=list)
     env: list[tuple[str, str]] = Field(default_factory=list)
     dotenv: list[str] | None = None
@@ -712,13 +919,13 @@ class DagSpec(DagSpecBehaviour, _Spec):
     working_dir: str | None = None
     shell: list[str] | None = None
     steps: list[StepSpec] = Field(default_factory=list)
-    timeout_sec: int = Field(default=0, ge=0)
-    max_active_runs: int = 1
-    max_active_steps: int = Field(default=0, ge=0)
+    timeout_sec: GoInt = Field(default=0, ge=0)
+    max_active_runs: GoInt = 1
+    max_active_steps: GoInt = Field(default=0, ge=0)
     queue: str | None = None
     preconditions: list[ConditionSpec] = Field(default_factory=list)
-    max_clean_up_time_sec: int = Field(default=DEFAULT_MAX_CLEANUP_SECONDS, ge=0)
-    max_output_size: int = Field(default=DEFAULT_MAX_OUTPUT_SIZE, ge=1)
+    max_clean_up_time_sec: GoInt = Field(default=DEFAULT_MAX_CLEANUP_SECONDS, ge=0)
+    max_output_size: GoInt = Field(default=DEFAULT_MAX_OUTPUT_SIZE, ge=1)
     run_config: dict[str, Any] = Field(default_factory=dict)
     worker_selector: dict[str, str] = Field(default_factory=dict)
     handler_on: HandlerOnSpec = Field(default_factory=HandlerOnSpec)
@@ -729,14 +936,14 @@ class DagSpec(DagSpecBehaviour, _Spec):
     smtp: SmtpSpec | None = None
     log_dir: str | None = None
     log_output: Literal["separate", "merged"] = "separate"
-    hist_retention_days: int = DEFAULT_HIST_RETENTION_DAYS
+    hist_retention_days: GoInt = DEFAULT_HIST_RETENTION_DAYS
     container: Any = None
     registry_auths: Any = None
     ssh: Any = None
     llm: Any = None
     otel: Any = None
     # dagloop extensions (Dagu HEAD has catch-up too): missed ticks within the window run.
-    catchup_window_sec: int = Field(default=0, ge=0)
+    catchup_window_sec: GoInt = Field(default=0, ge=0)
     overlap_policy: Literal["skip", "all", "latest"] = "skip"
 
     @model_validator(mode="before")
@@ -744,7 +951,7 @@ class DagSpec(DagSpecBehaviour, _Spec):
     def _forms(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError("a DAG document must be a map")
-        value = dict(value)
+        value = fold_keys(value, cls, "precondition")
         if "precondition" in value:
             if "preconditions" in value:
                 raise ValueError("use 'preconditions' or 'precondition', not both")
@@ -752,7 +959,7 @@ class DagSpec(DagSpecBehaviour, _Spec):
         if "preconditions" in value:
             value["preconditions"] = parse_conditions(value["preconditions"])
         if "name" in value and value["name"] is not None:
-            value["name"] = _scalar_text(value["name"])
+            value["name"] = _go_text(value["name"])
         return value
 
     @field_validator("name")
@@ -765,7 +972,7 @@ class DagSpec(DagSpecBehaviour, _Spec):
     @field_validator("description", "group", mode="before")
     @classmethod
     def _text(cls, value: Any) -> str:
-        return _scalar_text(value)
+        return "" if value is None else _go_text(value)
 
     @field_validator("type", mode="before")
     @classmethod
@@ -790,6 +997,34 @@ class DagSpec(DagSpecBehaviour, _Spec):
     def _env(cls, value: Any) -> list[tuple[str, str]]:
         return parse_env_entries(value)
 
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value  # pydantic names the wrong type
+        names: set[str] = set()
+        out = []
+        for i, entry in enumerate(value):
+            try:
+                secret = SecretSpec.model_validate(entry).model_dump()
+            except ValidationError as exc:
+                raise ValueError(f"secret at index {i}: {_first_problem(exc)}") from None
+            if secret["name"] in names:
+                raise ValueError(f"duplicate secret name {secret['name']!r}")
+            names.add(secret["name"])
+            out.append(secret)
+        return out
+
+    @field_validator("run_config", mode="before")
+    @classmethod
+    def _run_config(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        try:
+            return RunConfigSpec.model_validate(value).model_dump(by_alias=True)
+        except ValidationError as exc:
+            raise ValueError(_first_problem(exc)) from None
+
     @field_validator("dotenv", mode="before")
     @classmethod
     def _dotenv(cls, value: Any) -> list[str] | None:
@@ -811,7 +1046,9 @@ class DagSpec(DagSpecBehaviour, _Spec):
         if isinstance(value, dict):
             out = []
             for key, step in value.items():
-                step = {"command": step} if isinstance(step, str) else dict(step or {})
+                if isinstance(step, str):
+                    raise ValueError(f"step {key!r} of the map form must be a map, got a string")
+                step = dict(step or {})
                 step.setdefault("name", str(key))
                 out.append(step)
             return out

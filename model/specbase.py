@@ -22,8 +22,10 @@ HANDLER_STEP_NAMES = {
     "wait": "onWait",
 }
 
-# Executor types this engine runs itself; everything else is "not supported by this engine".
-SUPPORTED_EXECUTORS = frozenset({"", "command", "shell", "http", "mail", "dag", "subworkflow"})
+# Executor types this engine runs; the loader refuses Dagu's others (docker, ssh, archive, ...).
+SUPPORTED_EXECUTORS = frozenset(
+    {"", "command", "shell", "http", "jq", "mail", "dag", "subworkflow", "parallel"}
+)
 
 HANDLER_EVENTS = ("init", "success", "failure", "abort", "exit", "wait")
 
@@ -46,10 +48,6 @@ class StepBehaviour:
     if TYPE_CHECKING:
         executor: Any
         call: str | None
-        container: Any
-        llm: Any
-        messages: Any
-        shell: list[str] | None
 
     @property
     def executor_type(self) -> str:
@@ -59,19 +57,6 @@ class StepBehaviour:
         if self.call is not None:
             return "dag"
         return ""
-
-    def unsupported_features(self) -> list[str]:
-        """Names of features this step needs that this engine does not run."""
-        out = []
-        if self.executor_type not in SUPPORTED_EXECUTORS:
-            out.append(f"executor type {self.executor_type!r}")
-        if self.container is not None:
-            out.append("container")
-        if self.llm is not None or self.messages is not None:
-            out.append("llm")
-        if self.shell and self.shell[0].endswith("nix-shell"):
-            out.append("nix-shell")
-        return out
 
 
 class HandlerOnBehaviour:
@@ -84,31 +69,6 @@ class HandlerOnBehaviour:
             for event in HANDLER_EVENTS
             if (step := getattr(self, event, None)) is not None
         ]
-
-
-class DagSpecBehaviour:
-    """Derived facts of a DAG document."""
-
-    if TYPE_CHECKING:
-        container: Any
-        ssh: Any
-        otel: Any
-        secrets: Any
-
-    def unsupported_features(self) -> list[str]:
-        """DAG-level features this engine does not run."""
-        out = []
-        if self.container is not None:
-            out.append("container")
-        if self.ssh is not None:
-            out.append("ssh")
-        if self.otel is not None:
-            out.append("otel")
-        if self.secrets:
-            providers = {str(s.get("provider", "")) for s in self.secrets}
-            if providers - {"env", "file"}:
-                out.append("secrets provider " + ", ".join(sorted(providers - {"env", "file"})))
-        return out
 
 
 class DagBehaviour:

@@ -9,7 +9,7 @@ stamps of the loader's own source files — so an edit of any of them is a miss,
 A hit is read back with a restricted unpickler that maps the spec models to the small
 attribute classes below (`LightDag`, `LightSpec` and the few subclasses with methods): the
 values are the ones the validating loader produced, the classes need neither pydantic nor
-yaml. The methods the run engine calls (`executor_type`, `unsupported_features`,
+yaml. The methods the run engine calls (`executor_type`,
 `HandlerOnSpec.items`, `Dag.queue`...) come from the same mixins as the pydantic models'
 (`model.specbase`); `model_copy` is the light one below. A corrupt or foreign cache file is ignored
 and rewritten. Caching is best effort: a cache directory that cannot be written only costs time.
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from model import __version__
-from model.specbase import DagBehaviour, DagSpecBehaviour, HandlerOnBehaviour, StepBehaviour
+from model.specbase import DagBehaviour, HandlerOnBehaviour, StepBehaviour
 
 CACHE_SUBDIR = "cache/spec"
 
@@ -176,7 +176,7 @@ class HandlerOnSpec(HandlerOnBehaviour, LightSpec):
     """Light `model.spec.HandlerOnSpec`."""
 
 
-class DagSpec(DagSpecBehaviour, LightSpec):
+class DagSpec(LightSpec):
     """Light `model.spec.DagSpec`."""
 
 

@@ -1,7 +1,8 @@
 """Variable expansion and step environment composition, as Dagu 1.30 does it (reference §8 #4, #5).
 
 Owns: `${VAR}` / `$VAR` / `${VAR.json.path}` / `${id.stdout|stderr|exitCode}` references,
-the bash operators `${VAR:offset:length}` and `${VAR:-word}` on them,
+the shell parameter operators on them (`${VAR:offset:length}`, `${#VAR}`, `${VAR/a/b}`,
+`${VAR:-word}`, `${VAR:+word}`, `${VAR#p}`, `${VAR%s}`, `${VAR^^}` ...),
 backtick command substitution and the filtered OS environment (seed whitelist minus the
 controller's own secrets).
 
@@ -39,11 +40,25 @@ _ALWAYS_SECRET = ("DAGU_AUTH_*", "DAGU_BASICAUTH_*", "DAGU_AUTHTOKEN", "DAGU_DAT
 # what a param or env name may be (`model.params.PARAM_NAME`)
 _NAME = PARAM_NAME.pattern
 _PATH = r"((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)"
-# Bash operators Dagu evaluates itself: `${X:offset}`, `${X:offset:length}` (an offset may be
-# negative only after a space, as `${X:-w}` is the default-value operator) and `${X:-word}`.
-# Groups: 1 name, 2 path, 3 offset, 4 length, 5 default word; the plain forms follow (6-10).
-_OPS = rf"\$\{{({_NAME}){_PATH}:(?:(\d+|\s+-\d+)(?::\s*(-?\d+))?|-([^}}]*))\}}"
-_REF = re.compile(rf"{_OPS}|\$\{{({_NAME}){_PATH}\}}|\$({_NAME})|\$\{{(\d+)\}}|\$(\d+)")
+# Shell parameter operators, which Dagu 1.30.2 evaluates with mvdan/sh outside command text:
+# `${#X}`, `${X:offset}`, `${X:offset:length}` (an offset may be negative only after a space,
+# as `${X:-w}` is the default-value operator), `${X:-w}` `${X-w}` `${X:+w}` `${X+w}`,
+# `${X/p/r}` `${X//p/r}`, `${X#p}` `${X##p}` `${X%p}` `${X%%p}` and `${X^}` `${X^^}` `${X,}`
+# `${X,,}`. The plain references follow: `${X}`/`${X.path}`, `$X`, `${1}`, `$1`.
+_OPS = (
+    rf"\$\{{(?P<length_of>#)(?P<lname>{_NAME})(?P<lpath>{_PATH})\}}"
+    rf"|\$\{{(?P<oname>{_NAME})(?P<opath>{_PATH})(?:"
+    r":(?P<offset>\d+|\s+-\d+)(?::\s*(?P<count>-?\d+))?"
+    r"|(?P<test>:?[-+])(?P<word>[^}]*)"
+    r"|(?P<replace>//?)(?P<pattern>[^/}]*)(?:/(?P<replacement>[^}]*))?"
+    r"|(?P<trim>##?|%%?)(?P<affix>[^}]*)"
+    r"|(?P<case>\^\^?|,,?)"
+    r")\}"
+)
+_REF = re.compile(
+    rf"{_OPS}|\$\{{(?P<name>{_NAME})(?P<path>{_PATH})\}}|\$(?P<bare>{_NAME})"
+    r"|\$\{(?P<pos>\d+)\}|\$(?P<bare_pos>\d+)"
+)
 _QUOTED_REF = re.compile(rf'"\$\{{({_NAME}){_PATH}\}}"')
 _BACKTICK = re.compile(r"`([^`]*)`")
 _PATH_PART = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]")
@@ -207,66 +222,140 @@ def expand(
 
         text = _QUOTED_REF.sub(quoted, text)
 
+    def next_to_quote(m: re.Match[str]) -> bool:
+        return "'" in (m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1])
+
     def sub(m: re.Match[str]) -> str:
-        if m.group(1) is not None:
+        if m.group("oname") is not None or m.group("length_of") is not None:
             return operator(m)
-        if (
-            shell_text
-            and not m.group(7)
-            and "'" in (m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1])
-        ):
+        name, path = m.group("name") or m.group("bare"), m.group("path") or ""
+        if shell_text and not path and next_to_quote(m):
             return m.group(0)
-        if shell_vars and not m.group(7) and (m.group(6) or m.group(8)) in shell_vars:
+        if shell_vars and not path and name in shell_vars:
             return m.group(0)
-        positional = m.group(9) or m.group(10)
+        positional = m.group("pos") or m.group("bare_pos")
         if positional is not None:
             # Positional params are named "1", "2", … by the loader; Dagu substitutes them into
             # the text (the shell gets no arguments). `$10` is param 10, never `$1` + "0".
             found = variables.get(positional)
             return m.group(0) if found is None else found
-        if m.group(8) is not None:
-            value = lookup(m.group(8), "")
-        else:
-            value = lookup(m.group(6), m.group(7) or "")
+        value = lookup(name, path)
         if value is None:
             return m.group(0) if keep_unknown else ""
         return value
 
     def operator(m: re.Match[str]) -> str:
-        # Substituted even for a variable the shell has (`shell_vars`): `sh` may be dash,
-        # which knows no substrings; next to a single quote it is still the shell's.
-        if (
-            shell_text
-            and not m.group(2)
-            and "'" in (m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1])
-        ):
+        name = m.group("oname") or m.group("lname")
+        path = m.group("opath") or m.group("lpath") or ""
+        # Dagu leaves an operator on a plain variable in command text to the step's shell
+        # (observed: `${W:2:3}` under `shell: sh` is dash's "Bad substitution"); on a step
+        # reference or a JSON path it evaluates substrings and defaults itself.
+        evaluated_here = m.group("offset") is not None or m.group("test") in (":-", "-")
+        if shell_text and (not path or not evaluated_here):
             return m.group(0)
-        value = lookup(m.group(1), m.group(2) or "")
+        if path and not evaluated_here:
+            return m.group(0)  # mvdan/sh has no such operator on a dotted name
+        value = lookup(name, path)
         if value is None and keep_unknown:
             return m.group(0)  # perhaps the shell's own variable: its shell evaluates it
-        if m.group(5) is not None:
-            return value or m.group(5)
-        if value is None:
-            return ""
-        length = None if m.group(4) is None else int(m.group(4))
-        return substring(value, int(m.group(3)), length)
+        return apply_operator(m, value)
 
     return _REF.sub(sub, text)
 
 
+def apply_operator(m: re.Match[str], value: str | None) -> str:
+    """The result of the operator matched by `_REF` on `value` (None: unset), as mvdan/sh
+    gives it in Dagu 1.30.2. An empty value counts as unset for `-` and `+` (observed:
+    `${EMPTY+f}` is empty)."""
+    text = value or ""
+    if m.group("length_of") is not None:
+        return str(len(text))
+    if m.group("offset") is not None:
+        count = None if m.group("count") is None else int(m.group("count"))
+        return substring(text, int(m.group("offset")), count)
+    test = m.group("test")
+    if test is not None:
+        if test.endswith("-"):
+            return text or m.group("word")
+        return m.group("word") if text else ""
+    if m.group("replace") is not None:
+        return _replace(text, m.group("pattern"), m.group("replacement") or "", m.group("replace"))
+    if m.group("trim") is not None:
+        return _trim(text, m.group("affix"), m.group("trim"))
+    case = m.group("case")
+    if case == "^^":
+        return text.upper()
+    if case == ",,":
+        return text.lower()
+    first = text[:1].upper() if case == "^" else text[:1].lower()
+    return first + text[1:]
+
+
+def _glob(pattern: str) -> str:
+    """A shell pattern (`*`, `?`, `[a-c]`, `[!a]`) as a regular expression."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        close = pattern.find("]", i + 2) if char == "[" else -1
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif close != -1:
+            body = pattern[i + 1 : close]
+            negate = body[:1] in ("!", "^")
+            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = close
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def _replace(text: str, pattern: str, replacement: str, kind: str) -> str:
+    """`${X/p/r}` (first, longest match) and `${X//p/r}` (every match); r is literal.
+    A pattern starting with `#` or `%` is literal text: mvdan/sh in Dagu 1.30.2 does not anchor
+    it (observed: `${W/#abc/X}` leaves W unchanged)."""
+    if not pattern:
+        return text
+    regex = re.compile(_glob(pattern), re.DOTALL)
+    return regex.sub(lambda _m: replacement, text, count=0 if kind == "//" else 1)
+
+
+def _trim(text: str, pattern: str, kind: str) -> str:
+    """`${X#p}` `${X##p}` (shortest, longest prefix) and `${X%p}` `${X%%p}` (suffix)."""
+    regex = re.compile(_glob(pattern), re.DOTALL)
+    if kind.startswith("#"):
+        ends = range(len(text), -1, -1) if kind == "##" else range(len(text) + 1)
+        for end in ends:
+            if regex.fullmatch(text, 0, end):
+                return text[end:]
+        return text
+    starts = range(len(text) + 1) if kind == "%%" else range(len(text), -1, -1)
+    for start in starts:
+        if regex.fullmatch(text, start):
+            return text[:start]
+    return text
+
+
 def substring(value: str, offset: int, length: int | None = None) -> str:
-    """Bash's `${X:offset:length}` as Dagu 1.30.2 evaluates it: a negative offset counts from
-    the end, a negative length is an end counted from the end; out of range gives ""."""
+    """`${X:offset:length}` as mvdan/sh evaluates it in Dagu 1.30.2: a negative offset counts
+    from the end; a negative length is an end counted from the end, and an end before the
+    offset leaves the rest (`${W:5:-6}` of abcdefghij is fghij; bash would refuse it)."""
     size = len(value)
     if offset < 0:
         offset += size
     if offset < 0 or offset > size:
         return ""
+    rest = value[offset:]
     if length is None:
-        return value[offset:]
-    end = offset + length if length >= 0 else size + length
-    # bash refuses an end before the offset ("substring expression < 0"); nothing is printed
-    return value[offset:end] if end >= offset else ""
+        return rest
+    if length >= 0:
+        return rest[:length]
+    end = len(rest) + length
+    return rest if end < 0 else rest[:end]
 
 
 def eval_backticks(

@@ -42,7 +42,7 @@ from controller.diskfull import describe_os_error
 from controller.engine import expand as ex
 from controller.engine.command import build_argvs, step_shell
 from controller.engine.conditions import check_condition
-from controller.engine.executors import EXECUTORS, ExecRequest, unsupported
+from controller.engine.executors import EXECUTORS, ExecRequest
 from controller.engine.exits import process_exit, step_error_text, timeout_text
 from controller.engine.graph import Node, Proc, keep_previous, make_nodes, rerun_names
 from controller.engine.policies import (
@@ -425,7 +425,7 @@ class Runner:
                 node.error = ""
                 self._save(node)
                 return
-        problem = unsupported(node.step)
+        problem = self._retry_setup_problem(node)
         if problem:
             self._active -= 1
             self._fail_now(node, problem)
@@ -439,6 +439,23 @@ class Runner:
         if node.status == StepStatus.RUNNING:
             pg = node.procs[0].popen.pid if node.procs else None
             self._save(node, pgid=pg)
+
+    def _retry_setup_problem(self, node: Node) -> str:
+        """Why a text `retryPolicy.limit`/`intervalSec` is no number ("" when both are).
+
+        Dagu 1.30.2 evaluates them before the step runs and fails the step, unrun, when one is
+        not an integer (`limit: ${L}` with L=many); a silent 0 would hide the mistake."""
+        rp = node.step.retry_policy
+        if rp is None:
+            return ""
+        for what, value in (("limit", rp.limit), ("interval", rp.interval_sec)):
+            if isinstance(value, str):
+                try:
+                    self.vars.eval_int(value, node)
+                except ValueError as exc:
+                    reason = f"failed to substitute retry {what} {value!r}: {exc}"
+                    return f"failed to setup retry policy: {reason}"
+        return ""
 
     def _fail_now(self, node: Node, error: str) -> None:
         node.status = StepStatus.FAILED
@@ -845,8 +862,12 @@ class Runner:
         rp = node.step.retry_policy
         if rp is None:
             return False
+        try:
+            limit = self.vars.eval_int(rp.limit, node)
+        except ValueError:
+            return False  # a backtick that gave a number at the start no longer does
         rule = RetryRule(
-            limit=self.vars.eval_int(rp.limit, node),
+            limit=limit,
             exit_codes=tuple(rp.exit_code),
             backoff=rp.backoff,
             max_interval_seconds=rp.max_interval_sec,
@@ -854,12 +875,16 @@ class Runner:
         count, stopped = node.retry_count, self.canceled
         if retry_refusal(rule, retry_count=count, exit_code=exit_code, stopped=stopped):
             return False  # the interval (maybe a command) is evaluated only for a retry
+        try:
+            interval = self.vars.eval_int(rp.interval_sec, node)
+        except ValueError:
+            return False  # a backtick that gave a number at the start no longer does
         decision = decide_retry(
             rule,
             retry_count=count,
             exit_code=exit_code,
             stopped=stopped,
-            interval_seconds=float(self.vars.eval_int(rp.interval_sec, node)),
+            interval_seconds=float(interval),
         )
         node.retry_count += 1
         node.retried_at = time.time()

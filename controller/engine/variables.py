@@ -301,7 +301,8 @@ class RunVars:
         return str(p if p.is_absolute() else self.workdir / p)
 
     def eval_int(self, value: int | str, node: Node) -> int:
-        """A number of a step's spec given as text (`${VAR}`, backticks); 0 if it is none."""
+        """A number of a step's spec given as text (`${VAR}`, backticks). Raises ValueError,
+        with Dagu's wording, when the text does not become an integer."""
         if isinstance(value, int):
             return value
         text = self.expand_path(value, node)
@@ -309,7 +310,7 @@ class RunVars:
         try:
             return int(text.strip())
         except ValueError:
-            return 0
+            raise ValueError(f"failed to convert {text!r} to int") from None
 
     def publish(self, node: Node) -> None:
         """Make an ended step's outputs and `${id.*}` references visible to the next ones."""

@@ -447,22 +447,6 @@ def test_parallel_group_and_max_active_steps(dagu_env: dict[str, str], tmp_path:
     assert n["last"]["step"]["depends"] == ["p1", "p2", "p3"]
 
 
-def test_unsupported_executor_fails_step(dagu_env: dict[str, str]) -> None:
-    _code, doc = run_dag(
-        dagu_env,
-        """
-        steps:
-          - name: d
-            executor:
-              type: docker
-              config:
-                image: alpine
-            command: echo hi
-        """,
-    )
-    assert nodes(doc)["d"]["error"] == "executor type 'docker' is not supported by this engine"
-
-
 def test_call_local_sub_dag_and_parallel(dagu_env: dict[str, str]) -> None:
     code, doc = run_dag(
         dagu_env,

@@ -30,11 +30,13 @@ WORD = {"WORD": "abcdefghij", "EMPTY": ""}
         ("${WORD:20}", ""),
         ("${WORD:8:10}", "ij"),
         ("${WORD: -20}", ""),
-        ("${WORD:5:-6}", ""),
+        ("${WORD:5:-6}", "fghij"),
+        ("${WORD:5:-5}", ""),
+        ("${WORD: -3:-5}", "hij"),
         ("x${WORD:1:2}y", "xbcy"),
     ],
 )
-def test_substring_follows_bash(text: str, expected: str) -> None:
+def test_substring_follows_dagu(text: str, expected: str) -> None:
     assert ex.expand(text, WORD) == expected
 
 
@@ -56,10 +58,33 @@ def test_substring_of_a_step_reference_and_a_json_path() -> None:
     assert ex.expand("${J.a:1}", {"J": '{"a": "xyz"}'}) == "yz"
 
 
-def test_shell_text_substitutes_substring_of_shell_variable_but_not_next_to_quote() -> None:
-    text = "echo ${WORD:1:2} '${WORD:1:2}'"
-    out = ex.expand(text, WORD, shell_text=True, shell_vars={"WORD"})
-    assert out == "echo bc '${WORD:1:2}'"
+def test_shell_text_leaves_operators_on_variables_to_the_shell() -> None:
+    # Dagu 1.30.2 (observed with `shell: sh`: "Bad substitution"): the step's shell evaluates
+    # them, so `${W:5:-6}` fails there as bash fails it; step references are Dagu's own.
+    refs = {"make": {"stdout": "/tmp/make.out"}}
+    text = "echo ${WORD:1:2} ${#WORD} ${WORD/a/b} ${WORD:+w} ${make.stdout:0:4} ${#make.stdout}"
+    out = ex.expand(text, WORD, step_refs=refs, shell_text=True, shell_vars={"WORD"})
+    assert out == "echo ${WORD:1:2} ${#WORD} ${WORD/a/b} ${WORD:+w} /tmp ${#make.stdout}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("${#WORD}|${#EMPTY}|${#NOPE}", "10|0|0"),
+        (
+            "${WORD/cd/XY}|${WORD//[aeiou]/_}|${WORD/c}|${WORD/?/_}",
+            "abXYefghij|_bcd_fgh_j|abdefghij|_bcdefghij",
+        ),
+        ("${WORD/#abc/X}|${WORD/x/y}", "abcdefghij|abcdefghij"),
+        ("${WORD:+set}|${NOPE:+x}|${EMPTY:+e}|${WORD+y}|${EMPTY+f}|${NOPE-z}", "set|||y||z"),
+        ("${WORD#*d}|${WORD##*d}|${WORD%f*}|${WORD%%f*}", "efghij|efghij|abcde|abcde"),
+        ("${WORD#abc}|${WORD%hij}|${WORD#zz}", "defghij|abcdefg|abcdefghij"),
+        ("${WORD^}|${WORD^^}|${WORD,,}", "Abcdefghij|ABCDEFGHIJ|abcdefghij"),
+    ],
+)
+def test_shell_operators_outside_command_text_follow_dagu(text: str, expected: str) -> None:
+    # the values Dagu 1.30.2 gave in a DAG's env (compat case `expand_operators`)
+    assert ex.expand(text, WORD, keep_unknown=False) == expected
 
 
 def test_plain_references_keep_their_rules() -> None:

@@ -94,8 +94,7 @@ def test_three_mistakes_give_three_lines(tmp_path: Path) -> None:
     assert "Traceback" not in out + err
     assert out.splitlines() == [
         f"{dag}:1: retries: unknown key 'retries'",
-        f"{dag}:5: steps[0].timeoutSec: input should be a valid integer, "
-        "unable to parse string as an integer",
+        f"{dag}:5: steps[0].timeoutSec: expected a number, got text 'soon'",
         f"{dag}:8: steps[1].depends: unknown step 'c'",
     ]
 
@@ -141,8 +140,7 @@ def test_validate_finds_a_name_in_the_dags_dir_and_merges_base(
     assert main(["validate", "nightly"]) == 1
     out = capsys.readouterr().out
     assert out.strip() == (
-        f"{isolated_home / 'base.yaml'}:1: timeoutSec: input should be a valid integer, "
-        "unable to parse string as an integer"
+        f"{isolated_home / 'base.yaml'}:1: timeoutSec: expected a number, got text 'never'"
     )
 
 
@@ -214,7 +212,7 @@ def test_base_yaml_is_merged_as_dagu_does(tmp_path: Path) -> None:
     dag_file = tmp_path / "etl.yaml"
     dag_file.write_text(
         "env:\n  A: ${BASE}-x\ntags: mine\nmailOn:\n  failure: true\n"
-        "handlerOn:\n  exit: echo bye\nsteps:\n  - echo hi\n",
+        "handlerOn:\n  exit:\n    command: echo bye\nsteps:\n  - echo hi\n",
         encoding="utf-8",
     )
     dag = load_dag(dag_file, base=load_base(base_file))

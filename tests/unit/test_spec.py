@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from model.loader import Dag, DagLoadError, load_dag, load_dag_text, resolve_params
-from model.spec import check_cron, split_cron, validate_name
+from model.loader import (
+    Dag,
+    DagLoadError,
+    auto_step_name,
+    load_dag,
+    load_dag_text,
+    resolve_params,
+)
+from model.spec import StepSpec, check_cron, split_cron, validate_name
 
 VALID = Path(__file__).resolve().parent.parent / "data" / "valid"
 
@@ -95,14 +102,12 @@ def test_graph_mode_and_schedule_map() -> None:
     assert spec.params == [("DATE", "2024-01-01"), ("N", "3")]
 
 
-def test_p2_fields_are_kept_and_reported_unsupported() -> None:
+def test_p2_fields_that_dagloop_runs_are_kept() -> None:
     dag = load_dag(VALID / "p2_fields.yaml")
-    assert dag.spec.container == {"image": "alpine"}
-    assert dag.spec.unsupported_features() == ["container", "ssh", "otel"]
-    assert dag.step("in-docker").unsupported_features() == ["executor type 'docker'"]
-    assert dag.step("mail").unsupported_features() == []
+    assert dag.step("mail").mail_on_error is True
     assert dag.spec.error_mail is not None and dag.spec.error_mail.to == ["b@example.com"]
     assert dag.spec.smtp is not None and dag.spec.smtp.port == "25"
+    assert dag.spec.run_config == {"disableParamEdit": True, "disableRunIdEdit": False}
 
 
 @pytest.mark.parametrize(
@@ -112,7 +117,6 @@ def test_p2_fields_are_kept_and_reported_unsupported() -> None:
         ("params: [x, K=v]", [(None, "x"), ("K", "v")]),
         ("params:\n  - A: 1\n  - B: [1, 2]", [("A", "1"), ("B", "[1,2]")]),
         ("params: {A: true, B: null}", [("A", "true"), ("B", "")]),
-        ("params:\n  schema: s.json\n  values: {A: 1}", [("A", "1")]),
     ],
 )
 def test_params_forms(yaml_params: str, expected: list[tuple[str | None, str]]) -> None:
@@ -176,7 +180,7 @@ def test_repeat_policy_legacy_forms() -> None:
         "steps:\n"
         "  - name: a\n    command: x\n    repeatPolicy: {repeat: true, intervalSec: 1}\n"
         "  - name: b\n    command: x\n    repeatPolicy: {condition: '$X', expected: ok}\n"
-        "  - name: c\n    command: x\n    repeatPolicy: {exitCode: 1}\n"
+        "  - name: c\n    command: x\n    repeatPolicy: {exitCode: [1]}\n"
     )
     modes = [s.repeat_policy.repeat if s.repeat_policy else None for s in dag.spec.steps]
     assert modes == ["while", "until", "while"]
@@ -226,7 +230,6 @@ def test_unnamed_steps_named_by_kind_and_position() -> None:
         "  - {call: child, parallel: {items: [a]}}\n"
         "  - call: child\n"
         "  - {executor: jq, command: .a, script: '{}'}\n"
-        "  - {container: {image: alpine}, command: echo d}\n"
         "  - {executor: {type: http}, command: GET http://x/}\n"
         "  - echo c\n"
         "---\n"
@@ -238,10 +241,12 @@ def test_unnamed_steps_named_by_kind_and_position() -> None:
         "parallel_2",
         "dag_3",
         "jq_4",
-        "docker_5",
-        "http_6",
-        "cmd_7",
+        "http_5",
+        "cmd_6",
     ]
+    # A container step is refused at load, but its name is Dagu's in the duplicate check.
+    docker = StepSpec.model_validate({"container": {"image": "alpine"}, "command": "echo d"})
+    assert auto_step_name(docker, 4) == "docker_5"
 
 
 def test_automatic_name_taken_by_user_step_is_a_duplicate() -> None:
@@ -278,5 +283,24 @@ def test_jq_step_with_several_commands_is_refused() -> None:
 def test_repeat_policy_refuses_text_numbers(field: str) -> None:
     policy = f"repeatPolicy: {{repeat: true, {field}: '1'}}"
     text = f"steps:\n  - name: a\n    command: echo\n    {policy}\n"
-    with pytest.raises(DagLoadError, match="unconvertible type 'string'"):
+    with pytest.raises(DagLoadError, match="expected a number, got text '1'"):
         _load(text)
+
+
+def test_keys_in_another_case_are_accepted_and_errors_find_their_line() -> None:
+    # Dagu 1.30.2 decodes these structs with mapstructure, which ignores the case of keys
+    dag = _load(
+        "MaxActiveRuns: 2\nSteps:\n  - Name: a\n    COMMAND: echo\n"
+        "    RetryPolicy: {LIMIT: 2, intervalsec: 0}\nHandlerOn:\n  Exit: {Command: echo}\n"
+    )
+    assert dag.spec.max_active_runs == 2
+    step = dag.step("a")
+    assert step.command == ["echo"] and step.retry_policy is not None
+    assert step.retry_policy.limit == 2
+    assert dag.spec.handler_on.exit is not None
+    with pytest.raises(DagLoadError) as caught:
+        _load("Steps:\n  - Name: a\n    command: echo\n    TimeoutSec: soon\n")
+    assert str(caught.value) == "t.yaml:4: steps[0].TimeoutSec: expected a number, got text 'soon'"
+    # continueOn has its own decoder in Dagu: its keys stay case-sensitive
+    with pytest.raises(DagLoadError, match="unknown key 'Failure'"):
+        _load("steps:\n  - command: echo\n    continueOn: {Failure: true}\n")

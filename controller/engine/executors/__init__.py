@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-SHELL_TYPES = frozenset({"", "command", "shell"})
-DAG_TYPES = frozenset({"dag", "subworkflow", "parallel"})
-
 
 @dataclass
 class ExecRequest:
@@ -80,18 +77,3 @@ def _jq(req: ExecRequest) -> int:
 
 # executor type -> callable(ExecRequest) -> exit code; run in a worker thread.
 EXECUTORS: dict[str, Callable[[ExecRequest], int]] = {"http": _http, "mail": _mail, "jq": _jq}
-
-
-def unsupported(step: Any) -> str:
-    """Why this engine cannot run `step` ("" when it can): an unknown executor type, a
-    container, or nix-shell."""
-    et = step.executor_type
-    if step.parallel is not None or step.call is not None:
-        return ""
-    if et in SHELL_TYPES or et in EXECUTORS or et in DAG_TYPES:
-        if step.container is not None:
-            return "executor type 'docker' is not supported by this engine"
-        if step.shell and step.shell[0].endswith("nix-shell"):
-            return "shell 'nix-shell' is not supported by this engine"
-        return ""
-    return f"executor type {et!r} is not supported by this engine"
