@@ -399,10 +399,6 @@ def unsupported_fields(spec: DagSpec) -> list[tuple[str, str]]:
         for field, (attribute, reason) in _UNSUPPORTED_DAG_FIELDS.items()
         if getattr(spec, attribute) is not None
     ]
-    if spec.delay_sec:
-        # Dagu 1.30.2 sleeps delaySec after every step it starts (reference §8.14), which its
-        # documentation describes as a delay before the first step: neither is copied.
-        out.append(("delaySec", "the delay between step starts is not implemented"))
     if spec.log_output == "merged":
         out.append(("logOutput", _MERGED_LOGS))
     return out

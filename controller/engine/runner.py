@@ -149,6 +149,9 @@ class Runner:
         self.handlers: dict[str, Node] = {}
         self._active = 0
         self._dag_deadline: float | None = None
+        # `delaySec`: Dagu 1.30.2 pauses its dispatch loop after every step it starts
+        # (reference §8.14); no step starts before this monotonic time.
+        self._start_gate = 0.0
         self.writes = StepWriter(opts.store, opts.run.id)
         self.events = opts.events
         self.notes: list[str] = []  # for the run's `notes` (what went wrong but did not fail it)
@@ -338,15 +341,21 @@ class Runner:
                         still.append(node)
                         continue
                     if verdict == "run":
-                        if limit and self._active >= limit:
+                        gated = time.monotonic() < self._start_gate
+                        if gated or (limit and self._active >= limit):
                             still.append(node)
                             continue
                         self._start_node(node)
+                        if self.spec.delay_sec:
+                            self._start_gate = time.monotonic() + self.spec.delay_sec
                 pending = still
             running = [n for n in nodes if n.status == StepStatus.RUNNING]
             if not running:
                 if self.canceled or self.deadline_hit or not pending:
                     return
+                if time.monotonic() < self._start_gate:
+                    self._wait([])  # until the gate opens, a stop or the DAG deadline
+                    continue
                 if all(self._readiness(n) == "wait" for n in pending) and not any(
                     n.status == StepStatus.RUNNING for n in self.nodes
                 ):
@@ -679,6 +688,9 @@ class Runner:
             timeout = d if timeout is None else min(timeout, d)
         if self.writes.flush_at is not None:
             d = self.writes.flush_at - now
+            timeout = d if timeout is None else min(timeout, d)
+        if self._start_gate > now:
+            d = self._start_gate - now
             timeout = d if timeout is None else min(timeout, d)
         if timeout is not None:
             timeout = max(0.0, timeout)

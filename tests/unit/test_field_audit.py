@@ -90,7 +90,6 @@ def test_every_row_has_a_known_status() -> None:
 
 # A smallest DAG using each refused field, with the field path the refusal must name.
 REFUSED_EXAMPLES: dict[str, tuple[str, str]] = {
-    "delaySec": ("delaySec: 1\nsteps: [echo]\n", "delaySec"),
     "logOutput": ("logOutput: merged\nsteps: [echo]\n", "logOutput"),
     "container": ("container: {image: alpine}\nsteps: [echo]\n", "container"),
     "registryAuths": ("registryAuths: {ghcr.io: x}\nsteps: [echo]\n", "registryAuths"),
