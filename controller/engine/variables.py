@@ -8,13 +8,13 @@ of `controller.engine.launch` read `dag_vars`, `dotenv_values` and `expand_text`
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.engine import expand as ex
+from controller.engine.executors.jq import encode_gojq
 from controller.engine.graph import Node
 
 if TYPE_CHECKING:
@@ -161,7 +161,8 @@ class RunVars:
             dag_vars[key] = v
             env[key] = v
         self._settle_workdir(dag_vars)
-        env["DAGU_PARAMS_JSON"] = json.dumps(named, ensure_ascii=False)
+        # Go's json.Marshal of a map, as Dagu: sorted keys, compact, `<>&` escaped
+        env["DAGU_PARAMS_JSON"] = encode_gojq(named, indent=None)
         if spec.secrets:
             self._add_secrets(spec.secrets, dag_vars, env)
         self.params_resolved = named
