@@ -147,19 +147,23 @@ class RunVars:
             v = ex.eval_backticks(v, env={**env, **dag_vars}, cwd=str(self.workdir), strict=True)
             dag_vars[key] = v
             env[key] = v
-        # dotenv files are relative to the working directory the env and params give
         self._settle_workdir({**raw_params, **dag_vars})
-        self.dotenv_values = self._read_dotenv(spec.dotenv, dag_vars)
-        for k, v in self.dotenv_values.items():
-            dag_vars[k] = v
-            env[k] = v
+        # Dagu evaluates params when it loads the DAG, before the run reads the dotenv files:
+        # a param sees the DAG env and earlier params, never a dotenv value.
         named: dict[str, str] = {}
+        param_scope = dict(dag_vars)
         for key, value in params:
-            v = ex.expand(value, dag_vars, fallback=environ)
-            v = ex.eval_backticks(v, env=env, cwd=str(self.workdir), strict=True)
+            v = ex.expand(value, param_scope, fallback=environ, keep_unknown=False)
+            v = ex.eval_backticks(v, env={**env, **named}, cwd=str(self.workdir), strict=True)
             named[key] = v
-            dag_vars[key] = v
-            env[key] = v
+            param_scope[key] = v
+        # dotenv files are relative to the working directory the env and params give
+        self._settle_workdir(param_scope)
+        self.dotenv_values = self._read_dotenv(spec.dotenv, param_scope)
+        # dotenv overrides the DAG env; params override both
+        for source in (self.dotenv_values, named):
+            dag_vars.update(source)
+            env.update(source)
         self._settle_workdir(dag_vars)
         # Go's json.Marshal of a map, as Dagu: sorted keys, compact, `<>&` escaped
         env["DAGU_PARAMS_JSON"] = encode_gojq(named, indent=None)
