@@ -784,7 +784,10 @@ class Runner:
             # Dagu does not count an execution ended by a stop in doneCount
             self._final(node, StepStatus.ABORTED, exit_code, err or "aborted")
             return
-        if exit_code != 0 and not node.timed_out and not self.deadline_hit:
+        # Dagu executes a handler once: its retryPolicy, repeatPolicy and continueOn are not
+        # applied (runEventHandler), so only a step's execution may be retried or repeated.
+        is_step = node.kind == "step"
+        if exit_code != 0 and not node.timed_out and not self.deadline_hit and is_step:
             if node.step.continue_on.mark_success and self._marked_success(node, exit_code):
                 node.done_count += 1
                 self._final(node, StepStatus.SUCCEEDED, exit_code, "")
@@ -792,7 +795,7 @@ class Runner:
             if self._retry(node, exit_code):
                 return  # a retried execution counts in retryCount only, as in Dagu
         node.done_count += 1
-        if self._repeat(node, exit_code):
+        if is_step and self._repeat(node, exit_code):
             return
         if exit_code != 0:
             text = step_error_text(
