@@ -157,8 +157,7 @@ class RetryDecision(NamedTuple):
 
 
 def retry_refusal(rule: RetryRule, *, retry_count: int, exit_code: int, stopped: bool) -> str:
-    """Why a failed execution is not retried; "" when it is (then `decide_retry` needs the
-    interval, which the runner evaluates only for a retry)."""
+    """Why a failed execution is not retried; "" when it is."""
     if stopped:
         return "the run is stopping"
     if retry_count >= rule.limit:

@@ -60,7 +60,6 @@ from controller.engine.policies import (
     decide_retry,
     derive_run_status,
     repeat_refusal,
-    retry_refusal,
 )
 from controller.engine.pump import (
     CaptureWriter,
@@ -403,6 +402,12 @@ class Runner:
         node.cwd = self.vars.step_cwd(node)
         node.env["PWD"] = node.cwd
         self._active += 1
+        # Dagu settles a text retryPolicy before the preconditions; a value that is not an
+        # integer fails the step before it runs (retry_limit_sources).
+        if problem := self._settle_retry_policy(node):
+            self._active -= 1
+            self._fail_now(node, f"failed to setup retry policy: {problem}")
+            return
         # Preconditions: not met -> skipped (not an error).
         for cond in node.step.preconditions:
             ok, _why = self._check_condition(cond, node.env, node.cwd, node)
@@ -427,6 +432,21 @@ class Runner:
         if node.status == StepStatus.RUNNING:
             pg = node.procs[0].popen.pid if node.procs else None
             self._save(node, pgid=pg)
+
+    def _settle_retry_policy(self, node: Node) -> str:
+        """Evaluate the node's retry limit and interval; what is wrong with them, or ""."""
+        rp = node.step.retry_policy
+        if rp is None:
+            return ""
+        try:
+            node.retry_limit = self.vars.policy_int(rp.limit)
+        except ValueError as exc:
+            return f'failed to substitute retry limit "{rp.limit}": {exc}'
+        try:
+            node.retry_interval_sec = self.vars.policy_int(rp.interval_sec)
+        except ValueError as exc:
+            return f'failed to substitute retry interval "{rp.interval_sec}": {exc}'
+        return ""
 
     def _fail_now(self, node: Node, error: str) -> None:
         node.status = StepStatus.FAILED
@@ -824,21 +844,20 @@ class Runner:
         if rp is None:
             return False
         rule = RetryRule(
-            limit=self.vars.eval_int(rp.limit, node),
+            limit=node.retry_limit,
             exit_codes=tuple(rp.exit_code),
             backoff=rp.backoff,
             max_interval_seconds=rp.max_interval_sec,
         )
-        count, stopped = node.retry_count, self.canceled
-        if retry_refusal(rule, retry_count=count, exit_code=exit_code, stopped=stopped):
-            return False  # the interval (maybe a command) is evaluated only for a retry
         decision = decide_retry(
             rule,
-            retry_count=count,
+            retry_count=node.retry_count,
             exit_code=exit_code,
-            stopped=stopped,
-            interval_seconds=float(self.vars.eval_int(rp.interval_sec, node)),
+            stopped=self.canceled,
+            interval_seconds=float(node.retry_interval_sec),
         )
+        if not decision.retry:
+            return False
         node.retry_count += 1
         node.retried_at = time.time()
         node.repeat_wait = False

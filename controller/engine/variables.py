@@ -9,6 +9,7 @@ of `controller.engine.launch` read `dag_vars`, `dotenv_values` and `expand_text`
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,10 @@ def visible_outputs(
     return seen
 
 
+# the integers Go's strconv.Atoi accepts
+_GO_ATOI = re.compile(r"[+-]?[0-9]+")
+
+
 class RunVars:
     """The variables of one run, filled by `build` and as steps publish their outputs."""
 
@@ -127,6 +132,7 @@ class RunVars:
         self.published: dict[str, dict[str, str]] = {}  # step name -> its outputs
         self._depends = _depends_by_name(dag.spec.steps)
         self.dotenv_values: dict[str, str] = {}  # for masking secrets in alerts
+        self.policy_vars: dict[str, str] = {}  # what a text retryPolicy number sees
         self.params_resolved: dict[str, str] = {}
         self.secret_values: dict[str, str] = {}  # the DAG's `secrets:`, by name
         self.secret_masker: SecretMasker | None = None  # None: the DAG has no secrets
@@ -147,6 +153,7 @@ class RunVars:
             v = ex.eval_backticks(v, env={**env, **dag_vars}, cwd=str(self.workdir), strict=True)
             dag_vars[key] = v
             env[key] = v
+        env_values = dict(dag_vars)
         self._settle_workdir({**raw_params, **dag_vars})
         # Dagu evaluates params when it loads the DAG, before the run reads the dotenv files:
         # a param sees the DAG env and earlier params, never a dotenv value.
@@ -160,6 +167,7 @@ class RunVars:
         # dotenv files are relative to the working directory the env and params give
         self._settle_workdir(param_scope)
         self.dotenv_values = self._read_dotenv(spec.dotenv, param_scope)
+        self.policy_vars = {**environ, **env_values, **self.dotenv_values}
         # dotenv overrides the DAG env; params override both
         for source in (self.dotenv_values, named):
             dag_vars.update(source)
@@ -288,16 +296,20 @@ class RunVars:
         p = Path(self.expand_path(os.path.expanduser(wd), node))
         return str(p if p.is_absolute() else self.workdir / p)
 
-    def eval_int(self, value: int | str, node: Node) -> int:
-        """A number of a step's spec given as text (`${VAR}`, backticks); 0 if it is none."""
+    def policy_int(self, value: int | str) -> int:
+        """A `retryPolicy.limit`/`intervalSec` given as text (`${VAR}`, backticks), evaluated
+        as Dagu does when the step starts: against its own process environment, which holds
+        the OS environment, the DAG env and dotenv, but not params, step env or outputs.
+        Raises ValueError with Go's strconv.Atoi message when the text is not an integer."""
         if isinstance(value, int):
             return value
-        text = self.expand_path(value, node)
-        text = ex.eval_backticks(text, env=node.env, cwd=node.cwd)
-        try:
-            return int(text.strip())
-        except ValueError:
-            return 0
+        text = ex.expand(value, self.policy_vars, keep_unknown=False)
+        text = ex.eval_backticks(text, env=self.policy_vars, cwd=str(self.workdir))
+        if not _GO_ATOI.fullmatch(text):
+            raise ValueError(
+                f'failed to convert "{text}" to int: strconv.Atoi: parsing "{text}": invalid syntax'
+            )
+        return int(text)
 
     def publish(self, node: Node) -> None:
         """Make an ended step's outputs and `${id.*}` references visible to the next ones."""
