@@ -305,7 +305,10 @@ class RetryPolicySpec(_Spec):
             return 2.0
         if value is False or value is None:
             return None
-        if isinstance(value, int | float) and value <= 1:
+        if isinstance(value, int):
+            # Dagu 1.30.2 takes a bool or a YAML float only: `backoff: 2` is refused
+            raise ValueError(f"invalid type: uint64 (value: {value})")
+        if isinstance(value, float) and value <= 1:
             raise ValueError("backoff must be greater than 1 (or true for 2.0)")
         return value
 
@@ -313,6 +316,14 @@ class RetryPolicySpec(_Spec):
     @classmethod
     def _codes(cls, value: Any) -> list[int]:
         return _int_list(value)
+
+    @field_validator("max_interval_sec", mode="before")
+    @classmethod
+    def _truncated(cls, value: Any) -> Any:
+        # a Go int in Dagu 1.30.2: a fraction is truncated toward zero, not refused
+        if isinstance(value, float) and math.isfinite(value):
+            return int(value)
+        return value
 
     @field_validator("limit", "interval_sec", mode="before")
     @classmethod
@@ -370,7 +381,7 @@ class RepeatPolicySpec(_Spec):
             raise ValueError(
                 f"repeat mode {repeat!r} requires either 'condition' or 'exitCode' to be specified"
             )
-        for key in ("intervalSec", "limit"):
+        for key in ("intervalSec", "limit", "maxIntervalSec"):
             # Dagu 1.30.2 decodes these into Go ints: a fraction is truncated toward zero
             # (0.5 s repeats at once, 1.9 s waits 1 s), never refused.
             number = value.get(key)
@@ -384,7 +395,10 @@ class RepeatPolicySpec(_Spec):
             value["backoff"] = 2.0
         elif b is False:
             value["backoff"] = None
-        elif isinstance(b, int | float) and b <= 1:
+        elif isinstance(b, int):
+            # Dagu 1.30.2 takes a bool or a YAML float only: `backoff: 2` is refused
+            raise ValueError(f"invalid value for backoff: '{b}'. It must be a boolean or number")
+        elif isinstance(b, float) and b <= 1:
             raise ValueError("backoff must be greater than 1 (or true for 2.0)")
         return value
 
