@@ -319,10 +319,12 @@ class RunVars:
         if node.kind == "step" and node.outputs:
             self.published.setdefault(node.name, {}).update(node.outputs)
         if node.step.id:
+            code = str(node.exit_code if node.exit_code is not None else "")
             self.step_refs[node.step.id] = {
                 "stdout": node.stdout_path,
                 "stderr": node.stderr_path,
-                "exitCode": str(node.exit_code if node.exit_code is not None else ""),
+                "exitCode": code,
+                "exit_code": code,  # Dagu's alias
             }
 
 
