@@ -230,7 +230,8 @@ class RunVars:
 
     def expand_text(self, text: str) -> str:
         """`${VAR}` expansion with the run's variables (DAG env, dotenv, params, outputs)."""
-        return ex.expand(text, {**self.dag_vars, **self.outputs}, fallback=self._environ)
+        outputs = {k: v for k, v in self.outputs.items() if k not in self.params_resolved}
+        return ex.expand(text, {**self.dag_vars, **outputs}, fallback=self._environ)
 
     def expand_path(self, text: str, node: Node) -> str:
         """A path of a step's spec, `${VAR}` expanded in the node's scope."""
@@ -265,10 +266,14 @@ class RunVars:
 
     def outputs_for(self, node: Node) -> dict[str, str]:
         """The outputs a node sees: a step its ancestors' (`visible_outputs`); a handler,
-        which has no `depends`, every output of the run."""
-        if node.kind != "step":
-            return self.outputs
-        return visible_outputs(node.name, self._depends, self.published)
+        which has no `depends`, every output of the run. An output named as a param is
+        hidden: in Dagu the param wins (an output does beat a DAG env variable)."""
+        seen = (
+            self.outputs
+            if node.kind != "step"
+            else visible_outputs(node.name, self._depends, self.published)
+        )
+        return {k: v for k, v in seen.items() if k not in self.params_resolved}
 
     def scope(self, node: Node) -> dict[str, str]:
         """The expansion scope of a step: the run's variables and outputs, its own env."""
