@@ -99,24 +99,29 @@ SUCCEEDED_STATUSES = (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED)
 
 
 def decide_readiness(upstream: Iterable[Upstream]) -> Readiness:
-    """A pending step's readiness from its dependencies, in their order: the first one that
-    neither succeeded nor is tolerated decides (an iterator is consumed only that far, so a
-    caller may compute `failure_tolerated` lazily)."""
+    """A pending step's readiness from its dependencies, as Dagu 1.30.2's `isReady`: every
+    dependency is looked at, in the order of `depends`; each one that ended neither
+    succeeded nor tolerated settles the step (the last such one wins), even while another
+    still runs (`depends_mixed_outcomes`). Without one, the step waits for those still
+    running, else runs."""
+    settled: Readiness | None = None
+    waiting = False
     for dep in upstream:
         if dep.status in SUCCEEDED_STATUSES:
             continue
         if dep.status == StepStatus.FAILED:
-            if dep.failure_tolerated:
-                continue
-            return Readiness("settle", StepStatus.ABORTED, "upstream failed")
-        if dep.status == StepStatus.SKIPPED:
-            if dep.continue_on_skipped:
-                continue
-            return Readiness("settle", StepStatus.SKIPPED, "upstream skipped")
-        if dep.status == StepStatus.ABORTED:
-            return Readiness("settle", StepStatus.ABORTED, "")  # Dagu: no error text here
-        return _WAIT
-    return _RUN
+            if not dep.failure_tolerated:
+                settled = Readiness("settle", StepStatus.ABORTED, "upstream failed")
+        elif dep.status == StepStatus.SKIPPED:
+            if not dep.continue_on_skipped:
+                settled = Readiness("settle", StepStatus.SKIPPED, "upstream skipped")
+        elif dep.status == StepStatus.ABORTED:
+            settled = Readiness("settle", StepStatus.ABORTED, "")  # Dagu: no error text here
+        else:
+            waiting = True
+    if settled is not None:
+        return settled
+    return _WAIT if waiting else _RUN
 
 
 # Shared: a pending step is asked about on every pass of the runner's loop.

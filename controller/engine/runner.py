@@ -347,9 +347,9 @@ class Runner:
         statuses = [dep.status for dep in node.deps]
         if statuses == node.waited_on:
             return "wait"
-        # Lazy: a dependency's log is read only when the decision gets to it. Succeeded ones
-        # are passed over by the policy anyway, and this runs for every pending step on every
-        # pass of the loop, so they are not even built.
+        # Succeeded dependencies are passed over by the policy anyway, and this runs for every
+        # pending step on every pass of the loop, so they are not even built; a failed one's
+        # log is read only for its continueOn (the `waited_on` check above spares repeats).
         upstream = (
             Upstream(
                 dep.status,
