@@ -58,8 +58,9 @@ def decide_continue(
     """`continueOn` for a failed execution that ended with `exit_code`.
 
     `stdout_text` is the step's stdout log, None when it has none or it cannot be read (no
-    output pattern then matches). `markSuccess` alone, without an exit code or output filter,
-    marks every failure succeeded; with filters, only a failure they match."""
+    output pattern then matches). `markSuccess` marks succeeded only a failure the rule
+    tolerates (Dagu's ShouldMarkSuccess is ShouldContinue and markSuccess): alone, without
+    `failure`, an exit code or an output pattern, it marks nothing."""
     if rule.failure:
         matched, reason = True, "continueOn.failure"
     elif rule.exit_codes and exit_code in rule.exit_codes:
@@ -69,11 +70,9 @@ def decide_continue(
         reason = "the output matches continueOn.output" if matched else "no continueOn.output match"
     else:
         matched, reason = False, "no continueOn rule matches"
-    unfiltered = not rule.exit_codes and not rule.output_patterns
-    mark = rule.mark_success and (matched or unfiltered)
-    if mark and not matched:
-        reason = "continueOn.markSuccess without a filter"
-    return ContinueDecision(tolerated=matched, mark_success=mark, reason=reason)
+    return ContinueDecision(
+        tolerated=matched, mark_success=rule.mark_success and matched, reason=reason
+    )
 
 
 # ----------------------------------------------------------------------------- readiness

@@ -921,9 +921,7 @@ class Runner:
                 and not node.overflow
             ):
                 node.outputs = {node.step.output.name: value}
-        if status == StepStatus.FAILED and not (
-            node.kind == "step" and node.step.continue_on.mark_success
-        ):
+        if status == StepStatus.FAILED:
             self.last_error = err or "failed"
         self.vars.publish(node)
         self._save(node, pgid=None)

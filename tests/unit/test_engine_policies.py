@@ -236,8 +236,8 @@ CONTINUE_CASES = [
     (ContinueOnRule(output_patterns=("regexp:disk .* full",)), 1, LOG, True, False),
     (ContinueOnRule(output_patterns=("WARN",)), 1, None, False, False),  # no readable log
     (ContinueOnRule(exit_codes=(2,), output_patterns=("WARN",)), 1, LOG, True, False),
-    # markSuccess alone marks every failure succeeded
-    (ContinueOnRule(mark_success=True), 1, None, False, True),
+    # markSuccess marks only a failure the rule tolerates: alone it marks nothing
+    (ContinueOnRule(mark_success=True), 1, None, False, False),
     (ContinueOnRule(mark_success=True, failure=True), 1, None, True, True),
     # with a filter, only a failure it matches
     (ContinueOnRule(mark_success=True, exit_codes=(3,)), 3, None, True, True),
