@@ -808,12 +808,21 @@ class Runner:
         # applied (runEventHandler), so only a step's execution may be retried or repeated.
         is_step = node.kind == "step"
         if exit_code != 0 and not node.timed_out and not self.deadline_hit and is_step:
-            if node.step.continue_on.mark_success and self._marked_success(node, exit_code):
+            # Dagu retries first; markSuccess is consulted only once no retry is left, so a
+            # code the retryPolicy does not list fails the step while retries remain.
+            retries_left = node.step.retry_policy is not None and (
+                node.retry_count < node.retry_limit
+            )
+            if self._retry(node, exit_code):
+                return  # a retried execution counts in retryCount only, as in Dagu
+            if (
+                not retries_left
+                and node.step.continue_on.mark_success
+                and self._marked_success(node, exit_code)
+            ):
                 node.done_count += 1
                 self._final(node, StepStatus.SUCCEEDED, exit_code, "")
                 return
-            if self._retry(node, exit_code):
-                return  # a retried execution counts in retryCount only, as in Dagu
         node.done_count += 1
         if is_step and self._repeat(node, exit_code):
             return
