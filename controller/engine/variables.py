@@ -249,19 +249,25 @@ class RunVars:
         env = dict(self.base_env)
         outputs = self.outputs_for(node)
         env.update(outputs)
-        scope = {**self.dag_vars, **outputs}
+        specials = {
+            "DAG_NAME": dag_name,
+            "DAG_RUN_ID": run_id,
+            "DAG_RUN_LOG_FILE": log_file,
+            "DAG_RUN_STEP_NAME": node.name,
+            "DAG_RUN_STEP_STDOUT_FILE": node.stdout_path,
+            "DAG_RUN_STEP_STDERR_FILE": node.stderr_path,
+            **node.env_extra,
+        }
+        # Dagu evaluates every entry against the same scope, which has the DAG_* variables: an
+        # entry does not see an earlier entry of the same step, and an unknown reference is
+        # dropped (step_env_order, special_env_consistency).
+        scope = {**self.dag_vars, **outputs, **specials}
         for key, value in node.step.env:
-            v = ex.expand(value, scope, step_refs=self.step_refs, fallback=self._environ)
-            v = ex.eval_backticks(v, env=env, cwd=str(self.workdir))
-            scope[key] = v
-            env[key] = v
-        env["DAG_NAME"] = dag_name
-        env["DAG_RUN_ID"] = run_id
-        env["DAG_RUN_LOG_FILE"] = log_file
-        env["DAG_RUN_STEP_NAME"] = node.name
-        env["DAG_RUN_STEP_STDOUT_FILE"] = node.stdout_path
-        env["DAG_RUN_STEP_STDERR_FILE"] = node.stderr_path
-        env.update(node.env_extra)
+            v = ex.expand(
+                value, scope, step_refs=self.step_refs, fallback=self._environ, keep_unknown=False
+            )
+            env[key] = ex.eval_backticks(v, env=env, cwd=str(self.workdir))
+        env.update(specials)
         return env
 
     def outputs_for(self, node: Node) -> dict[str, str]:
