@@ -133,6 +133,14 @@ def _str_list(value: Any, *, what: str = "a string or a list of strings") -> lis
     raise ValueError(f"expected {what}")
 
 
+def _policy_codes(value: Any) -> list[int]:
+    """A retryPolicy/repeatPolicy `exitCode`: Dagu decodes it into a Go slice, so a single
+    int is refused there (continueOn takes one)."""
+    if value is not None and not isinstance(value, list):
+        raise ValueError(f"expected a list of exit codes, got {_yaml_kind(value)}")
+    return _int_list(value)
+
+
 def _int_list(value: Any) -> list[int]:
     if value is None:
         return []
@@ -241,9 +249,11 @@ class ConditionSpec(_Spec):
         if isinstance(value, dict) and "command" in value and "condition" not in value:
             value = dict(value)
             value["condition"] = value.pop("command")  # deprecated alias
-        if isinstance(value, dict) and "expected" in value:
-            value = dict(value)
-            value["expected"] = _scalar_text(value["expected"])
+        if isinstance(value, dict):
+            # Dagu: "precondition value must be a string" (`expected: 3` is refused)
+            for key in ("condition", "expected"):
+                if key in value and not isinstance(value[key], str):
+                    raise ValueError(f"precondition value must be a string (value: {value[key]!r})")
         return value
 
 
@@ -315,7 +325,7 @@ class RetryPolicySpec(_Spec):
     @field_validator("exit_code", mode="before")
     @classmethod
     def _codes(cls, value: Any) -> list[int]:
-        return _int_list(value)
+        return _policy_codes(value)
 
     @field_validator("max_interval_sec", mode="before")
     @classmethod
@@ -362,7 +372,7 @@ class RepeatPolicySpec(_Spec):
             return value
         value = dict(value)
         if "exitCode" in value:
-            value["exitCode"] = _int_list(value["exitCode"])
+            value["exitCode"] = _policy_codes(value["exitCode"])
         if "expected" in value:
             value["expected"] = _scalar_text(value["expected"])
         repeat = value.get("repeat")

@@ -176,7 +176,7 @@ def test_repeat_policy_legacy_forms() -> None:
         "steps:\n"
         "  - name: a\n    command: x\n    repeatPolicy: {repeat: true, intervalSec: 1}\n"
         "  - name: b\n    command: x\n    repeatPolicy: {condition: '$X', expected: ok}\n"
-        "  - name: c\n    command: x\n    repeatPolicy: {exitCode: 1}\n"
+        "  - name: c\n    command: x\n    repeatPolicy: {exitCode: [1]}\n"
     )
     modes = [s.repeat_policy.repeat if s.repeat_policy else None for s in dag.spec.steps]
     assert modes == ["while", "until", "while"]
