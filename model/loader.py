@@ -33,10 +33,54 @@ from model.spec import (
 )
 from model.specbase import HANDLER_STEP_NAMES, SUPPORTED_EXECUTORS, DagBehaviour
 
+_REREAD_TAGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
 try:  # the C loader is ~10x faster; fall back when libyaml is missing
     from yaml import CSafeLoader as _YamlLoader
 except ImportError:  # pragma: no cover - depends on the PyYAML build
     from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
+
+
+class _DagYamlLoader(_YamlLoader):
+    """PyYAML reads YAML 1.1; Dagu's parser (goccy/go-yaml) differs on plain scalars: only
+    true/false (any case form) are booleans, so `yes`, `no`, `on`, `off` stay text; `12:30`
+    is text, not a base-60 number; `0o10` is octal as `010` is (yaml_bool_words,
+    yaml_number_words)."""
+
+
+# the base resolvers without the ones re-read here (assigned after the class: the stubs
+# declare the attribute as an instance variable)
+_DagYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _REREAD_TAGS]
+    for first, resolvers in _YamlLoader.yaml_implicit_resolvers.items()
+}
+_DagYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+_DagYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+
+        |[-+]?0o?[0-7_]+
+        |[-+]?(?:0|[1-9][0-9_]*)
+        |[-+]?0x[0-9a-fA-F_]+)$""",
+        re.X,
+    ),
+    list("-+0123456789"),
+)
+_DagYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+        |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 STEP_NAME_MAX_LENGTH = 40  # Dagu's core.ValidateSteps (ErrStepNameTooLong)
@@ -187,7 +231,7 @@ def _key_path(node: yaml.Node, target: yaml.Node, path: Path_ = ()) -> Path_ | N
 
 
 def _parse_documents(text: str, file: str) -> list[_Document]:
-    loader = _YamlLoader(text)
+    loader = _DagYamlLoader(text)
     docs: list[_Document] = []
     try:
         while loader.check_node():

@@ -355,9 +355,11 @@ class ConditionSpec(_Spec):
         if isinstance(value, dict) and "command" in value and "condition" not in value:
             value = dict(value)
             value["condition"] = value.pop("command")  # deprecated alias
-        if isinstance(value, dict) and "expected" in value:
-            value = dict(value)
-            value["expected"] = _scalar_text(value["expected"])
+        if isinstance(value, dict):
+            # Dagu: "precondition value must be a string" (`expected: 3` is refused)
+            for key in ("condition", "expected"):
+                if key in value and not isinstance(value[key], str):
+                    raise ValueError(f"precondition value must be a string (value: {value[key]!r})")
         return value
 
 
@@ -409,7 +411,11 @@ def _backoff(value: Any) -> float | None:
         return 2.0
     if value is False or value is None:
         return None
-    if not isinstance(value, int | float):
+    if isinstance(value, int):
+        # Dagu 1.30.2 takes a boolean or a YAML float only: `backoff: 2` is refused by both
+        # policies ("invalid type: uint64" / "invalid value for backoff"), `2.0` is not
+        raise ValueError(f"expected a fraction or a boolean, got the integer {value}")
+    if not isinstance(value, float):
         # Dagu 1.30.2 refuses text here, even "2"
         raise ValueError(f"expected a number or a boolean, got {_yaml_kind(value)} {value!r}")
     if not math.isfinite(value) or value <= 1:
@@ -434,10 +440,6 @@ class RetryPolicySpec(_Spec):
     @field_validator("backoff", mode="before")
     @classmethod
     def _backoff(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            # Dagu 1.30.2 decodes retryPolicy.backoff as a float or a boolean only: `backoff: 2`
-            # is refused ("invalid type: uint64"), `2.0` is not (repeatPolicy takes both).
-            raise ValueError(f"expected a fraction or a boolean, got the integer {value}")
         return _backoff(value)
 
     @field_validator("exit_code", mode="before")

@@ -27,9 +27,14 @@ def check_condition(
     step_refs: Mapping[str, Mapping[str, str]],
 ) -> tuple[bool, str]:
     """(met, description) of `cond` (a ConditionSpec or a RepeatPolicySpec)."""
-    text = ex.expand(cond.condition, scope, step_refs=step_refs, fallback=env)
+    # A value compared with `expected` is evaluated as Dagu does, an unknown reference
+    # dropped; a command keeps it for its shell (which drops it too, or has the variable).
+    compared = cond.expected is not None
+    text = ex.expand(
+        cond.condition, scope, step_refs=step_refs, fallback=env, keep_unknown=not compared
+    )
     negate = bool(getattr(cond, "negate", False))
-    if cond.expected is None:
+    if not compared:
         try:
             r = subprocess.run(
                 ["sh", "-c", text],
@@ -46,7 +51,9 @@ def check_condition(
             met = False
     else:
         value = ex.eval_backticks(text, env=env, cwd=cwd if os.path.isdir(cwd) else None)
-        expected = ex.expand(cond.expected, scope, step_refs=step_refs, fallback=env)
+        expected = ex.expand(
+            cond.expected, scope, step_refs=step_refs, fallback=env, keep_unknown=False
+        )
         if expected.startswith("re:"):
             try:
                 met = re.search(expected[3:], value) is not None

@@ -29,15 +29,17 @@ _SIGNAL_TEXT: dict[int, str] = {
 
 
 def process_exit(returncode: int) -> tuple[int, str]:
-    """(exit code, error text) of a process's return code: a signal counts as 128 + its
-    number, told as Go tells it (`signal: terminated`); "" for a success."""
+    """(exit code, error text) of a process's return code; "" for a success. A process
+    killed by a signal has exit code -1, as Go reports it to Dagu (continueOn, retryPolicy
+    and repeatPolicy `exitCode` lists and `${id.exitCode}` see -1), and the signal is told
+    as Go tells it (`signal: killed`)."""
     if returncode < 0:
         sig = -returncode
         try:
             err = f"signal: {_SIGNAL_TEXT.get(sig, signal.Signals(sig).name)}"
         except ValueError:
             err = f"signal {sig}"
-        return 128 + sig, err
+        return -1, err
     return returncode, f"exit status {returncode}" if returncode else ""
 
 

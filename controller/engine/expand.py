@@ -44,7 +44,9 @@ _PATH = r"((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)"
 # `${#X}`, `${X:offset}`, `${X:offset:length}` (an offset may be negative only after a space,
 # as `${X:-w}` is the default-value operator), `${X:-w}` `${X-w}` `${X:+w}` `${X+w}`,
 # `${X/p/r}` `${X//p/r}`, `${X#p}` `${X##p}` `${X%p}` `${X%%p}` and `${X^}` `${X^^}` `${X,}`
-# `${X,,}`. The plain references follow: `${X}`/`${X.path}`, `$X`, `${1}`, `$1`.
+# `${X,,}`. The plain references follow: `${X}`/`${X.path}`, `$X`, `${1}`, `$1`; a plain
+# `${NAME.path}` takes everything up to `}` as its path, as Dagu's reference regex does, and
+# `json_path` then decides whether it resolves.
 _OPS = (
     rf"\$\{{(?P<length_of>#)(?P<lname>{_NAME})(?P<lpath>{_PATH})\}}"
     rf"|\$\{{(?P<oname>{_NAME})(?P<opath>{_PATH})(?:"
@@ -56,12 +58,17 @@ _OPS = (
     r")\}"
 )
 _REF = re.compile(
-    rf"{_OPS}|\$\{{(?P<name>{_NAME})(?P<path>{_PATH})\}}|\$(?P<bare>{_NAME})"
+    rf"{_OPS}|\$\{{(?P<name>{_NAME})(?P<path>(?:\.[^}}]+)?)\}}|\$(?P<bare>{_NAME})"
     r"|\$\{(?P<pos>\d+)\}|\$(?P<bare_pos>\d+)"
 )
 _QUOTED_REF = re.compile(rf'"\$\{{({_NAME}){_PATH}\}}"')
 _BACKTICK = re.compile(r"`([^`]*)`")
-_PATH_PART = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]")
+# The jq paths `json_path` evaluates: `.key`, `[n]`/`.[n]` (n may be negative), `["key"]`,
+# `.["key"]` and `."key"`.
+_PATH_STEP = re.compile(
+    r'\.([A-Za-z_][A-Za-z0-9_]*)|\.?\[\s*(-?\d+)\s*\]|\.?\[\s*("(?:[^"\\]|\\.)*")\s*\]'
+    r'|\.("(?:[^"\\]|\\.)*")'
+)
 
 
 def filtered_os_env(
@@ -89,27 +96,43 @@ def _is_secret(key: str, patterns: tuple[str, ...]) -> bool:
 
 
 def json_path(value: str, path: str) -> str | None:
-    """`.a.b[0]` applied to the JSON object text `value`, formatted as Dagu (Go `%v`) does.
+    """The jq path `path` (`.a.b[0]`) applied to the JSON text `value`, formatted as Dagu
+    (Go `%v`) does; Dagu evaluates it with gojq.
 
-    None when `value` is not a JSON object (Dagu then leaves the reference as written);
-    ``<nil>`` when the object does not have the path, as Dagu substitutes.
+    None (Dagu then leaves the reference as written) when `value` is not JSON, when the path
+    is not one `_PATH_STEP` knows (`.a-b` is a jq subtraction Dagu fails on; a filter such as
+    `| length` is not evaluated here), or when jq would fail: a key into a non-object, an index
+    into a non-array. A missing key, an index out of range or anything under null is null,
+    printed ``<nil>``.
     """
     try:
         data: object = json.loads(value)
     except ValueError:
         return None
-    if not isinstance(data, dict):
-        return None
-    for m in _PATH_PART.finditer(path):
-        key, index = m.group(1), m.group(2)
-        if key is not None and isinstance(data, dict) and key in data:
-            data = data[key]
-        elif index is not None and isinstance(data, list) and int(index) < len(data):
-            data = data[int(index)]
-        elif key is not None and key.isdigit() and isinstance(data, list) and int(key) < len(data):
-            data = data[int(key)]
+    steps: list[str | int] = []
+    pos = 0
+    while pos < len(path):
+        m = _PATH_STEP.match(path, pos)
+        if m is None:
+            return None
+        ident, index, bracketed, dotted = m.groups()
+        if index is not None:
+            steps.append(int(index))
         else:
-            return "<nil>"
+            steps.append(ident if ident is not None else json.loads(bracketed or dotted))
+        pos = m.end()
+    for step in steps:
+        if data is None:
+            continue  # jq: null indexed by anything is null
+        if isinstance(step, str):
+            if not isinstance(data, dict):
+                return None
+            data = data.get(step)
+        else:
+            if not isinstance(data, list):
+                return None
+            i = step + len(data) if step < 0 else step
+            data = data[i] if 0 <= i < len(data) else None
     return go_format(data)
 
 

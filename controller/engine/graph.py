@@ -51,6 +51,9 @@ class Node:
     status: StepStatus = StepStatus.NOT_STARTED
     exit_code: int | None = None
     retry_count: int = 0
+    # retryPolicy limit and interval, settled when the step starts (they may be text)
+    retry_limit: int = 0
+    retry_interval_sec: int = 0
     done_count: int = 0
     started_at: float | None = None
     finished_at: float | None = None

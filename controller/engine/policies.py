@@ -58,8 +58,9 @@ def decide_continue(
     """`continueOn` for a failed execution that ended with `exit_code`.
 
     `stdout_text` is the step's stdout log, None when it has none or it cannot be read (no
-    output pattern then matches). `markSuccess` alone, without an exit code or output filter,
-    marks every failure succeeded; with filters, only a failure they match."""
+    output pattern then matches). `markSuccess` marks succeeded only a failure the rule
+    tolerates (Dagu's ShouldMarkSuccess is ShouldContinue and markSuccess): alone, without
+    `failure`, an exit code or an output pattern, it marks nothing."""
     if rule.failure:
         matched, reason = True, "continueOn.failure"
     elif rule.exit_codes and exit_code in rule.exit_codes:
@@ -69,11 +70,9 @@ def decide_continue(
         reason = "the output matches continueOn.output" if matched else "no continueOn.output match"
     else:
         matched, reason = False, "no continueOn rule matches"
-    unfiltered = not rule.exit_codes and not rule.output_patterns
-    mark = rule.mark_success and (matched or unfiltered)
-    if mark and not matched:
-        reason = "continueOn.markSuccess without a filter"
-    return ContinueDecision(tolerated=matched, mark_success=mark, reason=reason)
+    return ContinueDecision(
+        tolerated=matched, mark_success=rule.mark_success and matched, reason=reason
+    )
 
 
 # ----------------------------------------------------------------------------- readiness
@@ -99,24 +98,29 @@ SUCCEEDED_STATUSES = (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED)
 
 
 def decide_readiness(upstream: Iterable[Upstream]) -> Readiness:
-    """A pending step's readiness from its dependencies, in their order: the first one that
-    neither succeeded nor is tolerated decides (an iterator is consumed only that far, so a
-    caller may compute `failure_tolerated` lazily)."""
+    """A pending step's readiness from its dependencies, as Dagu 1.30.2's `isReady`: every
+    dependency is looked at, in the order of `depends`; each one that ended neither
+    succeeded nor tolerated settles the step (the last such one wins), even while another
+    still runs (`depends_mixed_outcomes`). Without one, the step waits for those still
+    running, else runs."""
+    settled: Readiness | None = None
+    waiting = False
     for dep in upstream:
         if dep.status in SUCCEEDED_STATUSES:
             continue
         if dep.status == StepStatus.FAILED:
-            if dep.failure_tolerated:
-                continue
-            return Readiness("settle", StepStatus.ABORTED, "upstream failed")
-        if dep.status == StepStatus.SKIPPED:
-            if dep.continue_on_skipped:
-                continue
-            return Readiness("settle", StepStatus.SKIPPED, "upstream skipped")
-        if dep.status == StepStatus.ABORTED:
-            return Readiness("settle", StepStatus.ABORTED, "")  # Dagu: no error text here
-        return _WAIT
-    return _RUN
+            if not dep.failure_tolerated:
+                settled = Readiness("settle", StepStatus.ABORTED, "upstream failed")
+        elif dep.status == StepStatus.SKIPPED:
+            if not dep.continue_on_skipped:
+                settled = Readiness("settle", StepStatus.SKIPPED, "upstream skipped")
+        elif dep.status == StepStatus.ABORTED:
+            settled = Readiness("settle", StepStatus.ABORTED, "")  # Dagu: no error text here
+        else:
+            waiting = True
+    if settled is not None:
+        return settled
+    return _WAIT if waiting else _RUN
 
 
 # Shared: a pending step is asked about on every pass of the runner's loop.
@@ -157,8 +161,7 @@ class RetryDecision(NamedTuple):
 
 
 def retry_refusal(rule: RetryRule, *, retry_count: int, exit_code: int, stopped: bool) -> str:
-    """Why a failed execution is not retried; "" when it is (then `decide_retry` needs the
-    interval, which the runner evaluates only for a retry)."""
+    """Why a failed execution is not retried; "" when it is."""
     if stopped:
         return "the run is stopping"
     if retry_count >= rule.limit:

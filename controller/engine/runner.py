@@ -59,7 +59,6 @@ from controller.engine.policies import (
     decide_retry,
     derive_run_status,
     repeat_refusal,
-    retry_refusal,
 )
 from controller.engine.pump import (
     CaptureWriter,
@@ -369,9 +368,9 @@ class Runner:
         statuses = [dep.status for dep in node.deps]
         if statuses == node.waited_on:
             return "wait"
-        # Lazy: a dependency's log is read only when the decision gets to it. Succeeded ones
-        # are passed over by the policy anyway, and this runs for every pending step on every
-        # pass of the loop, so they are not even built.
+        # Succeeded dependencies are passed over by the policy anyway, and this runs for every
+        # pending step on every pass of the loop, so they are not even built; a failed one's
+        # log is read only for its continueOn (the `waited_on` check above spares repeats).
         upstream = (
             Upstream(
                 dep.status,
@@ -424,6 +423,12 @@ class Runner:
         node.cwd = self.vars.step_cwd(node)
         node.env["PWD"] = node.cwd
         self._active += 1
+        # Dagu settles a text retryPolicy before the preconditions; a value that is not an
+        # integer fails the step before it runs (retry_limit_sources).
+        if problem := self._settle_retry_policy(node):
+            self._active -= 1
+            self._fail_now(node, f"failed to setup retry policy: {problem}")
+            return
         # Preconditions: not met -> skipped (not an error).
         for cond in node.step.preconditions:
             ok, _why = self._check_condition(cond, node.env, node.cwd, node)
@@ -434,11 +439,6 @@ class Runner:
                 node.error = ""
                 self._save(node)
                 return
-        problem = self._retry_setup_problem(node)
-        if problem:
-            self._active -= 1
-            self._fail_now(node, problem)
-            return
         if node.step.timeout_sec:
             node.timeout_at = time.monotonic() + node.step.timeout_sec
         else:
@@ -449,21 +449,19 @@ class Runner:
             pg = node.procs[0].popen.pid if node.procs else None
             self._save(node, pgid=pg)
 
-    def _retry_setup_problem(self, node: Node) -> str:
-        """Why a text `retryPolicy.limit`/`intervalSec` is no number ("" when both are).
-
-        Dagu 1.30.2 evaluates them before the step runs and fails the step, unrun, when one is
-        not an integer (`limit: ${L}` with L=many); a silent 0 would hide the mistake."""
+    def _settle_retry_policy(self, node: Node) -> str:
+        """Evaluate the node's retry limit and interval; what is wrong with them, or ""."""
         rp = node.step.retry_policy
         if rp is None:
             return ""
-        for what, value in (("limit", rp.limit), ("interval", rp.interval_sec)):
-            if isinstance(value, str):
-                try:
-                    self.vars.eval_int(value, node)
-                except ValueError as exc:
-                    reason = f"failed to substitute retry {what} {value!r}: {exc}"
-                    return f"failed to setup retry policy: {reason}"
+        try:
+            node.retry_limit = self.vars.policy_int(rp.limit)
+        except ValueError as exc:
+            return f'failed to substitute retry limit "{rp.limit}": {exc}'
+        try:
+            node.retry_interval_sec = self.vars.policy_int(rp.interval_sec)
+        except ValueError as exc:
+            return f'failed to substitute retry interval "{rp.interval_sec}": {exc}'
         return ""
 
     def _fail_now(self, node: Node, error: str) -> None:
@@ -838,15 +836,27 @@ class Runner:
             # Dagu does not count an execution ended by a stop in doneCount
             self._final(node, StepStatus.ABORTED, exit_code, err or "aborted")
             return
-        if exit_code != 0 and not node.timed_out and not self.deadline_hit:
-            if node.step.continue_on.mark_success and self._marked_success(node, exit_code):
+        # Dagu executes a handler once: its retryPolicy, repeatPolicy and continueOn are not
+        # applied (runEventHandler), so only a step's execution may be retried or repeated.
+        is_step = node.kind == "step"
+        if exit_code != 0 and not node.timed_out and not self.deadline_hit and is_step:
+            # Dagu retries first; markSuccess is consulted only once no retry is left, so a
+            # code the retryPolicy does not list fails the step while retries remain.
+            retries_left = node.step.retry_policy is not None and (
+                node.retry_count < node.retry_limit
+            )
+            if self._retry(node, exit_code):
+                return  # a retried execution counts in retryCount only, as in Dagu
+            if (
+                not retries_left
+                and node.step.continue_on.mark_success
+                and self._marked_success(node, exit_code)
+            ):
                 node.done_count += 1
                 self._final(node, StepStatus.SUCCEEDED, exit_code, "")
                 return
-            if self._retry(node, exit_code):
-                return  # a retried execution counts in retryCount only, as in Dagu
         node.done_count += 1
-        if self._repeat(node, exit_code):
+        if is_step and self._repeat(node, exit_code):
             return
         if exit_code != 0:
             text = step_error_text(
@@ -874,30 +884,21 @@ class Runner:
         rp = node.step.retry_policy
         if rp is None:
             return False
-        try:
-            limit = self.vars.eval_int(rp.limit, node)
-        except ValueError:
-            return False  # a backtick that gave a number at the start no longer does
         rule = RetryRule(
-            limit=limit,
+            limit=node.retry_limit,
             exit_codes=tuple(rp.exit_code),
             backoff=rp.backoff,
             max_interval_seconds=rp.max_interval_sec,
         )
-        count, stopped = node.retry_count, self.canceled
-        if retry_refusal(rule, retry_count=count, exit_code=exit_code, stopped=stopped):
-            return False  # the interval (maybe a command) is evaluated only for a retry
-        try:
-            interval = self.vars.eval_int(rp.interval_sec, node)
-        except ValueError:
-            return False  # a backtick that gave a number at the start no longer does
         decision = decide_retry(
             rule,
-            retry_count=count,
+            retry_count=node.retry_count,
             exit_code=exit_code,
-            stopped=stopped,
-            interval_seconds=float(interval),
+            stopped=self.canceled,
+            interval_seconds=float(node.retry_interval_sec),
         )
+        if not decision.retry:
+            return False
         node.retry_count += 1
         node.retried_at = time.time()
         node.repeat_wait = False
@@ -961,9 +962,7 @@ class Runner:
                 and not node.overflow
             ):
                 node.outputs = {node.step.output.name: value}
-        if status == StepStatus.FAILED and not (
-            node.kind == "step" and node.step.continue_on.mark_success
-        ):
+        if status == StepStatus.FAILED:
             self.last_error = err or "failed"
         self.vars.publish(node)
         self._save(node, pgid=None)

@@ -8,13 +8,14 @@ of `controller.engine.launch` read `dag_vars`, `dotenv_values` and `expand_text`
 
 from __future__ import annotations
 
-import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.engine import expand as ex
+from controller.engine.executors.jq import encode_gojq
 from controller.engine.graph import Node
 
 if TYPE_CHECKING:
@@ -112,6 +113,10 @@ def visible_outputs(
     return seen
 
 
+# the integers Go's strconv.Atoi accepts
+_GO_ATOI = re.compile(r"[+-]?[0-9]+")
+
+
 class RunVars:
     """The variables of one run, filled by `build` and as steps publish their outputs."""
 
@@ -128,6 +133,7 @@ class RunVars:
         self._depends = _depends_by_name(dag.spec.steps)
         self.dotenv_values: dict[str, str] = {}  # for masking secrets in alerts
         self.dotenv_errors: list[tuple[str, str]] = []  # (file, why) of each unparseable one
+        self.policy_vars: dict[str, str] = {}  # what a text retryPolicy number sees
         self.params_resolved: dict[str, str] = {}
         self.secret_values: dict[str, str] = {}  # the DAG's `secrets:`, by name
         self.secret_masker: SecretMasker | None = None  # None: the DAG has no secrets
@@ -149,21 +155,28 @@ class RunVars:
             v = ex.eval_backticks(v, env={**env, **dag_vars}, cwd=str(self.workdir), strict=True)
             dag_vars[key] = v
             env[key] = v
-        # dotenv files are relative to the working directory the env and params give
+        env_values = dict(dag_vars)
         self._settle_workdir({**raw_params, **dag_vars})
-        self.dotenv_values = self._read_dotenv(spec.dotenv, dag_vars)
-        for k, v in self.dotenv_values.items():
-            dag_vars[k] = v
-            env[k] = v
+        # Dagu evaluates params when it loads the DAG, before the run reads the dotenv files:
+        # a param sees the DAG env and earlier params, never a dotenv value.
         named: dict[str, str] = {}
+        param_scope = dict(dag_vars)
         for key, value in params:
-            v = ex.expand(value, dag_vars, fallback=environ)
-            v = ex.eval_backticks(v, env=env, cwd=str(self.workdir), strict=True)
+            v = ex.expand(value, param_scope, fallback=environ, keep_unknown=False)
+            v = ex.eval_backticks(v, env={**env, **named}, cwd=str(self.workdir), strict=True)
             named[key] = v
-            dag_vars[key] = v
-            env[key] = v
+            param_scope[key] = v
+        # dotenv files are relative to the working directory the env and params give
+        self._settle_workdir(param_scope)
+        self.dotenv_values = self._read_dotenv(spec.dotenv, param_scope)
+        self.policy_vars = {**environ, **env_values, **self.dotenv_values}
+        # dotenv overrides the DAG env; params override both
+        for source in (self.dotenv_values, named):
+            dag_vars.update(source)
+            env.update(source)
         self._settle_workdir(dag_vars)
-        env["DAGU_PARAMS_JSON"] = json.dumps(named, ensure_ascii=False)
+        # Go's json.Marshal of a map, as Dagu: sorted keys, compact, `<>&` escaped
+        env["DAGU_PARAMS_JSON"] = encode_gojq(named, indent=None)
         if spec.secrets:
             self._add_secrets(spec.secrets, dag_vars, env)
         self.params_resolved = named
@@ -234,7 +247,8 @@ class RunVars:
 
     def expand_text(self, text: str) -> str:
         """`${VAR}` expansion with the run's variables (DAG env, dotenv, params, outputs)."""
-        return ex.expand(text, {**self.dag_vars, **self.outputs}, fallback=self._environ)
+        outputs = {k: v for k, v in self.outputs.items() if k not in self.params_resolved}
+        return ex.expand(text, {**self.dag_vars, **outputs}, fallback=self._environ)
 
     def expand_path(self, text: str, node: Node) -> str:
         """A path of a step's spec, `${VAR}` expanded in the node's scope."""
@@ -252,27 +266,37 @@ class RunVars:
         env = dict(self.base_env)
         outputs = self.outputs_for(node)
         env.update(outputs)
-        scope = {**self.dag_vars, **outputs}
+        specials = {
+            "DAG_NAME": dag_name,
+            "DAG_RUN_ID": run_id,
+            "DAG_RUN_LOG_FILE": log_file,
+            "DAG_RUN_STEP_NAME": node.name,
+            "DAG_RUN_STEP_STDOUT_FILE": node.stdout_path,
+            "DAG_RUN_STEP_STDERR_FILE": node.stderr_path,
+            **node.env_extra,
+        }
+        # Dagu evaluates every entry against the same scope, which has the DAG_* variables: an
+        # entry does not see an earlier entry of the same step, and an unknown reference is
+        # dropped (step_env_order, special_env_consistency).
+        scope = {**self.dag_vars, **outputs, **specials}
         for key, value in node.step.env:
-            v = ex.expand(value, scope, step_refs=self.step_refs, fallback=self._environ)
-            v = ex.eval_backticks(v, env=env, cwd=str(self.workdir))
-            scope[key] = v
-            env[key] = v
-        env["DAG_NAME"] = dag_name
-        env["DAG_RUN_ID"] = run_id
-        env["DAG_RUN_LOG_FILE"] = log_file
-        env["DAG_RUN_STEP_NAME"] = node.name
-        env["DAG_RUN_STEP_STDOUT_FILE"] = node.stdout_path
-        env["DAG_RUN_STEP_STDERR_FILE"] = node.stderr_path
-        env.update(node.env_extra)
+            v = ex.expand(
+                value, scope, step_refs=self.step_refs, fallback=self._environ, keep_unknown=False
+            )
+            env[key] = ex.eval_backticks(v, env=env, cwd=str(self.workdir))
+        env.update(specials)
         return env
 
     def outputs_for(self, node: Node) -> dict[str, str]:
         """The outputs a node sees: a step its ancestors' (`visible_outputs`); a handler,
-        which has no `depends`, every output of the run."""
-        if node.kind != "step":
-            return self.outputs
-        return visible_outputs(node.name, self._depends, self.published)
+        which has no `depends`, every output of the run. An output named as a param is
+        hidden: in Dagu the param wins (an output does beat a DAG env variable)."""
+        seen = (
+            self.outputs
+            if node.kind != "step"
+            else visible_outputs(node.name, self._depends, self.published)
+        )
+        return {k: v for k, v in seen.items() if k not in self.params_resolved}
 
     def scope(self, node: Node) -> dict[str, str]:
         """The expansion scope of a step: the run's variables and outputs, its own env."""
@@ -300,17 +324,20 @@ class RunVars:
         p = Path(self.expand_path(os.path.expanduser(wd), node))
         return str(p if p.is_absolute() else self.workdir / p)
 
-    def eval_int(self, value: int | str, node: Node) -> int:
-        """A number of a step's spec given as text (`${VAR}`, backticks). Raises ValueError,
-        with Dagu's wording, when the text does not become an integer."""
+    def policy_int(self, value: int | str) -> int:
+        """A `retryPolicy.limit`/`intervalSec` given as text (`${VAR}`, backticks), evaluated
+        as Dagu does when the step starts: against its own process environment, which holds
+        the OS environment, the DAG env and dotenv, but not params, step env or outputs.
+        Raises ValueError with Go's strconv.Atoi message when the text is not an integer."""
         if isinstance(value, int):
             return value
-        text = self.expand_path(value, node)
-        text = ex.eval_backticks(text, env=node.env, cwd=node.cwd)
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise ValueError(f"failed to convert {text!r} to int") from None
+        text = ex.expand(value, self.policy_vars, keep_unknown=False)
+        text = ex.eval_backticks(text, env=self.policy_vars, cwd=str(self.workdir))
+        if not _GO_ATOI.fullmatch(text):
+            raise ValueError(
+                f'failed to convert "{text}" to int: strconv.Atoi: parsing "{text}": invalid syntax'
+            )
+        return int(text)
 
     def publish(self, node: Node) -> None:
         """Make an ended step's outputs and `${id.*}` references visible to the next ones."""
@@ -320,10 +347,12 @@ class RunVars:
         if node.kind == "step" and node.outputs:
             self.published.setdefault(node.name, {}).update(node.outputs)
         if node.step.id:
+            code = str(node.exit_code if node.exit_code is not None else "")
             self.step_refs[node.step.id] = {
                 "stdout": node.stdout_path,
                 "stderr": node.stderr_path,
-                "exitCode": str(node.exit_code if node.exit_code is not None else ""),
+                "exitCode": code,
+                "exit_code": code,  # Dagu's alias
             }
 
 

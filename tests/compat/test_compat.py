@@ -46,6 +46,9 @@ ALLOWANCES: dict[str, dict[str, tuple[Any, str]]] = {
     "handlers_abort": {
         "exit_code": (1, "start exits 1 for a run aborted by a stop/signal (Dagu: 0)"),
     },
+    "handlers_cancel_alias": {
+        "exit_code": (1, "start exits 1 for a run aborted by a stop/signal (Dagu: 0)"),
+    },
     # The same section: a partially succeeded run exits 1 whatever made it partial; Dagu exits 0
     # when only a sub-DAG partly succeeded (no error recorded) and 1 for a tolerated failure.
     "call_partial_child": {

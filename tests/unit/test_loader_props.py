@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.loader import Dag, DagLoadError, _YamlLoader, load_dag_text
+from model.loader import Dag, DagLoadError, _DagYamlLoader, load_dag_text
 
 TOP_KEYS = [
     "name", "description", "tags", "type", "schedule", "params", "env", "dotenv", "steps",
@@ -87,7 +87,7 @@ def _check(text: str) -> None:
     # A DAG without steps is valid (Dagu 1.30.2); only an empty document is refused. The
     # oracle parses with the loader's own YAML parser: libyaml accepts a tab after `key:`
     # (as Go's yaml does) where PyYAML's pure-Python scanner raises.
-    assert dag.spec.steps or yaml.load(text, Loader=_YamlLoader)
+    assert dag.spec.steps or yaml.load(text, Loader=_DagYamlLoader)
 
 
 _settings = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
