@@ -55,8 +55,10 @@ def options(args: argparse.Namespace) -> StartOptions:
         local=args.local,
         config=args.config,
         dagu_home=args.dagu_home,
-        # a sub-DAG run's stderr is its parent step's log, not a log shipper's stream
-        log_stderr=args.parent is None,
+        # a sub-DAG run's stderr is its parent step's log, not a log shipper's stream; `-q`
+        # silences the log lines too, as `dagu start -q` does (the controller's runners run
+        # with it: their events are in run.log, not repeated in runner.err)
+        log_stderr=args.parent is None and not args.quiet,
         inherited_secrets=read_inherited_secrets(sys.stdin) if args.inherit_secrets else (),
         progress=args.progress,
         no_color=args.no_color,

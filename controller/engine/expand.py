@@ -273,7 +273,8 @@ def expand(
         # Dagu leaves an operator on a plain variable in command text to the step's shell
         # (observed: `${W:2:3}` under `shell: sh` is dash's "Bad substitution"); on a step
         # reference or a JSON path it evaluates substrings and defaults itself.
-        evaluated_here = m.group("offset") is not None or m.group("test") in (":-", "-")
+        evaluated_here = m.group("offset") is not None or m.group("test") == ":-"
+        # (`${J.a-b}` and `${J.Content-Type}` stay as written in Dagu: json_path_forms)
         if shell_text and (not path or not evaluated_here):
             return m.group(0)
         if path and not evaluated_here:
