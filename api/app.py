@@ -21,6 +21,7 @@ from api.dags import DagDetail, DagList, DagRunHistory, DagSpecText, DagTags
 from api.metrics import build_exposition
 from api.runs import RunDetails, RunList, RunLogs
 from api.state import ApiContext, CatalogView, StorePool
+from api.sync import GitSyncCollector, SyncStatusResource
 from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers
 from controller.catalog import Catalog
 from controller.store.store import Store
@@ -77,6 +78,7 @@ def create_app(
     # `?perPage=` is a bad value, not an absent one: keep blank values so they are checked.
     app.req_options.keep_blank_qs_values = True
     errors.install(app)
+    collectors = (*collectors, GitSyncCollector(settings))
     exposition = build_exposition(ctx, scheduler_running=scheduler_running, extra=collectors)
 
     dag_runs = DagRunHistory(ctx)
@@ -104,6 +106,7 @@ def create_app(
         ("/queues", Queues(ctx), None),
         ("/services/scheduler", Schedulers(ctx), None),
         ("/plan", Plan(ctx), None),
+        ("/sync/status", SyncStatusResource(settings), None),
     ]
     if add_dashboard_routes is not None:
         add_dashboard_routes(app)

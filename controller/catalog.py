@@ -56,6 +56,9 @@ class CatalogEntry:
     dag: Dag | None
     errors: tuple[LoadError, ...] = ()
     stamp: tuple[int, int] = (0, 0)  # (mtime_ns, size) when loaded
+    # the file actually read: `path` with the DAGs directory's symlink resolved (a git_sync or
+    # git-sync sidecar checkout), which tells the revision (`controller.revision`)
+    real_path: Path | None = None
 
     @property
     def name(self) -> str:
@@ -93,8 +96,11 @@ class Catalog:
             # Parsed lazily (`_base`): a pass of cache hits needs only its bytes.
             self._base_loaded = False
             self._base_bytes = self._read_base()
+        # The DAGs directory may be a symlink that git_sync or a git-sync sidecar replaces
+        # (rename) at any moment: resolve it once, so one refresh reads one tree, never a mix.
+        root = Path(os.path.realpath(self.dags_dir))
         # stem -> (file name, stamp); of `a.yaml` and `a.yml` the later name wins, as before
-        files = {name[: name.rfind(".")]: (name, stamp) for name, stamp in self._scan()}
+        files = {name[: name.rfind(".")]: (name, stamp) for name, stamp in self._scan(root)}
         changed = base_changed
         for stem in list(self._entries):
             if stem not in files:
@@ -109,7 +115,7 @@ class Catalog:
                 and not base_changed
             ):
                 continue
-            self._entries[stem] = self._load(stem, self.dags_dir / name, stamp)
+            self._entries[stem] = self._load(stem, self.dags_dir / name, stamp, root / name)
             changed = True
         self._base_stamp = base_stamp
         if changed:
@@ -141,11 +147,12 @@ class Catalog:
             self._base_loaded = True
         return self._base_data, self._base_errors
 
-    def _load(self, stem: str, path: Path, stamp: tuple[int, int]) -> CatalogEntry:
+    def _load(self, stem: str, path: Path, stamp: tuple[int, int], real: Path) -> CatalogEntry:
+        """The entry of `path`, read from `real` (`path` with the directory resolved)."""
         key_file: Path | None = None
         if self.cache_dir is not None and stamp[1] <= self.max_file_bytes:
             try:
-                source = path.read_bytes()
+                source = real.read_bytes()
             except OSError:
                 source = None
             if source is not None:
@@ -156,26 +163,26 @@ class Catalog:
                 key_file = self.cache_dir / f"{key}.pickle"
                 hit = speccache.read_entry(key_file)
                 if hit is not None:
-                    return CatalogEntry(stem, path, hit, (), stamp)
+                    return CatalogEntry(stem, path, hit, (), stamp, real)
         from model.loader import DagLoadError, load_dag
 
         base, base_errors = self._base()
         if base_errors:
-            return CatalogEntry(stem, path, None, base_errors, stamp)
+            return CatalogEntry(stem, path, None, base_errors, stamp, real)
         try:
-            dag = load_dag(path, base=base, max_bytes=self.max_file_bytes)
+            dag = load_dag(real, base=base, max_bytes=self.max_file_bytes)
         except DagLoadError as exc:
-            return CatalogEntry(stem, path, None, tuple(exc.errors), stamp)
+            return CatalogEntry(stem, path, None, tuple(exc.errors), stamp, real)
         if key_file is not None:
             speccache.write_entry(key_file, dag)
-        return CatalogEntry(stem, path, dag, (), stamp)
+        return CatalogEntry(stem, path, dag, (), stamp, real)
 
-    def _scan(self) -> list[tuple[str, tuple[int, int]]]:
+    def _scan(self, root: Path) -> list[tuple[str, tuple[int, int]]]:
         """Names of the DAG files with their (mtime_ns, size), sorted: one `scandir` and one
         `stat` per file, no `Path` objects (the periodic rescan of 1,000 files stays cheap)."""
         out: list[tuple[str, tuple[int, int]]] = []
         try:
-            with os.scandir(self.dags_dir) as it:
+            with os.scandir(root) as it:
                 for d in it:
                     name = d.name
                     if (

@@ -47,6 +47,7 @@ from controller.reconcile.rules import (
     StartQueued,
     Stop,
 )
+from controller.revision import revision_of
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.runner_process import runner_env, start_runner
 from controller.store.records import NewRun, NotFound, RunRecord
@@ -248,24 +249,28 @@ class Applier:
         """Create the runs of `launches` in one commit, then start those asked to start."""
         found = [(a, self.catalog.find_dag(a.dag_name)) for a in launches]
         # A DAG whose file went away since the plan gets nothing; the next pass decides again.
-        todo = [(a, e.path, e.dag) for a, e in found if e is not None and e.dag is not None]
+        todo = [(a, e, e.dag) for a, e in found if e is not None and e.dag is not None]
         if not todo:
             return
-        new = [
-            NewRun(
-                dag_name=dag.name,
-                run_id=a.run_id,
-                status=RunStatus.QUEUED,
-                file=str(path),
-                spec_yaml=dag.source,
-                queue=dag.queue,
-                trigger=a.trigger,
-                params=a.params,
-                scheduled_at=a.scheduled_at.timestamp() if a.scheduled_at is not None else None,
-                queued_at=a.not_before.timestamp() if a.not_before else None,
+        new = []
+        for a, entry, dag in todo:
+            rev = revision_of(entry.real_path or entry.path, dag.source)
+            new.append(
+                NewRun(
+                    dag_name=dag.name,
+                    run_id=a.run_id,
+                    status=RunStatus.QUEUED,
+                    file=str(entry.path),
+                    spec_yaml=dag.source,
+                    queue=dag.queue,
+                    trigger=a.trigger,
+                    params=a.params,
+                    scheduled_at=a.scheduled_at.timestamp() if a.scheduled_at else None,
+                    queued_at=a.not_before.timestamp() if a.not_before else None,
+                    revision_commit=rev.commit,
+                    revision_dirty=rev.dirty,
+                )
             )
-            for a, path, dag in todo
-        ]
         try:
             runs = self.store.record_runs(new, now=self.clock())
         except Exception as exc:  # transient by default: the next pass repeats the plan

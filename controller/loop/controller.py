@@ -55,6 +55,7 @@ from controller import runlogs
 from controller.catalog import Catalog, catalog_for
 from controller.cluster.leader import LOCK_FILE, leadership_for
 from controller.doorbell import Doorbell
+from controller.gitsync.sync import GitSync
 from controller.ids import new_run_id
 from controller.liveness import reap_lost_run
 from controller.loop.apply import Applier
@@ -130,6 +131,7 @@ class Controller:
         self.lost_leadership = False
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{new_run_id(time.time())[-6:]}"
         self._started_at = time.time()
+        self.gitsync = GitSync(settings, clock=clock) if settings.gitsync_enabled else None
 
     # ------------------------------------------------------------------ one pass
 
@@ -164,6 +166,7 @@ class Controller:
     def pass_once(self) -> list[Action]:
         """One reconcile pass: observe, plan, apply. Returns the actions applied."""
         self.applier.reap_children()
+        self._sync_git()
         self.refresh_catalog()
         snap = self.snapshot()
         self.applier.apply(snap.actions)
@@ -179,6 +182,15 @@ class Controller:
             self._record_missed(snap.now)
         self._record_pass(snap.now)
         return snap.actions
+
+    def _sync_git(self) -> None:
+        """Pull the git branch when a sync is due (git_sync); a switch rescans the catalog.
+        The checkouts that active runs started from are kept."""
+        if self.gitsync is None or not self.gitsync.due(self.clock()):
+            return
+        in_use = {r.revision_commit for r in self.store.list_active_runs()}
+        self.gitsync.sync(in_use=in_use)
+        self.bell.catalog_dirty = True
 
     def _prepare_runners(self, now: datetime) -> None:
         """Within `PREPARE_LEAD_SECONDS` of the next start instant, once per instant: have
@@ -376,6 +388,9 @@ class Controller:
             until = (start - self.now()).total_seconds() - PREPARE_LEAD_SECONDS
             if until > 0:  # else a pass in the lead failed: no retrying it in a tight loop
                 timeout = min(timeout, until)
+        sync_at = self.gitsync.next_at() if self.gitsync is not None else None
+        if sync_at is not None:
+            timeout = min(timeout, sync_at - self.clock())
         if self.notifier.watchdog_seconds is not None:
             timeout = min(timeout, self.notifier.watchdog_seconds / 2)
         return max(timeout, 0.0)

@@ -46,7 +46,12 @@ class Watcher:
         self._observer: Any = Observer()
         handler = _Handler(bell, dags_dir, base_config, data_dir / WAKE_FILE)
         watched: set[Path] = set()
-        for d in (dags_dir, base_config.parent, (data_dir / WAKE_FILE).parent):
+        dirs = [dags_dir, base_config.parent, (data_dir / WAKE_FILE).parent]
+        if dags_dir.is_symlink():
+            # git_sync or a git-sync sidecar replaces the link by a rename in its parent; the
+            # watch on the link itself stays on the tree it pointed at when it was made.
+            dirs.append(dags_dir.parent)
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
             if d not in watched:
                 self._observer.schedule(handler, str(d), recursive=False)

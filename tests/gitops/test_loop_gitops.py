@@ -1,0 +1,99 @@
+"""git_sync through the real control loop, runner processes, CLI and API: a synced DAG's runs
+carry their commit (`status --json`, `start --json`, `GET /dag-runs/...`), and
+`GET /api/v2/sync/status` reports the sync in Dagu's shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import falcon.testing
+import pytest
+
+from api.app import create_app
+from controller.catalog import Catalog
+from controller.loop.controller import Controller
+from controller.store.store import Store
+from model.config import load_settings
+from tests.gitops.gitrepo import Remote, dag
+from tests.helpers import dagu_home, run_cli, wait_until
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, 500000, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    remote = Remote(tmp_path)
+    remote.commit({"dags/tick.yaml": dag("echo hi", schedule="* * * * *")})
+    e = dagu_home(tmp_path)
+    (Path(e["DAGU_HOME"]) / "dags").rmdir()  # a fresh home: git_sync makes the link
+    e.update(
+        DAGU_GITSYNC_ENABLED="true",
+        DAGU_GITSYNC_REPOSITORY=remote.url,
+        DAGU_GITSYNC_PATH="dags",
+    )
+    for k in [k for k in os.environ if k.startswith("DAGU_")]:
+        monkeypatch.delenv(k)
+    for k, v in e.items():
+        if k.startswith("DAGU_") or k == "PYTHONPATH":
+            monkeypatch.setenv(k, v)
+    e["COMMIT"] = remote.commit({"dags/tick.yaml": dag("echo synced", schedule="* * * * *")})
+    return e
+
+
+@pytest.fixture
+def ctl(env: dict[str, str]) -> Iterator[Controller]:
+    c = Controller(load_settings(), clock=lambda: T0)
+    yield c
+    for p in c.applier.running_children():
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    c.store.close()
+
+
+def test_synced_dag_runs_carry_their_commit_in_status_start_and_api(
+    ctl: Controller, env: dict[str, str]
+) -> None:
+    commit = env["COMMIT"]
+
+    def finished() -> bool:
+        ctl.pass_once()
+        runs = ctl.store.list_runs(dag_name="tick")
+        return bool(runs) and all(r.status.is_final() for r in runs)
+
+    wait_until(finished, 20.0, interval=0.05)
+    (run,) = ctl.store.list_runs(dag_name="tick")
+    assert run.revision_commit == commit and not run.revision_dirty
+
+    code, out, err = run_cli("status", "tick", "--json", env=env)
+    assert code == 0, err
+    revision = json.loads(out)["revision"]
+    assert revision["commit"] == commit and revision["digest"].startswith("sha256:")
+
+    code, out, err = run_cli("start", "tick", "--json", env=env)
+    assert code == 0, err
+    assert json.loads(out)["revision"]["commit"] == commit
+
+    s = ctl.settings
+    app = create_app(
+        settings=s,
+        store_factory=lambda: Store(s.db_path, readonly=True),
+        catalog=Catalog(s.dags_dir, s.base_config),
+        started_at=T0,
+        clock=lambda: T0,
+    )
+    client = falcon.testing.TestClient(app)
+    details = client.simulate_get(f"/api/v2/dag-runs/tick/{run.run_id}").json["dagRunDetails"]
+    assert details["revision"] == {
+        "commit": commit,
+        "digest": revision["digest"],
+        "dirty": False,
+    }
+    sync = client.simulate_get("/api/v2/sync/status").json
+    assert sync["enabled"] is True and sync["lastSyncCommit"] == commit
+    assert sync["lastSyncStatus"] == "synced" and sync["counts"] == {"synced": 1}
+    assert sync["items"] == [{"dagId": "tick", "state": "synced", "errors": []}]
