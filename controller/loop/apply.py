@@ -180,7 +180,9 @@ class Applier:
             )
         elif isinstance(action, RecordInvalid):
             self.reported_invalid.add(action.key)
-            log.error("invalid DAG file %s: %s", action.path, "; ".join(action.errors))
+            # the reason names the last good version when one is still scheduled
+            detail = action.reason.removeprefix("invalid DAG file: ")
+            log.error("invalid DAG file %s: %s", action.path, detail)
         elif isinstance(action, CompleteRequest):
             self.store.record_request_done(action.request_id, action.result)
 
@@ -249,7 +251,8 @@ class Applier:
         """Create the runs of `launches` in one commit, then start those asked to start."""
         found = [(a, self.catalog.find_dag(a.dag_name)) for a in launches]
         # A DAG whose file went away since the plan gets nothing; the next pass decides again.
-        todo = [(a, e, e.dag) for a, e in found if e is not None and e.dag is not None]
+        # `usable`: a file that became invalid launches its last good version (keep-last-good)
+        todo = [(a, e, e.usable) for a, e in found if e is not None and e.usable is not None]
         if not todo:
             return
         new = []
@@ -323,7 +326,7 @@ class Applier:
         needs the DAG's labels and every step's.
         """
         entry = self.catalog.find_dag(run.dag_name)
-        return self._selector_of(None if entry is None else entry.dag)
+        return self._selector_of(None if entry is None else entry.usable)
 
     def _selector_of(self, dag: Dag | None) -> dict[str, str] | None:
         labels: dict[str, str] = {}

@@ -61,7 +61,7 @@ from controller.liveness import reap_lost_run
 from controller.loop.apply import Applier
 from controller.loop.sdnotify import Notifier
 from controller.loop.watcher import Watcher
-from controller.reconcile.desired import DesiredBuilder
+from controller.reconcile.desired import DesiredBuilder, last_run_text
 from controller.reconcile.observed import PruneCache, default_liveness
 from controller.reconcile.rules import (
     Action,
@@ -111,6 +111,7 @@ class Controller:
         self.clock = clock
         self.store = store if store is not None else open_store(settings, role="controller")
         self.catalog = catalog or catalog_for(settings)
+        self.catalog.last_run_text = last_run_text(self.store)
         self.builder = DesiredBuilder(settings, self.catalog)
         self.applier = Applier(
             self.store, settings, self.catalog, clock, spawn_runners=spawn_runners
