@@ -89,3 +89,13 @@ def revision_of(path: Path, text: str) -> Revision:
     committed = lines[1] if done.returncode == 0 and len(lines) > 1 else None
     # An untracked file, or text that is not the committed blob, differs from the commit.
     return Revision(commit or lines[0], committed != blob_id(data))
+
+
+def changed_since(path: Path, spec_text: str) -> bool | None:
+    """Whether the DAG file at `path` now differs from the text a run used (None: the file
+    is gone or unreadable), for `dagloop status` and the dashboard."""
+    try:
+        current = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return current != spec_text

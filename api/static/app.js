@@ -858,6 +858,9 @@
           h('dt', null, 'Duration'), h('dd', null, started !== null ? fmtDur((finished !== null ? finished : Date.now()) - started) + (active ? ' so far' : '') : '—'),
           d.rootDAGRunId && d.rootDAGRunId !== d.dagRunId ? [h('dt', null, 'Parent run'), h('dd', null,
             h('a', { href: '#/runs/' + enc(d.rootDAGRunName) + '/' + enc(d.rootDAGRunId) }, d.rootDAGRunName + ' / ' + d.rootDAGRunId))] : null,
+          d.revision ? [h('dt', null, 'Revision'), h('dd', { id: 'run-revision' },
+            d.revision.commit ? [h('code', { title: d.revision.commit }, d.revision.commit.slice(0, 12)), d.revision.dirty ? ' (file differed from the commit) · ' : ' · '] : null,
+            h('code', { title: d.revision.digest }, String(d.revision.digest).slice(0, 19)))] : null,
           d.error ? [h('dt', null, 'Error'), h('dd', { class: 'err-text' }, d.error)] : null));
 
       var nodes = d.nodes || [];
@@ -985,8 +988,9 @@
   }
   function pageController(ctx) {
     ctx.title('Controller');
-    var planHost = h('div'), lostHost = h('div'), queueHost = h('div'), schedHost = h('div');
+    var planHost = h('div'), lostHost = h('div'), queueHost = h('div'), schedHost = h('div'), syncHost = h('div');
     replace(main, h('h1', null, 'Controller'),
+      syncHost,
       h('h2', null, 'Plan: what the loop will do next, and why'), planHost,
       h('h2', null, 'Lost runs'), lostHost,
       h('h2', null, 'Queues'), queueHost,
@@ -1063,8 +1067,24 @@
         replace(schedHost, list.length ? genericTable(list, 'schedulers') : h('p', { class: 'warn-box' }, 'No scheduler is registered: scheduled runs will not start.'));
       }, function (err) { replace(schedHost, errorBox(err, 'Could not load the scheduler instances')); });
     }
+    // GET /sync/status (Dagu's SyncStatusResponse): a card only when git_sync is enabled.
+    function loadSync() {
+      return api('/sync/status').then(function (b) {
+        if (!b || !b.enabled) { replace(syncHost); return; }
+        var failed = b.lastSyncStatus === 'error';
+        replace(syncHost, h('section', { class: 'card', id: 'git-sync', 'aria-label': 'git sync' },
+          h('h2', null, 'Git sync ', badge(failed ? 'failed' : (b.lastSyncStatus === 'synced' ? 'succeeded' : 'not_started'))),
+          h('p', { class: failed ? 'warn-box' : 'muted' }, b.summary),
+          h('dl', { class: 'facts' },
+            h('dt', null, 'Repository'), h('dd', null, h('code', null, b.repository), ' @ ', h('code', null, b.branch)),
+            h('dt', null, 'Commit'), h('dd', null, b.lastSyncCommit ? h('code', { title: b.lastSyncCommit }, b.lastSyncCommit.slice(0, 12)) : '—'),
+            h('dt', null, 'Last sync'), h('dd', null, b.lastSyncAt ? fmtTime(b.lastSyncAt) : '—'),
+            b.lastError ? [h('dt', null, 'Error'), h('dd', { class: 'err-text' }, b.lastError)] : null),
+          (b.items || []).length ? genericTable(b.items, 'sync-items') : null));
+      }, function (err) { replace(syncHost, errorBox(err, 'Could not load the git sync status')); });
+    }
     function load() {
-      return Promise.all([loadPlan(), loadQueues(), loadSched()]).then(function () { return ctx.alive() ? 5000 : 0; });
+      return Promise.all([loadSync(), loadPlan(), loadQueues(), loadSched()]).then(function () { return ctx.alive() ? 5000 : 0; });
     }
     return load().then(function (next) { focusMain(); ctx.poll(load, next); });
   }

@@ -96,6 +96,8 @@ def test_invalid_file_keeps_its_last_good_version_scheduled_and_says_so(
     runs = tick(c, clock, 1, "a", 2)
     assert [r.spec_yaml for r in runs] == [good, good]  # the last good text ran again
     assert any("using revision sha256:" in r.getMessage() for r in caplog.records)
+    code, out, _ = run_cli("status", "a", env=env)
+    assert code == 0 and "has changed since this run" in out
     code, out, err = run_cli("plan", env=env)
     assert code == 0, err
     assert "using revision sha256:" in out and "of DAG a: the current file is invalid:" in out

@@ -71,8 +71,10 @@ def test_synced_dag_runs_carry_their_commit_in_status_start_and_api(
 
     code, out, err = run_cli("status", "tick", "--json", env=env)
     assert code == 0, err
-    revision = json.loads(out)["revision"]
+    status = json.loads(out)
+    revision = status["revision"]
     assert revision["commit"] == commit and revision["digest"].startswith("sha256:")
+    assert status["fileChangedSinceRun"] is False
 
     code, out, err = run_cli("start", "tick", "--json", env=env)
     assert code == 0, err
