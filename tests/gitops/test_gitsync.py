@@ -4,14 +4,19 @@ unreachable remote, old checkouts, and a token that never leaks."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from controller.engine.expand import filtered_os_env
 from controller.gitsync import git as gitcmd
 from controller.gitsync.checkouts import unused_checkouts
 from controller.gitsync.status import read_status
@@ -194,3 +199,62 @@ def test_token_stays_out_of_argv_urls_logs_and_status(
 
 def test_url_user_info_is_redacted() -> None:
     assert gitcmd.redact_url("https://u:p@host/x.git") == "https://***@host/x.git"
+
+
+class _AuthServer(ThreadingHTTPServer):
+    """An HTTP git remote that asks for credentials (401), records what it was sent, and
+    while git is connected looks through every process's command line for the token."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _AuthHandler)
+        self.authorizations: list[str] = []
+        self.token_in_process_list = False
+
+
+class _AuthHandler(BaseHTTPRequestHandler):
+    server: _AuthServer
+
+    def do_GET(self) -> None:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if TOKEN.encode() in cmdline.read_bytes():
+                    self.server.token_in_process_list = True
+            except OSError:
+                continue
+        header = self.headers.get("Authorization")
+        if header:
+            self.server.authorizations.append(header)
+        self.send_response(401 if not header else 403)
+        self.send_header("WWW-Authenticate", 'Basic realm="git"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def test_token_reaches_an_http_remote_through_askpass_and_nowhere_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = _AuthServer()
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dags.git"
+        s = settings_for(tmp_path, url, DAGU_GITSYNC_AUTH_TOKEN=TOKEN)
+        with caplog.at_level(logging.INFO):
+            status = GitSync(s, clock=time.time).sync()
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    sent = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+    assert f"Basic {sent}" in server.authorizations  # git got it, from the askpass script
+    assert not server.token_in_process_list
+    assert status.last_sync_status == "error"
+    assert TOKEN not in caplog.text and TOKEN not in json.dumps(status.to_json())
+
+
+def test_git_sync_token_never_reaches_a_step_whatever_the_secret_patterns() -> None:
+    env = {"DAGU_GITSYNC_AUTH_TOKEN": TOKEN, "DAGU_GITSYNC_BRANCH": "main"}
+    assert filtered_os_env(env, secret_patterns=()) == {"DAGU_GITSYNC_BRANCH": "main"}
