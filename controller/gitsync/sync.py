@@ -135,10 +135,14 @@ class GitSync:
         return name if is_commit(name) else None
 
     def sync(self, *, in_use: Iterable[str] = ()) -> SyncStatus:
-        """One round; `in_use`: commits that active runs started from (kept on disk)."""
+        """One round; `in_use`: commits that active runs started from (kept on disk, as is
+        the checkout the DAGs directory pointed at before this round)."""
         now = self.clock()
         self._next_at = self._after(now)
         token = self.settings.gitsync_auth_token or ""
+        # The previous checkout is kept one more round: a catalog rescan that resolved the
+        # DAGs directory just before the switch may still be reading it.
+        previous = self.current_commit()
         try:
             commit, items, changes = self._pull(token)
         except git.GitError as exc:
@@ -162,7 +166,7 @@ class GitSync:
             changes.describe() if changes is not None else "unchanged",
             extra={"commit": commit},
         )
-        self._collect(commit, in_use)
+        self._collect(commit, {*in_use, previous or ""})
         return self.status
 
     def _pull(self, token: str) -> tuple[str, tuple[SyncItem, ...], Changes | None]:

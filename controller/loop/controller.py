@@ -45,6 +45,7 @@ import os
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -133,6 +134,7 @@ class Controller:
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{new_run_id(time.time())[-6:]}"
         self._started_at = time.time()
         self.gitsync = GitSync(settings, clock=clock) if settings.gitsync_enabled else None
+        self._sync_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ one pass
 
@@ -185,13 +187,24 @@ class Controller:
         return snap.actions
 
     def _sync_git(self) -> None:
-        """Pull the git branch when a sync is due (git_sync); a switch rescans the catalog.
-        The checkouts that active runs started from are kept."""
-        if self.gitsync is None or not self.gitsync.due(self.clock()):
+        """Start a git sync when one is due (git_sync), in its own thread: a slow or hanging
+        remote must not hold up the passes that launch scheduled runs. It rings the doorbell
+        (catalog dirty) when done. The checkouts that active runs started from are kept."""
+        sync = self.gitsync
+        if sync is None or (self._sync_thread is not None and self._sync_thread.is_alive()):
+            return
+        if not sync.due(self.clock()):
             return
         in_use = {r.revision_commit for r in self.store.list_active_runs()}
-        self.gitsync.sync(in_use=in_use)
-        self.bell.catalog_dirty = True
+
+        def work() -> None:
+            try:
+                sync.sync(in_use=in_use)
+            finally:
+                self.bell.ring(catalog=True)
+
+        self._sync_thread = threading.Thread(target=work, name="gitsync", daemon=True)
+        self._sync_thread.start()
 
     def _prepare_runners(self, now: datetime) -> None:
         """Within `PREPARE_LEAD_SECONDS` of the next start instant, once per instant: have

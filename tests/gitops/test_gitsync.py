@@ -160,8 +160,11 @@ def test_checkouts_are_removed_once_neither_current_nor_used_by_a_run(
     checkouts = s.home / "gitsync" / "checkouts"
     assert sorted(p.name for p in checkouts.iterdir()) == sorted([one, two])
     three = remote.commit({"dags/a.yaml": dag("echo 3")})
+    sync.sync(in_use=set())  # `two` was current until this round: kept one more round
+    assert sorted(p.name for p in checkouts.iterdir()) == sorted([two, three])
+    four = remote.commit({"dags/a.yaml": dag("echo 4")})
     sync.sync(in_use=set())
-    assert [p.name for p in checkouts.iterdir()] == [three]
+    assert sorted(p.name for p in checkouts.iterdir()) == sorted([three, four])
 
 
 def test_unused_checkouts_never_names_the_current_one_or_non_commits() -> None:
