@@ -26,8 +26,12 @@ T0 = datetime(2026, 1, 1, 12, 0, 0, 500000, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    remote = Remote(tmp_path)
+def remote(tmp_path: Path) -> Remote:
+    return Remote(tmp_path)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: Remote) -> dict[str, str]:
     remote.commit({"dags/tick.yaml": dag("echo hi", schedule="* * * * *")})
     e = dagu_home(tmp_path)
     (Path(e["DAGU_HOME"]) / "dags").rmdir()  # a fresh home: git_sync makes the link
@@ -99,3 +103,28 @@ def test_synced_dag_runs_carry_their_commit_in_status_start_and_api(
     assert sync["enabled"] is True and sync["lastSyncCommit"] == commit
     assert sync["lastSyncStatus"] == "synced" and sync["counts"] == {"synced": 1}
     assert sync["items"] == [{"dagId": "tick", "state": "synced", "errors": []}]
+
+
+def test_the_loop_follows_new_commits_and_keeps_the_last_good_one(
+    env: dict[str, str], remote: Remote
+) -> None:
+    now = [T0]
+    c = Controller(load_settings(), clock=lambda: now[0], spawn_runners=False)
+    try:
+
+        def dags_are(names: list[str]) -> bool:
+            c.pass_once()
+            return [e.file_name for e in c.catalog.entries()] == names
+
+        wait_until(lambda: dags_are(["tick"]), 20.0, interval=0.05)
+        added = remote.commit({"dags/tick.yaml": None, "dags/b.yaml": dag(), "dags/c.yaml": dag()})
+        now[0] += c.settings.gitsync_autosync_interval_seconds
+        wait_until(lambda: dags_are(["b", "c"]), 20.0, interval=0.05)
+        remote.commit({"dags/c.yaml": "steps: [\n"})  # a broken commit is not used
+        now[0] += c.settings.gitsync_autosync_interval_seconds
+        status_file = c.settings.home / "gitsync" / "status.json"
+        wait_until(lambda: c.pass_once() is not None and '"error"' in status_file.read_text())
+        assert dags_are(["b", "c"])
+        assert Path(os.path.realpath(c.settings.dags_dir)).parent.name == added
+    finally:
+        c.store.close()
