@@ -17,14 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SYNCED = "synced"
+SYNCED = "synced"  # a DAG file of the running commit (item) / the last round succeeded
+INVALID = "invalid"  # a DAG file that does not load
+PENDING = "pending"  # a valid file of a commit that was refused for another file
 ERROR = "error"
 NEVER = "never"
 
 
 @dataclass(frozen=True)
 class SyncItem:
-    """One DAG file of the synced revision: its state (`synced`, `invalid`) and errors."""
+    """One DAG file of the last commit fetched: its state (`synced`, `invalid`, `pending`)
+    and errors."""
 
     dag_id: str  # the file name without its suffix, Dagu's fileName
     state: str

@@ -30,7 +30,15 @@ from controller.gitsync.checkouts import (
     switch,
     unused_checkouts,
 )
-from controller.gitsync.status import ERROR, SYNCED, SyncItem, SyncStatus, write_status
+from controller.gitsync.status import (
+    ERROR,
+    INVALID,
+    PENDING,
+    SYNCED,
+    SyncItem,
+    SyncStatus,
+    write_status,
+)
 from model.config import Settings
 
 log = logging.getLogger("dagloop.gitsync")
@@ -88,9 +96,18 @@ def validate_tree(directory: Path, settings: Settings) -> tuple[SyncItem, ...]:
     catalog = Catalog(directory, settings.base_config, max_file_bytes=settings.max_dag_file_bytes)
     catalog.refresh()
     return tuple(
-        SyncItem(e.file_name, "invalid" if e.errors else SYNCED, tuple(str(x) for x in e.errors))
+        SyncItem(e.file_name, INVALID if e.errors else SYNCED, tuple(str(x) for x in e.errors))
         for e in catalog.entries()
     )
+
+
+class RefusedCommit(git.GitError):
+    """A fetched commit with an invalid DAG file: not switched to. `items`: its files, the
+    invalid ones with their errors, the others `pending`."""
+
+    def __init__(self, message: str, items: tuple[SyncItem, ...]) -> None:
+        super().__init__(message)
+        self.items = items
 
 
 class GitSync:
@@ -145,6 +162,8 @@ class GitSync:
         previous = self.current_commit()
         try:
             commit, items, changes = self._pull(token)
+        except RefusedCommit as exc:
+            return self._failed(now, str(exc), items=exc.items)
         except git.GitError as exc:
             return self._failed(now, str(exc))
         except OSError as exc:
@@ -200,20 +219,25 @@ class GitSync:
         bad = [i for i in items if i.errors]
         if bad:
             first = bad[0].errors[0] if bad[0].errors else bad[0].dag_id
-            raise git.GitError(
-                f"commit {commit[:12]} not used: {len(bad)} invalid DAG file(s): {first}"
+            raise RefusedCommit(
+                f"commit {commit[:12]} not used: {len(bad)} invalid DAG file(s): {first}",
+                tuple(i if i.errors else replace(i, state=PENDING) for i in items),
             )
         changes = diff_trees(dag_digests(current_target(s.dags_dir)), dag_digests(tree))
         switch(s.dags_dir, tree)
         return commit, items, changes
 
-    def _failed(self, now: float, error: str) -> SyncStatus:
+    def _failed(
+        self, now: float, error: str, *, items: tuple[SyncItem, ...] | None = None
+    ) -> SyncStatus:
+        """Record a failed round; `items`: those of a refused commit (else unchanged)."""
         self.status = replace(
             self.status,
             last_sync_at=now,
             last_sync_status=ERROR,
             last_error=error,
             failures=self.status.failures + 1,
+            items=self.status.items if items is None else items,
         )
         self._write()
         current = self.status.last_sync_commit

@@ -110,6 +110,8 @@ def test_commit_with_an_invalid_dag_keeps_the_current_revision_and_reports_it(
     assert status.last_sync_status == "error" and status.last_sync_commit == good
     assert status.last_error is not None and "b.yaml" in status.last_error
     assert "not used" in status.last_error
+    states = {i.dag_id: i.state for i in status.items}
+    assert states == {"a": "pending", "b": "invalid"}  # which file broke the commit
     assert s.dags_dir.resolve().parent.name == good
 
 
