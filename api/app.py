@@ -24,6 +24,8 @@ from api.state import ApiContext, CatalogView, StorePool
 from api.sync import GitSyncCollector, SyncStatusResource
 from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers
 from controller.catalog import Catalog
+from controller.reconcile.desired import last_run_text
+from controller.store.records import StoreError
 from controller.store.store import Store
 from model.config import Settings
 
@@ -72,6 +74,7 @@ def create_app(
         started_at=started_at,
         clock=clock,
     )
+    catalog.last_run_text = _last_run_text(ctx.stores)
     middleware: list[Any] = [ReadOnlyMiddleware(), AuthMiddleware(settings)]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
@@ -116,3 +119,17 @@ def create_app(
         else:
             app.add_route(PREFIX + path, resource, suffix=suffix)
     return app
+
+
+def _last_run_text(stores: StorePool) -> Callable[[str], str | None]:
+    """The catalog's last good versions from the runs (`controller.onInvalidDag`), so that a
+    fresh server shows the version a restarted controller keeps scheduling; without a
+    database the DAGs are still listed, only without it."""
+
+    def lookup(name: str) -> str | None:
+        try:
+            return last_run_text(stores.get())(name)
+        except (errors.Unavailable, StoreError):
+            return None
+
+    return lookup

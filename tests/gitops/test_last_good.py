@@ -114,6 +114,8 @@ def test_invalid_file_keeps_its_last_good_version_scheduled_and_says_so(
     client = falcon.testing.TestClient(app)
     assert 'dagloop_dag_invalid{dag="a"} 1.0' in client.simulate_get("/api/v2/metrics").text
     assert client.simulate_get("/api/v2/dags/a").json["errors"]
+    (planned,) = client.simulate_get("/api/v2/plan").json["invalid"]
+    assert planned["using"] == invalid["using"]  # a fresh server knows the last good version
 
 
 def test_on_invalid_dag_stop_stops_the_schedule(
