@@ -6,10 +6,10 @@ lies in a git work tree (a `git_sync` checkout, a git-sync sidecar's worktree, o
 checkout updated by CI), the run also records the commit of that tree and whether the text
 differed from the file in that commit (`dirty`: an edit in place, or a last-known-good version).
 
-The commit of a `git_sync` checkout is its directory name (no subprocess); elsewhere one
-`git rev-parse` answers both the commit and the committed file's blob, which is compared with
-the git blob id of the text. A directory outside any work tree costs a walk up to `/` and
-no subprocess.
+The commit of a `git_sync` checkout is its directory name, and its files never change, so the
+text is compared with the file (no subprocess); elsewhere one `git rev-parse` answers both the
+commit and the committed file's blob, which is compared with the git blob id of the text. A
+directory outside any work tree costs a walk up to `/` and no subprocess.
 
 Callers: the applier (`controller.loop.apply`, scheduled and queued runs), the engine's `start`
 (manual runs) and the read models (`controller.views.runs`).
@@ -72,6 +72,13 @@ def revision_of(path: Path, text: str) -> Revision:
         return Revision()
     data = text.encode("utf-8")
     commit = _checkout_commit(real)
+    if commit is not None:
+        # A git_sync checkout never changes once made: comparing with the file is the dirty
+        # check, without a git process per launch at a busy minute boundary.
+        try:
+            return Revision(commit, real.read_bytes() != data)
+        except OSError:
+            return Revision(commit, True)
     try:
         done = subprocess.run(
             ["git", "-C", str(directory), "rev-parse", "HEAD", f"HEAD:./{real.name}"],
@@ -82,13 +89,13 @@ def revision_of(path: Path, text: str) -> Revision:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return Revision(commit or "", False)
+        return Revision()
     lines = done.stdout.split()
     if not lines or not is_commit(lines[0]):
-        return Revision(commit or "", False)  # no commit yet, or git is missing
+        return Revision()  # no commit yet, or git is missing
     committed = lines[1] if done.returncode == 0 and len(lines) > 1 else None
     # An untracked file, or text that is not the committed blob, differs from the commit.
-    return Revision(commit or lines[0], committed != blob_id(data))
+    return Revision(lines[0], committed != blob_id(data))
 
 
 def changed_since(path: Path, spec_text: str) -> bool | None:
