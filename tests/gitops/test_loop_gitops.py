@@ -83,6 +83,9 @@ def test_synced_dag_runs_carry_their_commit_in_status_start_and_api(
     code, out, err = run_cli("start", "tick", "--json", env=env)
     assert code == 0, err
     assert json.loads(out)["revision"]["commit"] == commit
+    code, out, err = run_cli("enqueue", "tick", "--run-id", "q1", env=env)
+    assert code == 0, err
+    assert ctl.store.get_run("tick", "q1").revision_commit == commit
 
     s = ctl.settings
     app = create_app(
