@@ -72,7 +72,13 @@ def test_first_sync_points_the_dags_dir_at_a_checkout_of_the_branch(
     commit = remote.commit({"dags/a.yaml": dag(), "README.md": "x"})
     s = settings_for(tmp_path, remote.url)
     sync = GitSync(s, clock=time.time)
+
+    def remote_files() -> dict[str, int]:
+        return {str(p): p.stat().st_mtime_ns for p in remote.bare.rglob("*")}
+
+    before = remote_files()
     status = sync.sync()
+    assert remote_files() == before  # dagloop never writes to the repository
     assert status.last_sync_status == "synced" and status.last_sync_commit == commit
     assert s.dags_dir.is_symlink()
     assert s.dags_dir.resolve() == (s.home / "gitsync" / "checkouts" / commit / "dags").resolve()
