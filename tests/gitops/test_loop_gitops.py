@@ -106,6 +106,23 @@ def test_synced_dag_runs_carry_their_commit_in_status_start_and_api(
     assert sync["enabled"] is True and sync["lastSyncCommit"] == commit
     assert sync["lastSyncStatus"] == "synced" and sync["counts"] == {"synced": 1}
     assert sync["items"] == [{"dagId": "tick", "state": "synced", "errors": []}]
+    metrics = client.simulate_get("/api/v2/metrics").text
+    assert "dagloop_gitsync_failures_total 0.0" in metrics
+    assert "dagloop_gitsync_last_success_timestamp_seconds " in metrics
+    assert "dagloop_gitsync_last_success_timestamp_seconds 0.0" not in metrics
+
+
+def test_sync_status_without_git_sync_says_disabled(tmp_path: Path) -> None:
+    s = load_settings(env={"DAGU_HOME": str(tmp_path / "home")})
+    app = create_app(
+        settings=s,
+        store_factory=lambda: Store(s.db_path),
+        catalog=Catalog(s.dags_dir, s.base_config),
+        started_at=T0,
+    )
+    body = falcon.testing.TestClient(app).simulate_get("/api/v2/sync/status").json
+    assert body["enabled"] is False and body["lastSyncStatus"] == "never"
+    assert body["summary"] == "git sync is disabled" and body["items"] == []
 
 
 def test_the_loop_follows_new_commits_and_keeps_the_last_good_one(
