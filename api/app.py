@@ -21,8 +21,11 @@ from api.dags import DagDetail, DagList, DagRunHistory, DagSpecText, DagTags
 from api.metrics import build_exposition
 from api.runs import RunDetails, RunList, RunLogs
 from api.state import ApiContext, CatalogView, StorePool
+from api.sync import GitSyncCollector, SyncStatusResource
 from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers
 from controller.catalog import Catalog
+from controller.reconcile.desired import last_run_text
+from controller.store.records import StoreError
 from controller.store.store import Store
 from model.config import Settings
 
@@ -71,12 +74,14 @@ def create_app(
         started_at=started_at,
         clock=clock,
     )
+    catalog.last_run_text = _last_run_text(ctx.stores)
     middleware: list[Any] = [ReadOnlyMiddleware(), AuthMiddleware(settings)]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     # `?perPage=` is a bad value, not an absent one: keep blank values so they are checked.
     app.req_options.keep_blank_qs_values = True
     errors.install(app)
+    collectors = (*collectors, GitSyncCollector(settings))
     exposition = build_exposition(ctx, scheduler_running=scheduler_running, extra=collectors)
 
     dag_runs = DagRunHistory(ctx)
@@ -104,6 +109,7 @@ def create_app(
         ("/queues", Queues(ctx), None),
         ("/services/scheduler", Schedulers(ctx), None),
         ("/plan", Plan(ctx), None),
+        ("/sync/status", SyncStatusResource(settings), None),
     ]
     if add_dashboard_routes is not None:
         add_dashboard_routes(app)
@@ -113,3 +119,17 @@ def create_app(
         else:
             app.add_route(PREFIX + path, resource, suffix=suffix)
     return app
+
+
+def _last_run_text(stores: StorePool) -> Callable[[str], str | None]:
+    """The catalog's last good versions from the runs (`controller.onInvalidDag`), so that a
+    fresh server shows the version a restarted controller keeps scheduling; without a
+    database the DAGs are still listed, only without it."""
+
+    def lookup(name: str) -> str | None:
+        try:
+            return last_run_text(stores.get())(name)
+        except (errors.Unavailable, StoreError):
+            return None
+
+    return lookup

@@ -124,6 +124,15 @@ class DaguCollector(Collector):
                 if w.status == "active" and self.ctx.clock() - w.heartbeat_at <= timeout
             ),
         )
+        invalid = GaugeMetricFamily(
+            "dagloop_dag_invalid",
+            "1 for a DAG whose file does not load (its last good version may still be scheduled)",
+            labels=["dag"],
+        )
+        for entry in self.ctx.catalog.entries():
+            if entry.errors:
+                invalid.add_metric([entry.name], 1)
+        yield invalid
         yield CounterMetricFamily(
             "dagloop_disk_full",
             "Runs that failed because a disk (logs or state) was full",

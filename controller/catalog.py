@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +38,15 @@ def spec_cache_dir(settings: Any) -> Path:
 
 
 def catalog_for(settings: Any) -> Catalog:
-    """The catalog of a DAGU_HOME's settings (DAGs dir, base.yaml, size limit, spec cache),
-    not yet loaded: the loop, the API server and the plan view each keep one."""
+    """The catalog of a DAGU_HOME's settings (DAGs dir, base.yaml, size limit, spec cache,
+    `controller.onInvalidDag`), not yet loaded: the loop, the API server and the plan view
+    each keep one."""
     return Catalog(
         settings.dags_dir,
         settings.base_config,
         max_file_bytes=settings.max_dag_file_bytes,
         cache_dir=spec_cache_dir(settings),
+        keep_last_good=settings.on_invalid_dag == "keep-last-good",
     )
 
 
@@ -56,11 +59,23 @@ class CatalogEntry:
     dag: Dag | None
     errors: tuple[LoadError, ...] = ()
     stamp: tuple[int, int] = (0, 0)  # (mtime_ns, size) when loaded
+    # the file actually read: `path` with the DAGs directory's symlink resolved (a git_sync or
+    # git-sync sidecar checkout), which tells the revision (`controller.revision`)
+    real_path: Path | None = None
+    # the last version of this file that loaded, kept while the file is invalid
+    # (`controller.onInvalidDag: keep-last-good`); None when the file is valid or never was
+    last_good: Dag | None = None
+
+    @property
+    def usable(self) -> Dag | None:
+        """The DAG to schedule: the file's, else its last good version (if kept)."""
+        return self.dag if self.dag is not None else self.last_good
 
     @property
     def name(self) -> str:
-        """The DAG name (the file stem when the file did not load)."""
-        return self.dag.name if self.dag is not None else self.file_name
+        """The DAG name (the file stem when no version of the file loaded)."""
+        dag = self.usable
+        return dag.name if dag is not None else self.file_name
 
 
 @dataclass
@@ -71,6 +86,10 @@ class Catalog:
     base_config: Path | None = None
     max_file_bytes: int = 1024 * 1024
     cache_dir: Path | None = None  # spec cache (`spec_cache_dir`); None: always the loader
+    keep_last_good: bool = False  # an invalid file keeps its last good version (`last_good`)
+    # file stem -> the DAG text its latest run used: the last good version of a file that is
+    # invalid when this process starts (a restarted controller, `dagloop plan`)
+    last_run_text: Callable[[str], str | None] | None = None
     _entries: dict[str, CatalogEntry] = field(default_factory=dict)
     _by_name: dict[str, CatalogEntry] = field(default_factory=dict)  # `find_dag`'s index
     _base_stamp: tuple[int, int] | None = None
@@ -93,8 +112,11 @@ class Catalog:
             # Parsed lazily (`_base`): a pass of cache hits needs only its bytes.
             self._base_loaded = False
             self._base_bytes = self._read_base()
+        # The DAGs directory may be a symlink that git_sync or a git-sync sidecar replaces
+        # (rename) at any moment: resolve it once, so one refresh reads one tree, never a mix.
+        root = Path(os.path.realpath(self.dags_dir))
         # stem -> (file name, stamp); of `a.yaml` and `a.yml` the later name wins, as before
-        files = {name[: name.rfind(".")]: (name, stamp) for name, stamp in self._scan()}
+        files = {name[: name.rfind(".")]: (name, stamp) for name, stamp in self._scan(root)}
         changed = base_changed
         for stem in list(self._entries):
             if stem not in files:
@@ -109,7 +131,11 @@ class Catalog:
                 and not base_changed
             ):
                 continue
-            self._entries[stem] = self._load(stem, self.dags_dir / name, stamp)
+            entry = self._load(stem, self.dags_dir / name, stamp, root / name)
+            if entry.dag is None and self.keep_last_good:
+                last = old.usable if old is not None else self._stored_last_good(entry)
+                entry = replace(entry, last_good=last)
+            self._entries[stem] = entry
             changed = True
         self._base_stamp = base_stamp
         if changed:
@@ -117,8 +143,8 @@ class Catalog:
             # The first file that defines a name keeps it (as the scan order had it).
             self._by_name = {}
             for entry in self._entries.values():
-                if entry.dag is not None:
-                    self._by_name.setdefault(entry.dag.name, entry)
+                if entry.usable is not None:
+                    self._by_name.setdefault(entry.usable.name, entry)
         return changed
 
     def _read_base(self) -> bytes | None:
@@ -141,11 +167,12 @@ class Catalog:
             self._base_loaded = True
         return self._base_data, self._base_errors
 
-    def _load(self, stem: str, path: Path, stamp: tuple[int, int]) -> CatalogEntry:
+    def _load(self, stem: str, path: Path, stamp: tuple[int, int], real: Path) -> CatalogEntry:
+        """The entry of `path`, read from `real` (`path` with the directory resolved)."""
         key_file: Path | None = None
         if self.cache_dir is not None and stamp[1] <= self.max_file_bytes:
             try:
-                source = path.read_bytes()
+                source = real.read_bytes()
             except OSError:
                 source = None
             if source is not None:
@@ -156,26 +183,39 @@ class Catalog:
                 key_file = self.cache_dir / f"{key}.pickle"
                 hit = speccache.read_entry(key_file)
                 if hit is not None:
-                    return CatalogEntry(stem, path, hit, (), stamp)
+                    return CatalogEntry(stem, path, hit, (), stamp, real)
         from model.loader import DagLoadError, load_dag
 
         base, base_errors = self._base()
         if base_errors:
-            return CatalogEntry(stem, path, None, base_errors, stamp)
+            return CatalogEntry(stem, path, None, base_errors, stamp, real)
         try:
-            dag = load_dag(path, base=base, max_bytes=self.max_file_bytes)
+            dag = load_dag(real, base=base, max_bytes=self.max_file_bytes)
         except DagLoadError as exc:
-            return CatalogEntry(stem, path, None, tuple(exc.errors), stamp)
+            return CatalogEntry(stem, path, None, tuple(exc.errors), stamp, real)
         if key_file is not None:
             speccache.write_entry(key_file, dag)
-        return CatalogEntry(stem, path, dag, (), stamp)
+        return CatalogEntry(stem, path, dag, (), stamp, real)
 
-    def _scan(self) -> list[tuple[str, tuple[int, int]]]:
+    def _stored_last_good(self, entry: CatalogEntry) -> Dag | None:
+        """The version of `entry`'s file its latest run used, if it still loads."""
+        text = self.last_run_text(entry.file_name) if self.last_run_text is not None else None
+        base, base_errors = self._base()
+        if not text or base_errors:
+            return None
+        from model.loader import DagLoadError, load_dag_text
+
+        try:
+            return load_dag_text(text, file=str(entry.path), location=entry.path, base=base)
+        except DagLoadError:
+            return None
+
+    def _scan(self, root: Path) -> list[tuple[str, tuple[int, int]]]:
         """Names of the DAG files with their (mtime_ns, size), sorted: one `scandir` and one
         `stat` per file, no `Path` objects (the periodic rescan of 1,000 files stays cheap)."""
         out: list[tuple[str, tuple[int, int]]] = []
         try:
-            with os.scandir(self.dags_dir) as it:
+            with os.scandir(root) as it:
                 for d in it:
                     name = d.name
                     if (

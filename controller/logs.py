@@ -118,7 +118,12 @@ def setup_process_logging(settings: Settings) -> None:
     setup_logging(
         log_format=settings.log_format,
         debug=settings.debug,
-        secrets=(settings.auth_basic_password, settings.auth_token, settings.database_url),
+        secrets=(
+            settings.auth_basic_password,
+            settings.auth_token,
+            settings.database_url,
+            settings.gitsync_auth_token,
+        ),
     )
 
 

@@ -90,6 +90,21 @@ class Settings:
     worker_labels: object = (
         None  # "k=v,k2=v2" or a map (config file); see controller.cluster.worker
     )
+    # git_sync (Dagu 2.6's settings, pull only; controller.gitsync): the DAGs directory becomes
+    # a symlink to a checkout of `gitsync_branch` of `gitsync_repository`
+    gitsync_enabled: bool = False
+    gitsync_repository: str | None = None
+    gitsync_branch: str = "main"
+    gitsync_path: str = ""  # the subdirectory of the repository holding the DAGs
+    gitsync_auth_type: str = "token"  # token | ssh
+    gitsync_auth_token: str | None = None
+    gitsync_auth_ssh_key_path: Path | None = None
+    gitsync_autosync_enabled: bool = True
+    gitsync_autosync_on_startup: bool = True
+    gitsync_autosync_interval_seconds: float = 300.0
+    # keep-last-good: an invalid DAG file keeps its last valid version scheduled; stop: it is
+    # not scheduled until fixed (Dagu's behaviour)
+    on_invalid_dag: str = "keep-last-good"
     config_file: Path | None = None  # the config file that was read; None if there was none
     # dotted key -> "default" | "file" | "env" | "cli"; for `dagloop config`
     sources: Mapping[str, str] = field(
@@ -231,6 +246,60 @@ _KEYS: tuple[_Key, ...] = (
     _k("worker.id", "DAGU_WORKER_ID", "str", "worker_id"),
     _k("worker.maxActiveRuns", "DAGU_WORKER_MAX_ACTIVE_RUNS", "int", "worker_max_active_runs", 100),
     _k("worker.labels", "DAGU_WORKER_LABELS", "any", "worker_labels"),
+    _k(
+        "controller.onInvalidDag",
+        "DAGU_CONTROLLER_ON_INVALID_DAG",
+        "enum",
+        "on_invalid_dag",
+        "keep-last-good",
+        choices=("keep-last-good", "stop"),
+    ),
+    _k("git_sync.enabled", "DAGU_GITSYNC_ENABLED", "bool", "gitsync_enabled", False),
+    _k("git_sync.repository", "DAGU_GITSYNC_REPOSITORY", "str", "gitsync_repository"),
+    _k("git_sync.branch", "DAGU_GITSYNC_BRANCH", "str", "gitsync_branch", "main"),
+    _k("git_sync.path", "DAGU_GITSYNC_PATH", "str", "gitsync_path", ""),
+    _k(
+        "git_sync.auth.type",
+        "DAGU_GITSYNC_AUTH_TYPE",
+        "enum",
+        "gitsync_auth_type",
+        "token",
+        choices=("token", "ssh"),
+    ),
+    _k(
+        "git_sync.auth.token",
+        "DAGU_GITSYNC_AUTH_TOKEN",
+        "str",
+        "gitsync_auth_token",
+        secret=True,
+    ),
+    _k(
+        "git_sync.auth.ssh_key_path",
+        "DAGU_GITSYNC_AUTH_SSH_KEY_PATH",
+        "path",
+        "gitsync_auth_ssh_key_path",
+    ),
+    _k(
+        "git_sync.auto_sync.enabled",
+        "DAGU_GITSYNC_AUTOSYNC_ENABLED",
+        "bool",
+        "gitsync_autosync_enabled",
+        True,
+    ),
+    _k(
+        "git_sync.auto_sync.on_startup",
+        "DAGU_GITSYNC_AUTOSYNC_ON_STARTUP",
+        "bool",
+        "gitsync_autosync_on_startup",
+        True,
+    ),
+    _k(
+        "git_sync.auto_sync.interval",
+        "DAGU_GITSYNC_AUTOSYNC_INTERVAL",
+        "float",
+        "gitsync_autosync_interval_seconds",
+        300.0,
+    ),
     # accepted for Dagu compatibility, not acted on
     _k("basePath", "DAGU_BASE_PATH"),
     _k("apiBaseURL", "DAGU_API_BASE_URL"),
@@ -613,6 +682,9 @@ def _check_values(values: dict[str, object], sources: Mapping[str, str]) -> None
                 zoneinfo.ZoneInfo(tz)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
                 raise ConfigError(f"tz ({sources['tz']}): unknown time zone {tz!r}") from exc
+    if values["gitsync_enabled"] and not values["gitsync_repository"]:
+        src = sources["git_sync.enabled"]
+        raise ConfigError(f"git_sync.enabled ({src}): git_sync.repository is required")
     port = values["port"]
     assert isinstance(port, int)
     if not 0 <= port <= 65535:

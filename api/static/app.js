@@ -722,11 +722,13 @@
     var dagName = parts[0], runId = parts[1];
     var runPath = '/dag-runs/' + enc(dagName) + '/' + enc(runId);
     ctx.title(dagName + ' run');
-    var top = h('div'), graphHost = h('div'), ganttHost = h('div'), stepsHost = h('div'), outHost = h('div'), logHost = h('div');
+    var top = h('div'), graphHost = h('div'), ganttHost = h('div'), stepsHost = h('div'), outHost = h('div'), logHost = h('div'), specHost = h('div');
     replace(main, h('p', { class: 'crumbs' }, h('a', { href: '#/dags' }, 'DAGs'), ' / ',
       h('a', { href: '#/dags/' + enc(dagName) }, dagName), ' / run'),
     top, h('h2', null, 'Graph'), graphHost, h('h2', null, 'Timeline'), ganttHost,
-    h('h2', null, 'Steps'), stepsHost, h('h2', null, 'Outputs'), outHost, h('h2', null, 'Run log'), logHost);
+    h('h2', null, 'Steps'), stepsHost, h('h2', null, 'Outputs'), outHost, h('h2', null, 'Run log'), logHost,
+    h('h2', null, 'Spec'), specHost);
+    var specLoaded = false;
     var panels = {};
     var lastJson = '', delay = 1000, finalSeen = false, realId = runId;
     var runLog = null;
@@ -764,6 +766,9 @@
           h('dt', null, 'Duration'), h('dd', null, started !== null ? fmtDur((finished !== null ? finished : Date.now()) - started) + (active ? ' so far' : '') : '—'),
           d.rootDAGRunId && d.rootDAGRunId !== d.dagRunId ? [h('dt', null, 'Parent run'), h('dd', null,
             h('a', { href: '#/runs/' + enc(d.rootDAGRunName) + '/' + enc(d.rootDAGRunId) }, d.rootDAGRunName + ' / ' + d.rootDAGRunId))] : null,
+          d.revision ? [h('dt', null, 'Revision'), h('dd', { id: 'run-revision' },
+            d.revision.commit ? [h('code', { title: d.revision.commit }, d.revision.commit.slice(0, 12)), d.revision.dirty ? ' (file differed from the commit) · ' : ' · '] : null,
+            h('code', { title: d.revision.digest }, String(d.revision.digest).slice(0, 19)))] : null,
           d.error ? [h('dt', null, 'Error'), h('dd', { class: 'err-text' }, d.error)] : null));
 
       var nodes = d.nodes || [];
@@ -830,6 +835,22 @@
         replace(outHost, err.status === 404 ? h('p', { class: 'muted' }, 'No outputs.') : errorBox(err, 'Could not load the outputs'));
       });
     }
+    // The spec this run used against the DAG file now: "changed since this run", with the diff.
+    function loadSpecDiff() {
+      var used = api('/dag-runs/' + enc(dagName) + '/' + enc(realId) + '/spec');
+      var now = api('/dags/' + enc(dagName) + '/spec').then(null, function (err) { return err.status === 404 ? null : Promise.reject(err); });
+      return Promise.all([used, now]).then(function (both) {
+        var before = both[0] && both[0].spec || '', after = both[1] ? both[1].spec || '' : null;
+        var lines = after === null ? null : lineDiff(before, after);
+        var same = after === before;
+        replace(specHost,
+          h('p', { id: 'spec-changed', 'data-changed': same ? 'no' : 'yes' },
+            after === null ? 'The DAG file is gone.' : same ? 'The DAG file is unchanged since this run.' : 'The DAG file has changed since this run:'),
+          lines && !same ? h('pre', { class: 'logtext', id: 'spec-diff', 'aria-label': 'diff from the spec of this run to the current file' },
+            lines.map(function (l) { return h('div', { class: 'diff-' + l[0] }, (l[0] === 'del' ? '- ' : l[0] === 'add' ? '+ ' : '  ') + l[1]); })) : null,
+          h('details', null, h('summary', null, 'the spec this run used'), h('pre', { class: 'logtext' }, before)));
+      }, function (err) { replace(specHost, errorBox(err, 'Could not load the spec')); });
+    }
     function renderRunLog() {
       if (!runLog) {
         runLog = { lines: LOG_TAIL, pre: h('pre', { class: 'logtext', tabindex: 0, 'aria-label': 'run log' }) };
@@ -855,6 +876,7 @@
         if (changed || isActive(label)) render(d, changed);
         renderRunLog();
         if (runLog.el.open) loadRunLog();
+        if (!specLoaded) { specLoaded = true; loadSpecDiff(); }
         if (changed && (!isActive(label) || !finalSeen)) loadOutputs();
         if (!isActive(label)) { finalSeen = true; liveEl.textContent = ''; return 0; }
         delay = changed ? 1000 : Math.min(delay * 1.5, 5000);
@@ -868,6 +890,25 @@
       });
     }
     return load().then(function (next) { focusMain(); if (next) ctx.poll(load, next); });
+  }
+
+  // A line diff (longest common subsequence): [['same'|'del'|'add', line], …]. DAG files are
+  // small, so the quadratic table is fine.
+  function lineDiff(a, b) {
+    var x = a.split('\n'), y = b.split('\n'), n = x.length, m = y.length, i, j;
+    var t = [];
+    for (i = 0; i <= n; i++) { t.push(new Array(m + 1).fill(0)); }
+    for (i = n - 1; i >= 0; i--) for (j = m - 1; j >= 0; j--) t[i][j] = x[i] === y[j] ? t[i + 1][j + 1] + 1 : Math.max(t[i + 1][j], t[i][j + 1]);
+    var out = [];
+    i = 0; j = 0;
+    while (i < n && j < m) {
+      if (x[i] === y[j]) { out.push(['same', x[i]]); i++; j++; }
+      else if (t[i + 1][j] >= t[i][j + 1]) { out.push(['del', x[i]]); i++; }
+      else { out.push(['add', y[j]]); j++; }
+    }
+    for (; i < n; i++) out.push(['del', x[i]]);
+    for (; j < m; j++) out.push(['add', y[j]]);
+    return out;
   }
 
   // ---- page: controller --------------------------------------------------------------------
@@ -891,8 +932,9 @@
   }
   function pageController(ctx) {
     ctx.title('Controller');
-    var planHost = h('div'), lostHost = h('div'), queueHost = h('div'), schedHost = h('div');
+    var planHost = h('div'), lostHost = h('div'), queueHost = h('div'), schedHost = h('div'), syncHost = h('div');
     replace(main, h('h1', null, 'Controller'),
+      syncHost,
       h('h2', null, 'Plan: what the loop will do next, and why'), planHost,
       h('h2', null, 'Lost runs'), lostHost,
       h('h2', null, 'Queues'), queueHost,
@@ -969,14 +1011,30 @@
         replace(schedHost, list.length ? genericTable(list, 'schedulers') : h('p', { class: 'warn-box' }, 'No scheduler is registered: scheduled runs will not start.'));
       }, function (err) { replace(schedHost, errorBox(err, 'Could not load the scheduler instances')); });
     }
+    // GET /sync/status (Dagu's SyncStatusResponse): a card only when git_sync is enabled.
+    function loadSync() {
+      return api('/sync/status').then(function (b) {
+        if (!b || !b.enabled) { replace(syncHost); return; }
+        var failed = b.lastSyncStatus === 'error';
+        replace(syncHost, h('section', { class: 'card', id: 'git-sync', 'aria-label': 'git sync' },
+          h('h2', null, 'Git sync ', badge(failed ? 'failed' : (b.lastSyncStatus === 'synced' ? 'succeeded' : 'not_started'))),
+          h('p', { class: failed ? 'warn-box' : 'muted' }, b.summary),
+          h('dl', { class: 'facts' },
+            h('dt', null, 'Repository'), h('dd', null, h('code', null, b.repository), ' @ ', h('code', null, b.branch)),
+            h('dt', null, 'Commit'), h('dd', null, b.lastSyncCommit ? h('code', { title: b.lastSyncCommit }, b.lastSyncCommit.slice(0, 12)) : '—'),
+            h('dt', null, 'Last sync'), h('dd', null, b.lastSyncAt ? fmtTime(b.lastSyncAt) : '—'),
+            b.lastError ? [h('dt', null, 'Error'), h('dd', { class: 'err-text' }, b.lastError)] : null),
+          (b.items || []).length ? genericTable(b.items, 'sync-items') : null));
+      }, function (err) { replace(syncHost, errorBox(err, 'Could not load the git sync status')); });
+    }
     function load() {
-      return Promise.all([loadPlan(), loadQueues(), loadSched()]).then(function () { return ctx.alive() ? 5000 : 0; });
+      return Promise.all([loadSync(), loadPlan(), loadQueues(), loadSched()]).then(function () { return ctx.alive() ? 5000 : 0; });
     }
     return load().then(function (next) { focusMain(); ctx.poll(load, next); });
   }
 
   // ---- start -------------------------------------------------------------------------------
-  window.dagloop = { cronToWords: cronToWords, fmtDur: fmtDur };
+  window.dagloop = { cronToWords: cronToWords, fmtDur: fmtDur, lineDiff: lineDiff };
   window.addEventListener('hashchange', route);
   document.getElementById('signout').addEventListener('click', signOut);
   document.getElementById('signout').hidden = !savedToken();

@@ -24,6 +24,7 @@ from controller.dagfile import find_dag_file
 from controller.doorbell import ring
 from controller.engine.runparams import hand_over, mask_params, secret_values, take_handed_over
 from controller.ids import new_run_id
+from controller.revision import revision_of
 from controller.store.records import Conflict, RunRecord, StoreError
 from controller.store.store import open_store
 from controller.views.runs import run_summary
@@ -111,6 +112,7 @@ def _record(
     now: float,
 ) -> RunRecord:
     """Insert the QUEUED row and return it; raises `Conflict` (id taken) or `StoreError`."""
+    rev = revision_of(path, dag.source)
     with open_store(settings) as store:
         return store.record_run(
             dag_name=dag.name,
@@ -118,6 +120,8 @@ def _record(
             status=RunStatus.QUEUED,
             file=str(path),
             spec_yaml=dag.source,
+            revision_commit=rev.commit,
+            revision_dirty=rev.dirty,
             queue=queue or dag.queue,
             trigger="enqueue",
             params=stored_params,

@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
         lines.append("Invalid DAG files:")
         for b in invalid:
             lines.append(f"  {b['file']}")
-            lines += [f"    {e}" for e in b["errors"]]
+            if b["using"]:
+                lines.append(f"    {b['reason']}")
+            else:
+                lines += [f"    {e}" for e in b["errors"]]
     if schedules:
         lines.append("Next fire times:")
         for s in schedules:

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from controller.commands.common import add_common, add_json, add_quiet, fail, settings_from
 from controller.dagfile import find_dag_file
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the status; returns the exit code."""
     from controller.engine.runparams import mask_params
     from controller.liveness import heartbeat_age, reap_lost_run, runner_alive
+    from controller.revision import changed_since
     from controller.store.records import NotFound, StoreError
     from controller.store.store import open_store
     from controller.views.runs import run_details
@@ -74,19 +76,21 @@ def run(args: argparse.Namespace) -> int:
         details["params"] = " ".join(
             mask_params(launch.params_to_pairs(run_row.params), tuple(settings.secret_patterns))
         )
+        changed = changed_since(Path(run_row.file), run_row.spec_yaml) if run_row.file else None
         if args.json:
             details["liveness"] = label
+            details["fileChangedSinceRun"] = changed
             print(json.dumps(details, ensure_ascii=False))
             return 0
         _print_tree(details, label)
+        if changed:
+            print(f"  the DAG file {run_row.file} has changed since this run")
         if label == "lost" or run_row.status in (RunStatus.FAILED,):
             return 1
         return 0
 
 
 def _dag_name(arg: str, settings: object) -> str:
-    from pathlib import Path
-
     if arg.endswith((".yaml", ".yml")):
         try:
             path = find_dag_file(arg, settings.dags_dir)  # type: ignore[attr-defined]

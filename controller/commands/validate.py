@@ -5,8 +5,11 @@ config (`paths.baseConfig`, or `--base`) is merged under each DAG as a run would
 called `base.yaml`/`base.yml` is checked as a base config, not as a DAG.
 
 Exit codes: 0 all valid, 1 any invalid, 2 usage error (no argument, file not found).
-Output: `FILE:LINE: field.path: what is wrong`, or with `--json`
-`{"files": [{"file", "valid", "errors": [{"file", "line", "field", "message"}]}]}`.
+Output (`--format`): `text`, `FILE:LINE: field.path: what is wrong`; `json` (or `--json`),
+`{"files": [{"file", "valid", "errors": [{"file", "line", "field", "message"}]}]}`; `github`,
+GitHub Actions workflow commands (`::error file=F,line=N,title=FIELD::MESSAGE`), so a DAG
+repository's CI shows each problem on its line of the pull request. Paths are printed as
+given, so run it from the repository root (as pre-commit does: `.pre-commit-hooks.yaml`).
 Dispatched by `controller.cli`; the checks themselves live in `model.loader`.
 """
 
@@ -31,6 +34,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_common(parser)
     parser.add_argument("dags", nargs="*", metavar="FILE|NAME", help="DAG files or names")
     add_json(parser, '{"files": [{"file", "valid", "errors": [...]}]}')
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "github"),
+        default=None,
+        help="text (default), json (as --json), or github (GitHub Actions annotations)",
+    )
     parser.add_argument(
         "--base",
         type=Path,
@@ -109,12 +118,17 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         results.append((str(path), _check(path, base)))
 
-    if args.json:
+    output = args.format or ("json" if args.json else "text")
+    if output == "json":
         files = [
             {"file": file, "valid": not errors, "errors": [e.as_dict() for e in errors]}
             for file, errors in results
         ]
         print(json.dumps({"files": files}, indent=2))
+    elif output == "github":
+        for _, errors in results:
+            for error in errors:
+                print(github_annotation(error))
     else:
         for _, errors in results:
             for error in errors:
@@ -125,3 +139,22 @@ def run(args: argparse.Namespace) -> int:
 def _one_line(text: str) -> str:
     """Keep the one-line-per-error contract even when a message quotes a multi-line value."""
     return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def github_annotation(error: LoadError) -> str:
+    """One GitHub Actions `::error` workflow command for `error` (values escaped as the
+    runner expects: `%`, CR and LF everywhere, and `:` and `,` inside properties)."""
+    props = [f"file={_escape_property(error.file)}"]
+    if error.line is not None:
+        props.append(f"line={error.line}")
+    if error.field:
+        props.append(f"title={_escape_property(error.field)}")
+    return f"::error {','.join(props)}::{_escape_data(error.message)}"
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")

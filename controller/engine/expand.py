@@ -34,7 +34,13 @@ __all__ = [
 ENV_WHITELIST = ("PATH", "HOME", "LANG", "TZ", "SHELL")
 ENV_PREFIXES = ("DAGU_", "LC_", "DAG_")
 # Controller credentials that match DAGU_ but must never reach a step (Dagu leaks them).
-_ALWAYS_SECRET = ("DAGU_AUTH_*", "DAGU_BASICAUTH_*", "DAGU_AUTHTOKEN", "DAGU_DATABASE_URL")
+_ALWAYS_SECRET = (
+    "DAGU_AUTH_*",
+    "DAGU_BASICAUTH_*",
+    "DAGU_AUTHTOKEN",
+    "DAGU_DATABASE_URL",
+    "DAGU_GITSYNC_AUTH_*",
+)
 
 # ${NAME}, ${NAME.path.to[0]}, ${id.stdout}, $NAME, and positional params $1 / ${1}; a NAME is
 # what a param or env name may be (`model.params.PARAM_NAME`)

@@ -30,6 +30,7 @@ from controller.dagfile import find_dag_file
 from controller.engine import launch
 from controller.engine.graph import initial_step_rows
 from controller.ids import new_run_id
+from controller.revision import revision_of
 from controller.runevents import RunEvents
 from controller.store.records import Conflict, LimitReached, NotFound, RunRecord, StoreError
 from controller.store.store import Store, open_store
@@ -248,13 +249,17 @@ def _record(
     `maxActiveRuns` is reached or the run id is taken."""
     parent_dag, _, parent_id = (opts.parent or "").partition(":")
     root_dag, _, root_id = (opts.root or "").partition(":")
+    text = dag.source or path.read_text(encoding="utf-8")
+    rev = revision_of(path, text)
     try:
         run = store.record_run(
             dag_name=dag.name,
             run_id=opts.run_id or new_run_id(time.time()),
             status=RunStatus.RUNNING,
             file=str(path),
-            spec_yaml=dag.source or (path.read_text(encoding="utf-8")),
+            spec_yaml=text,
+            revision_commit=rev.commit,
+            revision_dirty=rev.dirty,
             queue=dag.queue,
             trigger="sub" if opts.parent else "manual",
             params=launch.stored_params(params, settings, opts.inherited_secrets),

@@ -47,6 +47,7 @@ from controller.reconcile.rules import (
     StartQueued,
     Stop,
 )
+from controller.revision import revision_of
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.runner_process import runner_env, start_runner
 from controller.store.records import NewRun, NotFound, RunRecord
@@ -170,9 +171,13 @@ class Applier:
             log.info("tick skipped", extra=extra)
         elif isinstance(action, RecordInvalid):
             self.reported_invalid.add(action.key)
-            # the errors name the file and line themselves: the message stays a constant
+            # the errors name the file and line themselves: the message stays a constant;
+            # `reason` names the last good version when one is still scheduled
             problems = {"file": action.path, "errors": list(action.errors)}
-            log.error("invalid DAG file", extra={"dag": action.file_name, **problems})
+            reason = action.reason.removeprefix("invalid DAG file: ")
+            log.error(
+                "invalid DAG file", extra={"dag": action.file_name, **problems, "reason": reason}
+            )
         elif isinstance(action, CompleteRequest):
             self.store.record_request_done(action.request_id, action.result)
 
@@ -236,24 +241,29 @@ class Applier:
         """Create the runs of `launches` in one commit, then start those asked to start."""
         found = [(a, self.catalog.find_dag(a.dag_name)) for a in launches]
         # A DAG whose file went away since the plan gets nothing; the next pass decides again.
-        todo = [(a, e.path, e.dag) for a, e in found if e is not None and e.dag is not None]
+        # `usable`: a file that became invalid launches its last good version (keep-last-good)
+        todo = [(a, e, e.usable) for a, e in found if e is not None and e.usable is not None]
         if not todo:
             return
-        new = [
-            NewRun(
-                dag_name=dag.name,
-                run_id=a.run_id,
-                status=RunStatus.QUEUED,
-                file=str(path),
-                spec_yaml=dag.source,
-                queue=dag.queue,
-                trigger=a.trigger,
-                params=a.params,
-                scheduled_at=a.scheduled_at.timestamp() if a.scheduled_at is not None else None,
-                queued_at=a.not_before.timestamp() if a.not_before else None,
+        new = []
+        for a, entry, dag in todo:
+            rev = revision_of(entry.real_path or entry.path, dag.source)
+            new.append(
+                NewRun(
+                    dag_name=dag.name,
+                    run_id=a.run_id,
+                    status=RunStatus.QUEUED,
+                    file=str(entry.path),
+                    spec_yaml=dag.source,
+                    queue=dag.queue,
+                    trigger=a.trigger,
+                    params=a.params,
+                    scheduled_at=a.scheduled_at.timestamp() if a.scheduled_at else None,
+                    queued_at=a.not_before.timestamp() if a.not_before else None,
+                    revision_commit=rev.commit,
+                    revision_dirty=rev.dirty,
+                )
             )
-            for a, path, dag in todo
-        ]
         try:
             runs = self.store.record_runs(new, now=self.clock())
         except Exception as exc:  # transient by default: the next pass repeats the plan
@@ -305,7 +315,7 @@ class Applier:
         needs the DAG's labels and every step's.
         """
         entry = self.catalog.find_dag(run.dag_name)
-        return self._selector_of(None if entry is None else entry.dag)
+        return self._selector_of(None if entry is None else entry.usable)
 
     def _selector_of(self, dag: Dag | None) -> dict[str, str] | None:
         labels: dict[str, str] = {}

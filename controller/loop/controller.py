@@ -45,6 +45,7 @@ import os
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -55,12 +56,13 @@ from controller import runlogs
 from controller.catalog import Catalog, catalog_for
 from controller.cluster.leader import LOCK_FILE, leadership_for
 from controller.doorbell import Doorbell
+from controller.gitsync.sync import GitSync
 from controller.ids import new_run_id
 from controller.liveness import reap_lost_run
 from controller.loop.apply import Applier
 from controller.loop.sdnotify import Notifier
 from controller.loop.watcher import Watcher
-from controller.reconcile.desired import DesiredBuilder
+from controller.reconcile.desired import DesiredBuilder, last_run_text
 from controller.reconcile.observed import PruneCache, default_liveness
 from controller.reconcile.rules import (
     Action,
@@ -110,6 +112,7 @@ class Controller:
         self.clock = clock
         self.store = store if store is not None else open_store(settings, role="controller")
         self.catalog = catalog or catalog_for(settings)
+        self.catalog.last_run_text = last_run_text(self.store)
         self.builder = DesiredBuilder(settings, self.catalog)
         self.applier = Applier(
             self.store, settings, self.catalog, clock, spawn_runners=spawn_runners
@@ -130,6 +133,8 @@ class Controller:
         self.lost_leadership = False
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{new_run_id(time.time())[-6:]}"
         self._started_at = time.time()
+        self.gitsync = GitSync(settings, clock=clock) if settings.gitsync_enabled else None
+        self._sync_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ one pass
 
@@ -164,6 +169,7 @@ class Controller:
     def pass_once(self) -> list[Action]:
         """One reconcile pass: observe, plan, apply. Returns the actions applied."""
         self.applier.reap_children()
+        self._sync_git()
         self.refresh_catalog()
         snap = self.snapshot()
         self.applier.apply(snap.actions)
@@ -179,6 +185,26 @@ class Controller:
             self._record_missed(snap.now)
         self._record_pass(snap.now)
         return snap.actions
+
+    def _sync_git(self) -> None:
+        """Start a git sync when one is due (git_sync), in its own thread: a slow or hanging
+        remote must not hold up the passes that launch scheduled runs. It rings the doorbell
+        (catalog dirty) when done. The checkouts that active runs started from are kept."""
+        sync = self.gitsync
+        if sync is None or (self._sync_thread is not None and self._sync_thread.is_alive()):
+            return
+        if not sync.due(self.clock()):
+            return
+        in_use = {r.revision_commit for r in self.store.list_active_runs()}
+
+        def work() -> None:
+            try:
+                sync.sync(in_use=in_use)
+            finally:
+                self.bell.ring(catalog=True)
+
+        self._sync_thread = threading.Thread(target=work, name="gitsync", daemon=True)
+        self._sync_thread.start()
 
     def _prepare_runners(self, now: datetime) -> None:
         """Within `PREPARE_LEAD_SECONDS` of the next start instant, once per instant: have
@@ -372,6 +398,9 @@ class Controller:
             until = (start - self.now()).total_seconds() - PREPARE_LEAD_SECONDS
             if until > 0:  # else a pass in the lead failed: no retrying it in a tight loop
                 timeout = min(timeout, until)
+        sync_at = self.gitsync.next_at() if self.gitsync is not None else None
+        if sync_at is not None:
+            timeout = min(timeout, sync_at - self.clock())
         if self.notifier.watchdog_seconds is not None:
             timeout = min(timeout, self.notifier.watchdog_seconds / 2)
         return max(timeout, 0.0)

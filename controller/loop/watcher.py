@@ -12,6 +12,7 @@ Callers: `controller.loop.controller`. The doorbell and the wake file's writers 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,16 @@ class _Handler(FileSystemEventHandler):
         if self.wake in paths:
             self.bell.ring()
             return
-        if any(p.startswith(self.dags_dir) or p == self.base for p in paths if p):
+        if any(self._catalog_path(p) for p in paths if p):
             self.bell.ring(catalog=True)
+
+    def _catalog_path(self, path: str) -> bool:
+        """A DAG file, base.yaml, or a link on the way to the DAGs directory."""
+        return (
+            path.startswith(self.dags_dir)
+            or self.dags_dir.startswith(path + os.sep)
+            or path == self.base
+        )
 
 
 class Watcher:
@@ -46,7 +55,12 @@ class Watcher:
         self._observer: Any = Observer()
         handler = _Handler(bell, dags_dir, base_config, data_dir / WAKE_FILE)
         watched: set[Path] = set()
-        for d in (dags_dir, base_config.parent, (data_dir / WAKE_FILE).parent):
+        dirs = [dags_dir, base_config.parent, (data_dir / WAKE_FILE).parent]
+        # git_sync or a git-sync sidecar replaces a symlink (the DAGs directory, or one above
+        # it such as git-sync's `--link`) by a rename in its parent; a watch through the link
+        # stays on the tree it pointed at when it was made.
+        dirs += [d.parent for d in (dags_dir, *dags_dir.parents) if d.is_symlink()]
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
             if d not in watched:
                 self._observer.schedule(handler, str(d), recursive=False)

@@ -17,7 +17,11 @@ Decisions documented here:
 - A DAG whose file is removed gets no new runs; a run of it that is already *running* finishes
   (its runner holds the spec snapshot); runs of it still *queued* are aborted by the reconciler
   ("DAG file removed"), because the runner starts from the file.
-- An invalid file is excluded (no new runs) and reported; its running runs finish.
+- An invalid file is reported; its running runs finish. Under `controller.onInvalidDag:
+  keep-last-good` (the default) a file that loaded before keeps being scheduled with that last
+  good version (the catalog keeps it; the runs record it as their snapshot, marked dirty), so a
+  bad commit or edit never silently stops a schedule; under `stop`, and for a file that never
+  loaded, the DAG gets no new runs.
 - `catchupWindowSec: 0` (default) means Dagu's behaviour: only the current minute's tick is due
   (a tick counts as due for 60 s after its instant, so a controller started at 12:00:45 still
   fires the 12:00 tick). Larger windows make missed ticks within the window due, once each.
@@ -25,7 +29,7 @@ Decisions documented here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -39,7 +43,10 @@ from controller.reconcile.rules import (
     RequestView,
     StartTick,
 )
+from controller.revision import digest
 from controller.schedule import CronSchedule, TickCache, due_ticks, parse_all
+from controller.store.records import NotFound
+from controller.store.store import Store
 from model.config import Settings
 from model.params import resolve_params
 
@@ -132,6 +139,19 @@ def default_params(dag: Dag) -> tuple[str, ...]:
     return tuple(f"{k}={v}" for k, v in resolve_params(dag.spec.params, []))
 
 
+def last_run_text(store: Store) -> Callable[[str], str | None]:
+    """The catalog's `last_run_text` over `store`: the DAG text of a DAG's latest run (what a
+    restarted controller keeps scheduling for a file that is invalid now)."""
+
+    def lookup(name: str) -> str | None:
+        try:
+            return store.get_run(name, "latest").spec_yaml or None
+        except NotFound:
+            return None
+
+    return lookup
+
+
 @dataclass
 class DesiredBuilder:
     """Builds `DesiredState` from a catalog; keeps per-DAG fire-time caches between passes.
@@ -156,7 +176,7 @@ class DesiredBuilder:
     _max_window: float = CURRENT_MINUTE.total_seconds()
 
     def _cache(self, entry: CatalogEntry) -> _DagCache:
-        dag = entry.dag
+        dag = entry.usable
         assert dag is not None
         cached = self._caches.get(entry.file_name)
         if cached is not None and cached.dag is dag:
@@ -184,16 +204,22 @@ class DesiredBuilder:
         for entry in self.catalog.entries():
             seen.add(entry.file_name)
             if entry.dag is None:
+                last = entry.last_good  # kept only under onInvalidDag: keep-last-good
                 invalid.append(
                     InvalidFile(
                         entry.file_name,
                         str(entry.path),
                         tuple(str(e) for e in entry.errors),
                         key=f"{entry.file_name}@{entry.stamp[0]}:{entry.stamp[1]}",
+                        using=digest(last.source)[:19] if last is not None else "",
+                        dag_name=last.name if last is not None else "",
                     )
                 )
-                continue
-            name = entry.dag.name
+                if last is None:
+                    continue
+            dag = entry.usable
+            assert dag is not None
+            name = dag.name
             if name in names:
                 invalid.append(
                     InvalidFile(
@@ -212,7 +238,7 @@ class DesiredBuilder:
         self._valid = valid
         self._invalid = tuple(invalid)
         self._retention = {
-            e.dag.name: e.dag.spec.hist_retention_days for e in valid if e.dag is not None
+            d.name: d.spec.hist_retention_days for e in valid if (d := e.usable) is not None
         }
         self._max_window = max(
             [CURRENT_MINUTE.total_seconds(), *(c.start.window.total_seconds() for c in caches)]
@@ -327,8 +353,8 @@ class DesiredBuilder:
             if not c.start_schedules or lower <= after:
                 continue
             ticks = due_ticks(c.start_schedules, after=after, until=lower)
-            if ticks and entry.dag is not None:
-                out[entry.dag.name] = ticks
+            if ticks and entry.usable is not None:
+                out[entry.usable.name] = ticks
         return out
 
 

@@ -90,6 +90,8 @@ class InvalidFile:
     path: str
     errors: tuple[str, ...]
     key: str
+    using: str = ""  # the last good version still scheduled (`sha256:…` prefix), or ''
+    dag_name: str = ""  # that version's DAG name
 
 
 @dataclass(frozen=True)
@@ -317,6 +319,17 @@ class _Plan:
         self.actions.append(Stop(run.dag_name, run.run_id, run.id, reason=reason, tick=tick))
 
 
+def invalid_reason(bad: InvalidFile) -> str:
+    """Why a file is reported: its errors, and the last good version used instead, if any."""
+    errors = "; ".join(bad.errors) or "unknown error"
+    if bad.using:
+        return (
+            f"using revision {bad.using} of DAG {bad.dag_name}: "
+            f"the current file is invalid: {errors}"
+        )
+    return f"invalid DAG file: {errors}"
+
+
 def _invalid_files(desired: DesiredState, observed: ObservedState) -> list[Action]:
     """Rule 1: each invalid file version is reported once."""
     return [
@@ -325,7 +338,7 @@ def _invalid_files(desired: DesiredState, observed: ObservedState) -> list[Actio
             bad.path,
             bad.errors,
             bad.key,
-            reason=f"invalid DAG file: {'; '.join(bad.errors) or 'unknown error'}",
+            reason=invalid_reason(bad),
         )
         for bad in desired.invalid
         if bad.key not in observed.reported_invalid

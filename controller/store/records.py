@@ -74,6 +74,8 @@ class RunRecord:
     dispatched_at: float | None = None  # handed to workers by the leader (None: run locally)
     worker_id: str = ""  # the worker that claimed it
     worker_selector: dict[str, str] | None = None  # labels a worker must have
+    revision_commit: str = ""  # git commit of the spec ('' = not from a git work tree)
+    revision_dirty: bool = False  # the file differed from that commit
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class NewRun:
     parent_run_id: str = ""
     root_dag: str = ""  # '' = this run
     root_run_id: str = ""
+    revision_commit: str = ""
+    revision_dirty: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ def run_from_row(row: Any) -> RunRecord:
     d["status"] = RunStatus(d["status"])
     d["params"] = json.loads(d["params"])
     d["worker_selector"] = json.loads(d["worker_selector"]) or None
+    d["revision_dirty"] = bool(d["revision_dirty"])
     return RunRecord(**d)
 
 

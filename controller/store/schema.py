@@ -21,9 +21,9 @@ import sqlite3
 
 # The version a database made by this dagloop has (`meta['schema_version']`) and the Alembic
 # revision it is stamped with; `STEPS[dialect][i]` takes a database from version i to i + 1.
-SCHEMA_VERSION = 2
-HEAD_REVISION = "0002"
-REVISIONS = ("0001", "0002")
+SCHEMA_VERSION = 3
+HEAD_REVISION = "0003"
+REVISIONS = ("0001", "0002", "0003")
 
 _SQLITE_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -382,9 +382,18 @@ CREATE TABLE IF NOT EXISTS log_blobs (
 CREATE INDEX IF NOT EXISTS log_blobs_run ON log_blobs (run);
 """
 
+# The revision of every run (issue 18): the git commit its spec came from, and whether the
+# file differed from it. The digest is the sha256 of `spec_yaml`, so it needs no column.
+_SQLITE_3 = """
+ALTER TABLE runs ADD COLUMN revision_commit TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN revision_dirty INTEGER NOT NULL DEFAULT 0;
+"""
+
+_POSTGRES_3 = _SQLITE_3
+
 STEPS: dict[str, tuple[str, ...]] = {
-    "sqlite": (_SQLITE_1, _SQLITE_2),
-    "postgresql": (_POSTGRES_1, _POSTGRES_2),
+    "sqlite": (_SQLITE_1, _SQLITE_2, _SQLITE_3),
+    "postgresql": (_POSTGRES_1, _POSTGRES_2, _POSTGRES_3),
 }
 
 

@@ -214,6 +214,8 @@ class Store:
         now: float | None = None,
         max_active: int | None = None,
         queued_at: float | None = None,
+        revision_commit: str = "",
+        revision_dirty: bool = False,
     ) -> RunRecord:
         """Insert a new run. Raises `Conflict` if the run id or the scheduled instant of this
         DAG is taken: a repeated create collides instead of duplicating.
@@ -238,6 +240,8 @@ class Store:
             parent_run_id=parent_run_id,
             root_dag=root_dag,
             root_run_id=root_run_id,
+            revision_commit=revision_commit,
+            revision_dirty=revision_dirty,
         )
         now = time.time() if now is None else now
         with self.transaction() as db:
@@ -279,8 +283,8 @@ class Store:
         row = db.execute(
             """INSERT INTO runs (dag_name, run_id, file, spec_yaml, queue, status, trigger,
                params, scheduled_at, queued_at, parent_dag, parent_run_id, root_dag,
-               root_run_id, created_at, updated_at)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING *""",
+               root_run_id, created_at, updated_at, revision_commit, revision_dirty)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING *""",
             (
                 new.dag_name,
                 new.run_id,
@@ -298,6 +302,8 @@ class Store:
                 new.root_run_id or new.run_id,
                 now,
                 now,
+                new.revision_commit,
+                int(new.revision_dirty),
             ),
         ).fetchone()
         return None if row is None else run_from_row(row)

@@ -152,6 +152,10 @@ class Run(SQLModel, table=True):
     dispatched_at: float | None = _nullable(SECONDS)  # the leader started it via a worker
     worker_id: str = _not_null(Text, "")  # the worker that claimed it
     worker_selector: str = _not_null(Text, "{}")  # JSON labels a worker must have
+    # the git commit of the DAGs directory the run's spec came from ('' = not in git), and
+    # whether the file differed from that commit (controller.revision)
+    revision_commit: str = _not_null(Text, "")
+    revision_dirty: int = _not_null(Integer, 0)
 
 
 class Step(SQLModel, table=True):

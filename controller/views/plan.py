@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.catalog import Catalog, catalog_for
-from controller.reconcile.desired import DesiredBuilder
+from controller.reconcile.desired import DesiredBuilder, last_run_text
 from controller.reconcile.observed import default_liveness
-from controller.reconcile.rules import Action, queue_positions
+from controller.reconcile.rules import Action, invalid_reason, queue_positions
 from controller.reconcile.snapshot import Snapshot, take_snapshot
 from controller.store.store import Store
 from controller.utc import iso_utc
@@ -62,7 +62,13 @@ def render_plan(snap: Snapshot, *, name: str | None = None) -> dict[str, Any]:
             if mine(r.dag_name) and r.status.label != "queued"
         ],
         "invalid": [
-            {"file": b.path, "fileName": b.file_name, "errors": list(b.errors)}
+            {
+                "file": b.path,
+                "fileName": b.file_name,
+                "errors": list(b.errors),
+                "using": b.using or None,
+                "reason": invalid_reason(b),
+            }
             for b in snap.desired.invalid
             if mine(b.file_name)
         ],
@@ -96,6 +102,7 @@ def plan_document(
     """
     if catalog is None:
         catalog = catalog_for(settings)
+        catalog.last_run_text = last_run_text(store)
     catalog.refresh()
     snap = take_snapshot(
         store,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from controller.revision import revision_document
 from controller.store.records import RunRecord, StepRecord
 from controller.store.store import Store
 from controller.utc import utc_text
@@ -121,6 +122,8 @@ def run_details(store: Store, run: RunRecord) -> dict[str, Any]:
             d[_HANDLER_FIELDS[s.kind]] = step_node(s)
     d["preconditions"] = []
     d["outputs"] = _outputs(steps)
+    # dagloop addition: the spec this run used (DESIGN §3.10)
+    d["revision"] = revision_document(run.revision_commit, run.revision_dirty, run.spec_yaml)
     return d
 
 

@@ -211,6 +211,24 @@ def test_run_page_shows_graph_exit_code_and_failed_stderr(
     wait_until(lambda: chrome.execute_script(focused) == "TR explode")
 
 
+def test_run_page_shows_its_revision_and_the_diff_to_the_current_file(
+    chrome: Any, server: Server, shots: Shots
+) -> None:
+    path = server.home / "dags" / "ok.yaml"
+    before = path.read_text()
+    path.write_text(before + "# edited after the run\n")
+    try:
+        wait_until(lambda: "edited" in server.get_json("/dags/ok/spec")["spec"])
+        chrome.get(f"{server.base_url}/#/runs/ok/{latest_run_id(server, 'ok')}")
+        wait_for(chrome, '#spec-changed[data-changed="yes"]', timeout=15)
+        added = chrome.find_elements("css selector", "#spec-diff .diff-add")
+        assert [a.text for a in added] == ["+ # edited after the run"]
+        assert "sha256:" in wait_for(chrome, "#run-revision").text
+        shots.take("run-spec-diff")
+    finally:
+        path.write_text(before)
+
+
 def test_step_log_shows_the_tail_and_loads_more(chrome: Any, server: Server) -> None:
     run_id = latest_run_id(server, "chatty")
     chrome.get(f"{server.base_url}/#/runs/chatty/{run_id}")

@@ -175,12 +175,13 @@ def test_an_older_schema_version_is_reported_then_migrated(env: dict[str, str]) 
     assert code == 1
     lines = out.splitlines()
     assert lines[0].startswith("schema version 1 (revision ")
-    assert lines[0].endswith("expected 2 (revision 0002): run `dagloop migrate`")
+    assert lines[0].endswith("expected 3 (revision 0003): run `dagloop migrate`")
     for line in (
         "missing table workers",
         "missing table log_blobs",
         "missing column dispatched_at on runs",
         "missing index runs_dispatch on runs",
+        "missing column revision_commit on runs",
     ):
         assert line in lines
     code, out, err = run_cli("migrate", "--json", env=env)
@@ -188,7 +189,7 @@ def test_an_older_schema_version_is_reported_then_migrated(env: dict[str, str]) 
     report = json.loads(out)
     assert {k: report[k] for k in ("from", "to", "migrated")} == {
         "from": 1,
-        "to": 2,
+        "to": 3,
         "migrated": True,
     }
     code, out, _err = run_cli("migrate", "--json", env=env)

@@ -125,17 +125,17 @@ def test_an_older_database_is_refused_until_migrated(dagu_env: dict[str, str]) -
     (Path(dagu_env["DAGU_HOME"]) / "dags" / "hello.yaml").write_text("steps:\n  - echo hi\n")
     code, _out, err = run_cli("start", "hello", env=dagu_env)
     assert code == 1
-    assert "schema version 1 is older than this dagloop's (2); run `dagloop migrate`" in err
+    assert "schema version 1 is older than this dagloop's (3); run `dagloop migrate`" in err
     assert "Traceback" not in err
     code, out, err = run_cli("migrate", env=dagu_env)
     assert code == 0, err
-    assert out.strip() == f"{db}: schema version 1 -> 2"
+    assert out.strip() == f"{db}: schema version 1 -> 3"
     with Store(db) as store:
         assert store.get_run("old", "r0").status == RunStatus.SUCCEEDED  # nothing lost
     code, _out, err = run_cli("start", "hello", env=dagu_env)
     assert code == 0, err
     code, out, _err = run_cli("migrate", env=dagu_env)
-    assert code == 0 and out.strip().endswith("schema version 2, up to date")
+    assert code == 0 and out.strip().endswith("schema version 3, up to date")
 
 
 def test_a_newer_database_is_refused(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_postgres_without_schema_names_migrate(pg_server: object, dagu_env: dict
     assert "Traceback" not in err
     code, out, err = run_cli("migrate", env=env)
     assert code == 0, err
-    assert "schema version none -> 2" in out
+    assert "schema version none -> 3" in out
     (Path(dagu_env["DAGU_HOME"]) / "dags" / "hello.yaml").write_text("steps:\n  - echo hi\n")
     code, _out, err = run_cli("start", "hello", env=env)
     assert code == 0, err
