@@ -2,8 +2,9 @@
 
 `runner_alive` trusts the recorded pid only together with its start time (PIDs get reused)
 and, for runners on other hosts, the heartbeat. `reap_lost_run` kills what the dead runner
-left (its recorded step groups and any process still carrying the run's `DAG_RUN_ID`) and
-records the run failed with error ``lost: <reason>``.
+left (its recorded step groups and any process still carrying the run's `DAG_RUN_ID`), applies
+the writes it kept in its local journal during a database outage, and records the run failed
+with error ``lost: <reason>`` unless the journal held its end.
 
 Called by `dagloop status/stop/retry/start`, and by the control loop's applier.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
+from controller import runjournal
 from controller.process import kill_run_processes, pid_alive, proc_start_ticks
 from controller.store.records import RunRecord
 from controller.store.store import Store
@@ -64,6 +67,21 @@ def _same_process(run: RunRecord) -> bool:
     return run.pid_started is None or proc_start_ticks(run.pid) == run.pid_started
 
 
+def _apply_journal(store: Store, run: RunRecord) -> RunRecord | None:
+    """Apply the writes a dead runner kept in its local journal (`controller.runjournal`)
+    when the database refused them, if its log directory is readable here; the run as it
+    then reads, or None when there was no journal."""
+    if not run.log_file:
+        return None
+    path = runjournal.journal_path(Path(run.log_file).parent)
+    writes = runjournal.read(path)
+    if not writes:
+        return None
+    store.record_run_writes(run.id, writes)
+    runjournal.remove(path)
+    return store.get_run_by_id(run.id)
+
+
 def reap_lost_run(store: Store, run: RunRecord, reason: str) -> RunRecord:
     """Kill the leftovers of a run whose runner is gone and record it failed ("lost: …").
 
@@ -81,6 +99,9 @@ def reap_lost_run(store: Store, run: RunRecord, reason: str) -> RunRecord:
             os.kill(current.pid, signal.SIGKILL)  # type: ignore[arg-type]
         except ProcessLookupError:
             pass
+    replayed = _apply_journal(store, current)
+    if replayed is not None and replayed.status.is_final():
+        return replayed  # the runner recorded its end in its journal before it died
     steps = store.list_steps(run.id)
     if local:  # process groups of another host are not ours to signal (its host is gone)
         pgids = [s.pgid for s in steps if s.pgid]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller import runlogs
-from controller.store.records import RunRecord
+from controller.store.records import RunRecord, StoreUnavailable
 from controller.store.store import Store
 from controller.utc import utc_text
 from model.status import RunStatus, StepStatus
@@ -192,11 +192,32 @@ def execute_run(
                 retry_step=retry_step,
                 progress=progress,
                 step_ids=step_ids,
+                note=lambda line: _note(log_file, line),
             )
         )
         status = runner.execute()
     finally:
         beat.stop()
+    try:
+        return _report(runner, status, store, settings, dag, run, log_file, quiet, as_json)
+    except StoreUnavailable as exc:
+        # The end is recorded, and the database went away again: the outcome stands.
+        print(f"dagloop: {exc}", file=sys.stderr)
+        return _exit_code(status, run)
+
+
+def _report(
+    runner: Any,
+    status: RunStatus,
+    store: Store,
+    settings: Any,
+    dag: Any,
+    run: RunRecord,
+    log_file: Path,
+    quiet: bool,
+    as_json: bool,
+) -> int:
+    """After the run: alerts, the last log line, the outcome printed; the exit code."""
     _register_dag_secrets(runner.vars.secret_values.values())
     # The final status is recorded and no step is left to start (a step would inherit the
     # niceness): the rest (alerts, the last log line, the exit's unmapping) yields the CPU
@@ -222,11 +243,24 @@ def execute_run(
         sys.stdout.write(json.dumps(run_details(store, run), ensure_ascii=False) + "\n")
     elif not quiet:
         print(f"{status.label} {dag.name} {run.run_id}")
+    return _exit_code(status, run)
+
+
+def _exit_code(status: RunStatus, run: RunRecord) -> int:
+    """0 for a succeeded run (and one skipped by a DAG precondition), else 1."""
     if status == RunStatus.SUCCEEDED:
         return 0
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):
         return 0
     return 1
+
+
+def _note(log_file: Path, line: str) -> None:
+    """One WARN line in the run log (a database outage seen by the runner)."""
+    try:
+        _append_log(log_file, f"{_ts()} WARN {line}\n")
+    except OSError:
+        pass  # the log disk is full as well: the line is lost, never the run
 
 
 # The run errors of the runner's environment build (`Runner._execute`).

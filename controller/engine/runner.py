@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from controller import process as proc
+from controller import runjournal
 from controller.diskfull import describe_os_error
 from controller.engine import expand as ex
 from controller.engine.command import build_argvs, step_shell
@@ -86,7 +87,7 @@ from controller.engine.subdag import (
 )
 from controller.engine.variables import RunVars, SecretError
 from controller.engine.writes import StepWriter
-from controller.store.records import RunRecord
+from controller.store.records import RunRecord, StoreUnavailable
 from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
@@ -113,6 +114,7 @@ class RunnerOptions:
     progress: Callable[[Node], None] | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     step_ids: Sequence[int] | None = None  # rows of `initial_step_rows`, written with the claim
+    note: Callable[[str], None] | None = None  # one line for the run log (a database outage)
 
 
 class Runner:
@@ -145,7 +147,12 @@ class Runner:
         self.handlers: dict[str, Node] = {}
         self._active = 0
         self._dag_deadline: float | None = None
-        self.writes = StepWriter(opts.store, opts.run.id)
+        self.writes = StepWriter(
+            opts.store,
+            opts.run.id,
+            journal=runjournal.journal_path(opts.log_dir),
+            note=opts.note,
+        )
         self.stopper = Stopper(dag_name=opts.dag.name, run_id=opts.run.run_id, log_dir=opts.log_dir)
 
     # ------------------------------------------------------------------ setup
@@ -284,11 +291,20 @@ class Runner:
         return status
 
     def _finish(self, status: RunStatus, error: str) -> RunStatus:
-        self.writes.flush(
+        """Record the final status, waiting out a database outage up to
+        `runner_buffer_seconds`; past it, raise `StoreUnavailable` (the journal keeps the
+        writes, and whoever reaps the run applies them)."""
+        written = self.writes.flush(
             status=status,
             finished_at=time.time(),
             error=self.writes.mask(error) if status not in (RunStatus.SUCCEEDED,) else "",
         )
+        limit = float(self.o.settings.runner_buffer_seconds)
+        if not written and not self.writes.drain(give_up_after_seconds=limit):
+            raise StoreUnavailable(
+                f"run {status.label}, but the state database stayed unreachable for "
+                f"{limit:g} s; its end is kept in {runjournal.journal_path(self.o.log_dir)}"
+            )
         return status
 
     def _run_handler(self, event: str, status: RunStatus | None) -> bool:

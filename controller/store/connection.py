@@ -20,7 +20,7 @@ from pathlib import Path
 
 from controller import faults
 from controller.diskfull import full_note
-from controller.store.records import StoreError
+from controller.store.records import StoreError, StoreUnavailable
 
 # SQLite's texts for a write the file system refused (SQLITE_FULL, SQLITE_IOERR).
 _WRITE_ERRORS = ("database or disk is full", "disk i/o error")
@@ -126,6 +126,12 @@ class SqliteSession:
             self.db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             error = write_error(self.path, exc)
+            if error is None and "locked" in str(exc):
+                # another process held the write lock past the timeout: it will let go
+                error = StoreUnavailable(
+                    f"{self.path}: the state database stayed locked by another process "
+                    f"for {self._timeout:g} s"
+                )
             if error is None:
                 raise
             if self.db.in_transaction:

@@ -51,6 +51,7 @@ from controller.store.records import (
     RunRecord,
     StepRecord,
     StoreError,
+    StoreUnavailable,
     WorkerRecord,
     request_from_row,
     run_from_row,
@@ -63,6 +64,9 @@ from model.status import RunStatus
 
 if TYPE_CHECKING:
     from controller.store.pg import PgConnection
+
+# The end of the note kept on a run that was marked lost and whose runner reported in later.
+LOST_NOTE_TAIL = " while its runner could not reach the database; the runner reported in later"
 
 
 class Store:
@@ -120,6 +124,11 @@ class Store:
                 application_name=application_name(role),
             )
             self._check_schema()
+        except psycopg.OperationalError as exc:  # the server is away: transient
+            text = " ".join(str(exc).split())
+            raise StoreUnavailable(
+                f"{self.where}: the state database is unreachable: {text}"
+            ) from None
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: cannot open the state database: {exc}") from None
 
@@ -322,9 +331,19 @@ class Store:
                 value = json.dumps(value or {})
             cols.append(f"{key}=?")
             values.append(int(value) if isinstance(value, RunStatus) else value)
+        status = fields.get("status")
+        if status is not None and RunStatus(status).is_final():
+            # A run marked lost while its runner could not write (a database outage), whose
+            # runner then reports its true end: the end is recorded, and the lost mark is
+            # kept as a note (SET reads the row as it was before this UPDATE, in both
+            # dialects; the second time the error no longer says lost, so nothing is added).
+            cols.append(
+                "notes = CASE WHEN status=? AND error LIKE 'lost:%' THEN notes || "
+                "CASE WHEN notes='' THEN '' ELSE ? END || ? || error || ? ELSE notes END"
+            )
+            values += [int(RunStatus.FAILED), "\n", "marked ", LOST_NOTE_TAIL]
         values.append(run)
         db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=?", values)
-        status = fields.get("status")
         if status is not None and RunStatus(status).is_final():
             self._wake(db)
 
@@ -527,24 +546,35 @@ class Store:
         """Set columns of several steps (by row id), and with `run` those of a run, in one
         commit: a runner writes a pass's step changes together, and its last ones with its
         final status."""
-        updates: list[tuple[str, list[Any]]] = []
-        for step, fields in steps.items():
-            cols = []
-            values: list[Any] = []
-            for key, value in fields.items():
-                if key not in STEP_COLUMNS:
-                    raise ValueError(f"unknown step column {key!r}")
-                cols.append(f"{key}=?")
-                values.append(step_value(key, value))
-            if cols:
-                updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
+        updates = _step_updates(steps)
         if not updates and not (run is not None and run_fields):
             return
         with self.transaction() as db:
-            for sql, values in updates:
-                db.execute(sql, values)
-            if run is not None and run_fields:
-                self._update_run_in(db, run, run_fields)
+            self._apply_updates(db, updates, run, run_fields)
+
+    def record_run_writes(
+        self, run: int, writes: Sequence[tuple[Mapping[int, Mapping[str, Any]], Mapping[str, Any]]]
+    ) -> None:
+        """Apply a runner's buffered writes of `run` — (step columns by row id, run columns)
+        each — in order, in one commit. Each sets absolute values, so a write applied twice
+        (sent again after a commit whose answer was lost) changes nothing."""
+        if not writes:
+            return
+        with self.transaction() as db:
+            for steps, run_fields in writes:
+                self._apply_updates(db, _step_updates(steps), run, run_fields)
+
+    def _apply_updates(
+        self,
+        db: Any,
+        updates: Sequence[tuple[str, list[Any]]],
+        run: int | None,
+        run_fields: Mapping[str, Any] | None,
+    ) -> None:
+        for sql, values in updates:
+            db.execute(sql, values)
+        if run is not None and run_fields:
+            self._update_run_in(db, run, run_fields)
 
     def list_steps(self, run: int) -> list[StepRecord]:
         """Steps and handlers of a run, in position order."""
@@ -885,6 +915,22 @@ class Store:
         """Every error total by kind (`{"disk_full": 3}`); kinds never seen are absent."""
         rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'errors.%'")
         return {str(k).removeprefix("errors."): int(v) for k, v in rows}
+
+
+def _step_updates(steps: Mapping[int, Mapping[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """One UPDATE (SQL, values) per step row of `steps` that has columns to set."""
+    updates: list[tuple[str, list[Any]]] = []
+    for step, fields in steps.items():
+        cols = []
+        values: list[Any] = []
+        for key, value in fields.items():
+            if key not in STEP_COLUMNS:
+                raise ValueError(f"unknown step column {key!r}")
+            cols.append(f"{key}=?")
+            values.append(step_value(key, value))
+        if cols:
+            updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
+    return updates
 
 
 def open_store(settings: Any, *, readonly: bool = False, role: str = "cli") -> Store:
