@@ -22,7 +22,7 @@ from controller.store.records import RunRecord
 from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
-__all__ = ["heartbeat_age", "on_this_host", "reap_lost_run", "runner_alive"]
+__all__ = ["beat_fresh", "heartbeat_age", "on_this_host", "reap_lost_run", "runner_alive"]
 
 _DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -40,8 +40,24 @@ def on_this_host(run: RunRecord) -> bool:
     return not run.host or run.host == os.uname().nodename
 
 
+def beat_fresh(
+    beat_at: float | None, *, now: float, timeout_seconds: float, grace_from: float = 0.0
+) -> bool:
+    """Whether a heartbeat recorded at `beat_at` still counts, `timeout_seconds` after it —
+    or after `grace_from`, when later: the instant the observer (re)gained leadership or
+    reached its database again. A gap in the beats that falls inside the observer's own
+    outage is no evidence of death (the runners could not write either), so every run gets
+    one full timeout from then. No beat at all is not fresh."""
+    if beat_at is None:
+        return False
+    return now - max(beat_at, grace_from) < timeout_seconds
+
+
 def runner_alive(
-    run: RunRecord, *, heartbeat_timeout_seconds: float = _DEFAULT_TIMEOUT_SECONDS
+    run: RunRecord,
+    *,
+    heartbeat_timeout_seconds: float = _DEFAULT_TIMEOUT_SECONDS,
+    grace_from: float = 0.0,
 ) -> bool:
     """Whether the runner process of `run` is still there.
 
@@ -49,15 +65,20 @@ def runner_alive(
     was recorded) is fresher than `heartbeat_timeout_seconds` — a runner that exists but no
     longer beats (stopped, hung) counts as gone, so a stuck run cannot hold its DAG's slot
     for ever (issue 8 #31); `reap_lost_run` then kills it. On another host (or with no pid
-    recorded): the heartbeat alone decides.
+    recorded): the heartbeat alone decides. With `grace_from` (`beat_fresh`), the timeout
+    counts from then at the earliest; a runner whose pid is gone is lost at once all the same.
     """
+    fresh = beat_fresh(
+        run.heartbeat_at,
+        now=time.time(),
+        timeout_seconds=heartbeat_timeout_seconds,
+        grace_from=grace_from,
+    )
     if run.pid is not None and on_this_host(run):
         if not _same_process(run):
             return False
-        age = heartbeat_age(run)
-        return age is None or age < heartbeat_timeout_seconds
-    age = heartbeat_age(run)
-    return age is not None and age < heartbeat_timeout_seconds
+        return run.heartbeat_at is None or fresh
+    return fresh
 
 
 def _same_process(run: RunRecord) -> bool:

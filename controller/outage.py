@@ -12,7 +12,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["FIRST_RETRY_SECONDS", "MAX_RETRY_SECONDS", "Outage", "retry_delay_seconds"]
+__all__ = [
+    "FIRST_RETRY_SECONDS",
+    "MAX_RETRY_SECONDS",
+    "STORE_OUTAGE",
+    "Outage",
+    "retry_delay_seconds",
+]
 
 FIRST_RETRY_SECONDS = 0.2  # the first retry after a refused write
 MAX_RETRY_SECONDS = 5.0  # the cap: a database back is noticed within this
@@ -68,3 +74,8 @@ class Outage:
     def next_delay_seconds(self) -> float:
         """The wait before the next attempt of the current outage."""
         return retry_delay_seconds(max(1, self.attempts))
+
+
+# This process's view of its database, fed by its long-running parts (the control loop, the
+# API, a worker): what `/api/v2/health` and `dagloop_store_unavailable_seconds_total` report.
+STORE_OUTAGE = Outage()

@@ -60,6 +60,7 @@ from controller.liveness import reap_lost_run
 from controller.loop.apply import Applier
 from controller.loop.sdnotify import Notifier
 from controller.loop.watcher import Watcher
+from controller.outage import STORE_OUTAGE
 from controller.reconcile.desired import DesiredBuilder
 from controller.reconcile.observed import PruneCache, default_liveness
 from controller.reconcile.rules import (
@@ -70,7 +71,7 @@ from controller.reconcile.rules import (
 from controller.reconcile.snapshot import Snapshot, take_snapshot
 from controller.spawn.client import ForkServer
 from controller.spawn.runner_process import runner_env
-from controller.store.records import StoreError
+from controller.store.records import StoreError, StoreUnavailable
 from controller.store.store import Store, open_store
 from model.config import Settings
 from model.status import RunStatus
@@ -116,7 +117,12 @@ class Controller:
         )
         self.bell = Doorbell()
         self.notifier = Notifier()
-        self.liveness = default_liveness(settings.heartbeat_timeout_seconds)
+        # When this controller last took the lead or reached its database again after an
+        # outage: heartbeat gaps before it are not held against runs (`liveness.beat_fresh`).
+        self.grace_from = 0.0
+        self.liveness = default_liveness(
+            settings.heartbeat_timeout_seconds, lambda: self.grace_from
+        )
         self.decided: dict[TickKey, datetime] = {}
         self.prune_cache = PruneCache()
         self._missed_checked = False  # missed ticks of the downtime before our first pass
@@ -159,6 +165,7 @@ class Controller:
             reported_invalid=frozenset(self.applier.reported_invalid),
             prune_cache=self.prune_cache,
             shutting_down=self.shutting_down,
+            grace_from=self.grace_from,
         )
 
     def pass_once(self) -> list[Action]:
@@ -287,6 +294,7 @@ class Controller:
                 self._record_instance("standby")
                 last_beat = time.monotonic()
         signal.signal(signal.SIGCHLD, self._on_child)
+        self.grace_from = time.time()  # runs beat to the previous leader, or to nobody
         log.info("controller active (dags: %s)", self.settings.dags_dir)
         if self.applier.spawn_runners and self.applier.forkserver is None:
             # Runners are forked from a warm helper (controller/spawn/server.py); its answers
@@ -330,10 +338,7 @@ class Controller:
                     )
                     self.lost_leadership = True
                     break
-                try:
-                    self.pass_once()
-                except Exception as exc:  # a transient failure (locked db...): retry next pass
-                    log.error("reconcile pass failed: %s", exc)
+                self._guarded_pass()
                 # A pass that returned (even with an error) proves the loop is not hung.
                 self.notifier.watchdog()
                 if time.monotonic() - last_beat >= self.settings.resync_interval_seconds:
@@ -356,6 +361,24 @@ class Controller:
             return 3
         log.info("controller stopped")
         return 0
+
+    def _guarded_pass(self) -> None:
+        """`pass_once`, riding out a database outage: one log line when it starts and one
+        when it ends (never one per pass), its seconds counted for /metrics, and from its
+        end one full heartbeat timeout of grace for every run (`liveness.beat_fresh`)."""
+        try:
+            self.pass_once()
+        except StoreUnavailable as exc:
+            if STORE_OUTAGE.failed(time.monotonic()):
+                log.error("database unavailable, waiting for it (runs go on): %s", exc)
+            return
+        except Exception as exc:  # a transient failure (locked db...): retry next pass
+            log.error("reconcile pass failed: %s", exc)
+            return
+        length = STORE_OUTAGE.recovered(time.monotonic())
+        if length is not None:
+            self.grace_from = time.time()
+            log.info("database reachable again after %.1f s", length)
 
     def _settle_events(self, passed: float) -> None:
         """After a ring, let a burst of events arrive before the next pass: at most one pass
@@ -453,8 +476,14 @@ def run_controller(settings: Settings) -> int:
     before it does anything (exit 2, one clear line): acting on a torn store could relaunch or
     lose runs. Callers: `dagloop scheduler`, `dagloop start-all`.
     """
+
+    def waiting(exc: StoreUnavailable) -> None:
+        log.error("database unavailable, waiting for it before starting: %s", exc)
+
     try:
-        store = open_store(settings, role="controller")
+        # A supervisor restarts a leader that lost its session (exit 3): while the database
+        # is still away, wait for it here rather than exit and be restarted in a hot loop.
+        store = open_store(settings, role="controller", forever=True, on_wait=waiting)
         problems = store.check_integrity()
     except (StoreError, OSError) as exc:
         log.error("cannot start: %s", exc)

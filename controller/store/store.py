@@ -32,11 +32,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.outage import retry_delay_seconds
 from controller.store.connection import SqliteSession
 from controller.store.records import (
     DURATION_BUCKETS_SECONDS,
@@ -933,7 +934,32 @@ def _step_updates(steps: Mapping[int, Mapping[str, Any]]) -> list[tuple[str, lis
     return updates
 
 
-def open_store(settings: Any, *, readonly: bool = False, role: str = "cli") -> Store:
-    """The store of `settings`: PostgreSQL when `database_url` is set, else the SQLite file."""
+def open_store(
+    settings: Any,
+    *,
+    readonly: bool = False,
+    role: str = "cli",
+    forever: bool = False,
+    on_wait: Callable[[StoreUnavailable], None] | None = None,
+) -> Store:
+    """The store of `settings`: PostgreSQL when `database_url` is set, else the SQLite file.
+
+    An unreachable database (`StoreUnavailable`) is tried again with capped backoff and
+    jitter for up to `settings.database_wait_seconds` (`forever`: until it answers, for the
+    long-running processes), then its error is raised; `on_wait` is called once, at the
+    first refusal."""
     location: Path | str = settings.database_url or settings.db_path
-    return Store(location, readonly=readonly, role=role)
+    wait_seconds = float(settings.database_wait_seconds)
+    give_up_at = None if forever else time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
+        try:
+            return Store(location, readonly=readonly, role=role)
+        except StoreUnavailable as exc:
+            attempt += 1
+            delay = retry_delay_seconds(attempt)
+            if give_up_at is not None and time.monotonic() + delay > give_up_at:
+                raise
+            if attempt == 1 and on_wait is not None:
+                on_wait(exc)
+            time.sleep(delay)  # nothing to do without the database

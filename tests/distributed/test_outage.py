@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from controller import runlogs
@@ -90,3 +93,100 @@ def test_a_runner_killed_during_the_outage_leaves_its_end_in_its_journal(
     with cluster.store() as s:
         assert [st.status for st in s.list_steps(run.id)] == [StepStatus.SUCCEEDED] * 2
     assert not journal.exists()
+
+
+class Supervisor:
+    """Keeps `dagloop ARGS` running as systemd's `Restart=always` would: `poll()` starts it
+    again whenever it has exited (a leader that lost its session exits 3)."""
+
+    def __init__(self, cluster: Cluster, *args: str, name: str, host: str = "") -> None:
+        self.cluster, self.args, self.name, self.host = cluster, args, name, host
+        self.restarts = 0
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        if self.host:
+            return self.cluster.spawn_on_host(self.host, *self.args, name=self.name)
+        return self.cluster.spawn(*self.args, name=self.name)
+
+    def poll(self) -> bool:
+        """Restart the process if it exited; always False (for use inside `wait_until`)."""
+        if self.proc.poll() is not None:
+            self.restarts += 1
+            self.proc = self._spawn()
+        return False
+
+
+def _marks_done(marks: Path, ids: list[str]) -> bool:
+    lines = _lines(marks)
+    return all(f"end {i}" in lines for i in ids)
+
+
+def _all_final(cluster: Cluster, dag: str, count: int) -> bool:
+    runs = cluster.runs(dag)
+    return len(runs) == count and all(r.status.is_final() for r in runs)
+
+
+def _assert_each_ran_once_and_succeeded(cluster: Cluster, dag: str, marks: Path) -> None:
+    runs = cluster.runs(dag)
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * len(runs), [
+        (r.run_id, r.status, r.error) for r in runs
+    ]
+    assert sorted(_lines(marks)) == sorted(
+        f"{what} {r.run_id}" for r in runs for what in ("start", "end")
+    )
+
+
+def _mark_dag(cluster: Cluster, marks: Path, *, seconds: int) -> None:
+    cluster.write_dag(
+        "job",
+        f"""
+        maxActiveRuns: 10
+        steps:
+          - echo "start $DAG_RUN_ID" >> {marks}; sleep {seconds}; echo "end $DAG_RUN_ID" >> {marks}
+        """,
+    )
+
+
+def _down_until(pg: PostgresServer, done: Callable[[], object], *supervised: Supervisor) -> None:
+    """Stop the database until `done()` (polled; the supervisor keeps restarting what
+    exits meanwhile), then start it again."""
+    pg.stop()
+    try:
+        wait_until(lambda: any(s.poll() for s in supervised) or done(), timeout=60, interval=0.2)
+    finally:
+        pg.resume()
+
+
+def _next_run_starts_within_20_s(cluster: Cluster, marks: Path, *supervised: Supervisor) -> None:
+    cluster.enqueue("job", 1)
+    started = time.monotonic()
+    wait_until(
+        lambda: any(s.poll() for s in supervised) or _all_final(cluster, "job", 11),
+        timeout=60,
+        interval=0.2,
+    )
+    (last,) = [r for r in cluster.runs("job") if r.run_id.endswith("0010")]
+    assert last.started_at is not None and last.started_at - last.created_at < 20.0
+    assert time.monotonic() - started < 60
+
+
+def test_restart_immediate_then_a_10_s_stop_while_runs_are_running(
+    outage: tuple[Cluster, PostgresServer],
+) -> None:
+    """The issue's experiment: 10 one-step runs under a supervised scheduler; PostgreSQL
+    restarted with `-m immediate` while they run, then stopped while their steps end."""
+    cluster, pg = outage
+    marks = cluster.tmp / "marks"
+    _mark_dag(cluster, marks, seconds=4)
+    leader = Supervisor(cluster, "scheduler", name="scheduler")
+    cluster.enqueue("job", 10)
+    ids = [f"job-{i:04d}" for i in range(10)]
+    wait_until(lambda: leader.poll() or len(_lines(marks)) == 10, timeout=60, interval=0.2)
+    pg.restart()
+    # down for as long as the steps take to end (about 4 s, 10 s at most in the issue)
+    _down_until(pg, lambda: _marks_done(marks, ids), leader)
+    wait_until(lambda: leader.poll() or _all_final(cluster, "job", 10), timeout=60, interval=0.2)
+    _assert_each_ran_once_and_succeeded(cluster, "job", marks)
+    _next_run_starts_within_20_s(cluster, marks, leader)
+    _assert_each_ran_once_and_succeeded(cluster, "job", marks)
