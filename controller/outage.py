@@ -2,8 +2,9 @@
 backoff with full jitter, a pure function) and `Outage`, which tells when an outage began and
 ended so that it is logged once at each end, not once per retry, and counted in seconds.
 
-Used by the runner's writes (`controller.engine.writes`), the control loop, the workers and
-the CLI verbs that wait for the database (`controller.storewait`).
+Used by the runner's writes (`controller.engine.writes`), the control loop, the workers, the
+store's waits (`controller.store.store.open_store`, `retry_unavailable`) and the API (health,
+`dagloop_store_unavailable_seconds_total`); each keeps its own `Outage`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 __all__ = [
     "FIRST_RETRY_SECONDS",
     "MAX_RETRY_SECONDS",
-    "STORE_OUTAGE",
     "Outage",
     "retry_delay_seconds",
 ]
@@ -74,8 +74,3 @@ class Outage:
     def next_delay_seconds(self) -> float:
         """The wait before the next attempt of the current outage."""
         return retry_delay_seconds(max(1, self.attempts))
-
-
-# This process's view of its database, fed by its long-running parts (the control loop, the
-# API, a worker): what `/api/v2/health` and `dagloop_store_unavailable_seconds_total` report.
-STORE_OUTAGE = Outage()

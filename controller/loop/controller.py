@@ -60,7 +60,7 @@ from controller.liveness import reap_lost_run
 from controller.loop.apply import Applier
 from controller.loop.sdnotify import Notifier
 from controller.loop.watcher import Watcher
-from controller.outage import STORE_OUTAGE
+from controller.outage import Outage
 from controller.reconcile.desired import DesiredBuilder
 from controller.reconcile.observed import PruneCache, default_liveness
 from controller.reconcile.rules import (
@@ -120,6 +120,7 @@ class Controller:
         # When this controller last took the lead or reached its database again after an
         # outage: heartbeat gaps before it are not held against runs (`liveness.beat_fresh`).
         self.grace_from = 0.0
+        self.outage = Outage()  # this loop's view of its database (log lines, grace)
         self.liveness = default_liveness(
             settings.heartbeat_timeout_seconds, lambda: self.grace_from
         )
@@ -255,6 +256,8 @@ class Controller:
                 started_at=self._started_at,
                 now=time.time(),
             )
+        except StoreUnavailable:
+            pass  # an outage is logged once, by the pass
         except Exception as exc:  # the registry is informative; never stop the loop for it
             log.warning("cannot record the controller instance: %s", exc)
 
@@ -369,13 +372,13 @@ class Controller:
         try:
             self.pass_once()
         except StoreUnavailable as exc:
-            if STORE_OUTAGE.failed(time.monotonic()):
+            if self.outage.failed(time.monotonic()):
                 log.error("database unavailable, waiting for it (runs go on): %s", exc)
             return
         except Exception as exc:  # a transient failure (locked db...): retry next pass
             log.error("reconcile pass failed: %s", exc)
             return
-        length = STORE_OUTAGE.recovered(time.monotonic())
+        length = self.outage.recovered(time.monotonic())
         if length is not None:
             self.grace_from = time.time()
             log.info("database reachable again after %.1f s", length)

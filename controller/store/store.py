@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from controller.outage import retry_delay_seconds
 from controller.store.connection import SqliteSession
@@ -65,6 +65,8 @@ from model.status import RunStatus
 
 if TYPE_CHECKING:
     from controller.store.pg import PgConnection
+
+T = TypeVar("T")
 
 # The end of the note kept on a run that was marked lost and whose runner reported in later.
 LOST_NOTE_TAIL = " while its runner could not reach the database; the runner reported in later"
@@ -932,6 +934,24 @@ def _step_updates(steps: Mapping[int, Mapping[str, Any]]) -> list[tuple[str, lis
         if cols:
             updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
     return updates
+
+
+def retry_unavailable(action: Callable[[], T], *, wait_seconds: float) -> T:
+    """`action()`, tried again with capped backoff and jitter while it raises
+    `StoreUnavailable`, for up to `wait_seconds`; then that error is raised. For writes that
+    are safe to send again (a claim, a conditional update): nothing of a refused
+    transaction was kept."""
+    give_up_at = time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except StoreUnavailable:
+            attempt += 1
+            delay = retry_delay_seconds(attempt)
+            if time.monotonic() + delay > give_up_at:
+                raise
+            time.sleep(delay)  # nothing to do without the database
 
 
 def open_store(

@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import falcon.testing
+
 from controller import runlogs
+from controller.commands.server import build_app
 from controller.runjournal import JOURNAL_FILE
 from model.config import load_settings
 from model.status import RunStatus, StepStatus
@@ -190,3 +193,30 @@ def test_restart_immediate_then_a_10_s_stop_while_runs_are_running(
     _assert_each_ran_once_and_succeeded(cluster, "job", marks)
     _next_run_starts_within_20_s(cluster, marks, leader)
     _assert_each_ran_once_and_succeeded(cluster, "job", marks)
+
+
+def test_health_is_degraded_and_the_outage_counted_while_the_database_is_away(
+    outage: tuple[Cluster, PostgresServer],
+) -> None:
+    cluster, pg = outage
+    settings = load_settings(env=cluster.env)
+    api = falcon.testing.TestClient(build_app(settings, started_at=time.time()))
+    assert api.simulate_get("/api/v2/health").json["status"] == "healthy"
+    pg.stop()
+    try:
+        down = api.simulate_get("/api/v2/health")
+        assert down.status_code == 200 and down.json["status"] == "degraded"
+        assert down.json["database"].startswith("unreachable:")
+        metrics = api.simulate_get("/api/v2/metrics")
+        assert metrics.status_code == 200 and "dagloop_store_available 0.0" in metrics.text
+    finally:
+        pg.resume()
+    assert api.simulate_get("/api/v2/health").json["status"] == "healthy"
+    text = api.simulate_get("/api/v2/metrics").text
+    assert "dagloop_store_available 1.0" in text
+    (seconds,) = [
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("dagloop_store_unavailable_seconds_total ")
+    ]
+    assert seconds > 0
