@@ -302,8 +302,9 @@ class Runner:
         limit = float(self.o.settings.runner_buffer_seconds)
         if not written and not self.writes.drain(give_up_after_seconds=limit):
             raise StoreUnavailable(
-                f"run {status.label}, but the state database stayed unreachable for "
-                f"{limit:g} s; its end is kept in {runjournal.journal_path(self.o.log_dir)}"
+                f"run {status.label}, but the state database refused its writes for "
+                f"{limit:g} s ({self.writes.last_refusal}); they are kept in "
+                f"{runjournal.journal_path(self.o.log_dir)} for whoever reaps the run"
             )
         return status
 

@@ -59,6 +59,7 @@ class StepWriter:
         self._journaled = 0  # how many of `_refused` are in the journal file already
         self._retry_at: float | None = None  # monotonic instant of the next attempt
         self.outage = Outage()
+        self.last_refusal = ""  # the database's last refusal, for the give-up line
         self.masker: SecretMasker | None = None  # the DAG's `secrets:`; outputs are stored masked
 
     def record_nodes(self, nodes: Sequence[Node], step_ids: Sequence[int] | None) -> None:
@@ -150,8 +151,9 @@ class StepWriter:
     def _keep(self, exc: StoreUnavailable) -> None:
         """The database refused: journal what is not journaled yet, schedule the retry."""
         now = time.monotonic()
+        self.last_refusal = str(exc)
         if self.outage.failed(now):
-            self._say(f"cannot write the state database, buffering and retrying: {exc}")
+            self._say(f"state database unavailable; buffering writes and retrying: {exc}")
         self._retry_at = now + self.outage.next_delay_seconds()
         if self._journal is None or self._journaled == len(self._refused):
             return

@@ -27,13 +27,15 @@ _WRITE_ERRORS = ("database or disk is full", "disk i/o error")
 
 
 def write_error(path: Path, exc: sqlite3.Error) -> StoreError | None:
-    """A `StoreError` naming `path` and the reason when `exc` is SQLite's report of a full
-    disk or a failed write (with ENOSPC named when the file system has no block left, since
-    SQLite does not pass the errno on); None for any other error."""
+    """A `StoreUnavailable` naming `path` and the reason when `exc` is SQLite's report of a
+    full disk or a failed write (with ENOSPC named when the file system has no block left,
+    since SQLite does not pass the errno on); None for any other error. Unavailable, not
+    broken: space freed, the same write goes through, so a runner keeps it and retries."""
     text = str(exc)
     if text.lower() not in _WRITE_ERRORS:
         return None
-    return StoreError(f"{path}: cannot write the state database: {text}{full_note(path.parent)}")
+    note = full_note(path.parent)
+    return StoreUnavailable(f"{path}: cannot write the state database: {text}{note}")
 
 
 class SqliteSession:

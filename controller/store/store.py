@@ -335,7 +335,7 @@ class Store:
             cols.append(f"{key}=?")
             values.append(int(value) if isinstance(value, RunStatus) else value)
         status = fields.get("status")
-        if status is not None and RunStatus(status).is_final():
+        if status is not None and RunStatus(status).is_final() and "notes" not in fields:
             # A run marked lost while its runner could not write (a database outage), whose
             # runner then reports its true end: the end is recorded, and the lost mark is
             # kept as a note (SET reads the row as it was before this UPDATE, in both
