@@ -65,6 +65,7 @@ from controller.reconcile.desired import DesiredBuilder
 from controller.reconcile.observed import PruneCache, default_liveness
 from controller.reconcile.rules import (
     Action,
+    MarkLost,
     TickKey,
     tick_of,
 )
@@ -174,6 +175,8 @@ class Controller:
         self.applier.reap_children()
         self.refresh_catalog()
         snap = self.snapshot()
+        if any(isinstance(a, MarkLost) for a in snap.actions) and self._writes_stalled():
+            snap = self.snapshot()  # with the grace the stall gave every run
         self.applier.apply(snap.actions)
         self._prepare_runners(snap.now)
         for action in snap.actions:
@@ -187,6 +190,26 @@ class Controller:
             self._record_missed(snap.now)
         self._record_pass(snap.now)
         return snap.actions
+
+    def _writes_stalled(self) -> bool:
+        """Before declaring a run lost for a missing heartbeat: can this controller write
+        promptly itself? One write (its instance row) is timed; one that waited a heartbeat
+        interval or more (another process held SQLite's lock, PostgreSQL stalled) means the
+        runners' beats were held up as well, so every run gets one full heartbeat timeout
+        from now (`grace_from`), and True. A refused write raises `StoreUnavailable` (the
+        pass is an outage's)."""
+        started = time.monotonic()
+        self._write_instance("active")
+        waited = time.monotonic() - started
+        if waited < self.settings.heartbeat_interval_seconds:
+            return False
+        self.grace_from = time.time()
+        log.warning(
+            "a database write waited %.1f s: no run is declared lost before a heartbeat "
+            "timeout from now",
+            waited,
+        )
+        return True
 
     def _prepare_runners(self, now: datetime) -> None:
         """Within `PREPARE_LEAD_SECONDS` of the next start instant, once per instant: have
@@ -246,16 +269,19 @@ class Controller:
         """Release the controller lock."""
         self.leadership.release()
 
+    def _write_instance(self, status: str) -> None:
+        self.store.record_instance(
+            id=self.instance_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            status=status,
+            started_at=self._started_at,
+            now=time.time(),
+        )
+
     def _record_instance(self, status: str) -> None:
         try:
-            self.store.record_instance(
-                id=self.instance_id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                status=status,
-                started_at=self._started_at,
-                now=time.time(),
-            )
+            self._write_instance(status)
         except StoreUnavailable:
             pass  # an outage is logged once, by the pass
         except Exception as exc:  # the registry is informative; never stop the loop for it
