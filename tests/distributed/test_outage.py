@@ -271,3 +271,25 @@ def test_an_outage_during_a_leader_handover(outage: tuple[Cluster, PostgresServe
     _assert_each_ran_once_and_succeeded(cluster, "job", marks)
     _next_run_starts_within_20_s(cluster, marks, second)
     _assert_each_ran_once_and_succeeded(cluster, "job", marks)
+
+
+def test_cli_verbs_wait_a_bounded_time_then_fail_in_one_line(
+    outage: tuple[Cluster, PostgresServer],
+) -> None:
+    cluster, pg = outage
+    cluster.write_dag("job", "steps:\n  - 'true'\n")
+    env = {**cluster.env, "DAGU_DATABASE_WAIT_SECONDS": "2"}
+    pg.stop()
+    try:
+        for verb in (("enqueue", "job"), ("stop", "job"), ("start", "job")):
+            started = time.monotonic()
+            code, _out, err = run_cli(*verb, env=env)
+            waited = time.monotonic() - started
+            assert code == 1, (verb, err)
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+            assert "the state database is unreachable" in err, err
+            assert 1.0 <= waited < 20.0, (verb, waited)
+    finally:
+        pg.resume()
+    assert cluster.runs("job") == []  # nothing half-written
+    assert run_cli("enqueue", "job", env=env)[0] == 0  # and all is well once it is back
