@@ -55,8 +55,8 @@ class StepWriter:
         self._note = note
         self._unsaved: dict[int, dict[str, Any]] = {}  # step row -> changes not yet written
         self._buffer_at: float | None = None  # monotonic deadline of the oldest of them
-        self._refused: list[StateWrite] = []  # writes the database refused, oldest first
-        self._journaled = 0  # how many of `_refused` are in the journal file already
+        self._pending: list[StateWrite] = []  # writes not in the database yet, oldest first
+        self._journaled = 0  # how many of `_pending` are in the journal file already
         self._retry_at: float | None = None  # monotonic instant of the next attempt
         self.outage = Outage()
         self.last_refusal = ""  # the database's last refusal, for the give-up line
@@ -116,19 +116,23 @@ class StepWriter:
 
     def flush(self, **run_fields: Any) -> bool:
         """Write the buffered step changes, and `run_fields` of the run, in one commit, after
-        the writes refused before them. False when the database is unavailable: the writes
-        are kept (memory and journal) and tried again at `flush_at`."""
+        the writes refused before them. False when the database is unavailable, or while the
+        backoff after a refusal runs: the writes are kept (memory and journal) and tried
+        again at `flush_at`."""
         if self._unsaved or run_fields:
-            self._refused.append((self._unsaved, run_fields))
+            self._pending.append((self._unsaved, run_fields))
         self._unsaved, self._buffer_at = {}, None
-        if not self._refused:
+        if not self._pending:
             return True
-        try:
-            self._store.record_run_writes(self._run_id, self._refused)
-        except StoreUnavailable as exc:
-            self._keep(exc)
+        if self._retry_at is not None and time.monotonic() < self._retry_at:
+            self._journal_pending()  # a step changed during the backoff: on disk at once
             return False
-        self._refused, self._retry_at = [], None
+        try:
+            self._store.record_run_writes(self._run_id, self._pending)
+        except StoreUnavailable as exc:
+            self._refused(exc)
+            return False
+        self._pending, self._retry_at = [], None
         if self._journaled and self._journal is not None:
             runjournal.remove(self._journal)
         self._journaled = 0
@@ -148,18 +152,22 @@ class StepWriter:
             time.sleep(max(0.0, wait))  # nothing else to do: the steps have all ended
         return True
 
-    def _keep(self, exc: StoreUnavailable) -> None:
+    def _refused(self, exc: StoreUnavailable) -> None:
         """The database refused: journal what is not journaled yet, schedule the retry."""
         now = time.monotonic()
         self.last_refusal = str(exc)
         if self.outage.failed(now):
             self._say(f"state database unavailable; buffering writes and retrying: {exc}")
         self._retry_at = now + self.outage.next_delay_seconds()
-        if self._journal is None or self._journaled == len(self._refused):
+        self._journal_pending()
+
+    def _journal_pending(self) -> None:
+        """Append the pending writes not in the journal yet (a killed runner loses none)."""
+        if self._journal is None or self._journaled == len(self._pending):
             return
         try:
-            runjournal.append(self._journal, self._refused[self._journaled :])
-            self._journaled = len(self._refused)
+            runjournal.append(self._journal, self._pending[self._journaled :])
+            self._journaled = len(self._pending)
         except OSError:
             pass  # a full log disk too: the writes are still in memory, retried all the same
 
