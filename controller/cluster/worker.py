@@ -133,9 +133,11 @@ class Worker:
                 continue
             if proc.poll() is None:
                 continue
+            # read before letting go of it: during an outage the read fails and the next
+            # pass comes back to this runner
+            current = self.store.get_run_by_id(row)
             del self.children[row]
             self._signalled.discard(row)
-            current = self.store.get_run_by_id(row)
             if current.status == RunStatus.QUEUED and current.worker_id == self.worker_id:
                 err_dir = runlogs.run_dir(self.settings.log_dir, run.dag_name, run.run_id)
                 err = err_dir / runlogs.RUNNER_ERR
@@ -241,7 +243,10 @@ class Worker:
         while not self.stop_requested:
             self._guarded_pass()
             self.bell.wait(POLL_SECONDS)
-        self.shutdown()
+        try:
+            self.shutdown()
+        except StoreUnavailable as exc:
+            log.error("database unavailable at shutdown; runs go on under their runners: %s", exc)
         return 0
 
     def _guarded_pass(self) -> None:

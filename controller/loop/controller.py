@@ -377,7 +377,7 @@ class Controller:
                 if self.bell.wait(self._sleep_seconds()):
                     self._settle_events(passed)
             if not self.lost_leadership:
-                self.shutdown()
+                self._shutdown_quietly()
         finally:
             watcher.stop()
             if self.applier.forkserver is not None:
@@ -443,6 +443,14 @@ class Controller:
             and not r.parent_run_id
             and not r.worker_id  # a worker's runs are its own to stop (controller.cluster.worker)
         ]
+
+    def _shutdown_quietly(self) -> None:
+        """`shutdown`; with the database away, the runs are left to their runners (they
+        record their own ends), with one line instead of a traceback."""
+        try:
+            self.shutdown()
+        except StoreUnavailable as exc:
+            log.error("database unavailable at shutdown; runs go on under their runners: %s", exc)
 
     def shutdown(self) -> None:
         """Graceful stop: no launches, wait up to the grace, stop runners, record leftovers."""
