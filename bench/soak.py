@@ -446,6 +446,7 @@ def analyse(s: Soak, db: Path | str, every: list[str], end: float) -> dict[str, 
         "aborted": sum(1 for r in runs if r[2] == 3),
         "failed_other": len(failed),
         "failed_examples": sorted({str(r[5])[:80] for r in failed})[:3],
+        "lost_examples": sorted({str(r[5])[:80] for r in lost_runs})[:3],
         "lost_runs": split([(float(r[1]), r[4]) for r in lost_runs]),
         "missing": split([(b, None) for _d, b in missing]),
         "active_at_end": split([(float(r[1]), None) for r in active]),
@@ -557,10 +558,12 @@ def report(r: dict[str, object], args: argparse.Namespace) -> str:
     assert isinstance(incs, list)
     for i, a, b, lo, hi, span in incs:
         lines.append(f"| {i} | {a:.1f} -> {b:.1f} | {lo}..{hi} | {span:.0f} |")
-    if r["failed_examples"] or r["skip_reasons"]:
+    if r["failed_examples"] or r["lost_examples"] or r["skip_reasons"]:
         lines.append("")
         for text in r["failed_examples"]:  # type: ignore[attr-defined]
             lines.append(f"- failed run error: `{text}`")
+        for text in r["lost_examples"]:  # type: ignore[attr-defined]
+            lines.append(f"- lost run error: `{text}`")
         for text in r["skip_reasons"]:  # type: ignore[attr-defined]
             lines.append(f"- skip reason: `{text}`")
     lines.append(SECTION_END)

@@ -22,7 +22,14 @@ from controller.store.records import RunRecord
 from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
-__all__ = ["beat_fresh", "heartbeat_age", "on_this_host", "reap_lost_run", "runner_alive"]
+__all__ = [
+    "beat_fresh",
+    "heartbeat_age",
+    "on_this_host",
+    "reap_lost_run",
+    "runner_alive",
+    "runner_process_alive",
+]
 
 _DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -79,6 +86,13 @@ def runner_alive(
             return False
         return run.heartbeat_at is None or fresh
     return fresh
+
+
+def runner_process_alive(run: RunRecord) -> bool:
+    """Whether the runner of `run` is a live process of this host (its pid, with the recorded
+    start time), whatever its heartbeat says: a runner the database held up (an outage, a
+    loaded machine) is still there, and a signal reaches it."""
+    return on_this_host(run) and _same_process(run)
 
 
 def _same_process(run: RunRecord) -> bool:
