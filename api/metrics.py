@@ -20,6 +20,7 @@ small gauges (uptime, running, queued...) and the process metrics are rendered o
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,8 +35,9 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from api.errors import Unavailable
 from api.state import ApiContext, scheduler_status
-from controller.store.records import DURATION_BUCKETS_SECONDS
+from controller.store.records import DURATION_BUCKETS_SECONDS, StoreError
 from model import __version__
 from model.status import RunStatus
 
@@ -140,6 +142,28 @@ class DaguCollector(Collector):
         )
 
 
+class OutageCollector(Collector):
+    """`dagloop_store_unavailable_seconds_total` (seconds this process could not read its
+    database, the current outage included) and `dagloop_store_available` (1 or 0)."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the counter and the gauge."""
+        outage = self.ctx.outage
+        yield CounterMetricFamily(
+            "dagloop_store_unavailable_seconds",
+            "Seconds this process could not reach its state database",
+            value=outage.total_seconds(time.monotonic()),
+        )
+        yield GaugeMetricFamily(
+            "dagloop_store_available",
+            "Whether this process reached its state database at its last try",
+            value=0 if outage.since is not None else 1,
+        )
+
+
 class RunHistoryCollector(Collector):
     """`dagu_dag_runs_total{status}` and `dagu_dag_run_duration_seconds{dag}` from the store's
     `run_totals` (rendered and cached by `Exposition`)."""
@@ -196,11 +220,11 @@ def build_registry(
     scheduler_running: Callable[[], bool] | None = None,
     extra: Iterable[Collector] = (),
 ) -> CollectorRegistry:
-    """A dedicated registry of what is rendered on every scrape: the dagu gauges, process,
-    platform and GC collectors, and any `extra` collectors (e.g. the loop's in `start-all`)."""
+    """A dedicated registry of what is rendered on every scrape from the database: the dagu
+    gauges, platform and GC collectors, and any `extra` collectors (e.g. the loop's in
+    `start-all`). The process collector and the outage counter are `Exposition.local`."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaguCollector(ctx, scheduler_running))
-    ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     for collector in extra:
@@ -217,13 +241,28 @@ class Exposition:
         self.registry = registry
         self.history = CollectorRegistry(auto_describe=False)
         self.history.register(RunHistoryCollector(ctx))
+        self.local = CollectorRegistry(auto_describe=False)  # needs no database
+        self.local.register(OutageCollector(ctx))
+        ProcessCollector(registry=self.local)
         self._lock = threading.Lock()
         self._render_lock = threading.Lock()
         self._key: tuple[object, ...] | None = None
         self._text = b""
 
     def render(self) -> bytes:
-        """The whole exposition (Prometheus text format 0.0.4)."""
+        """The whole exposition (Prometheus text format 0.0.4); while the database cannot be
+        read, only what needs none of it (the outage counter, the process collectors), so
+        that the outage itself can be scraped."""
+        outage = generate_latest(self.local)
+        try:
+            text = self._render_store()
+        except (Unavailable, StoreError):
+            self.ctx.outage.failed(time.monotonic())
+            return outage
+        self.ctx.outage.recovered(time.monotonic())
+        return outage + text
+
+    def _render_store(self) -> bytes:
         live = generate_latest(self.registry)
         key = self.ctx.stores.get().run_totals_signature()
         with self._lock:

@@ -19,6 +19,7 @@ from typing import Any
 
 from api.errors import Unavailable
 from controller.catalog import Catalog, CatalogEntry
+from controller.outage import Outage
 from controller.schedule import next_fire, parse_all
 from controller.store.records import StoreError
 from controller.store.store import Store
@@ -119,6 +120,19 @@ class ApiContext:
     started_at: float
     clock: Callable[[], float]
     extras: dict[str, Any] = field(default_factory=dict)
+    # this API's view of its database: `/health` degraded and the unavailable-seconds counter
+    outage: Outage = field(default_factory=Outage)
+
+    def database_problem(self) -> str | None:
+        """Why the database cannot be read now (one cheap read tried), or None; an outage's
+        start and end are recorded in `outage`."""
+        try:
+            self.stores.get().schema_version()
+        except (Unavailable, StoreError) as exc:
+            self.outage.failed(time.monotonic())
+            return str(exc)
+        self.outage.recovered(time.monotonic())
+        return None
 
 
 def scheduler_status(ctx: ApiContext, status: str, heartbeat_at: float) -> str:

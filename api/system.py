@@ -23,20 +23,26 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 
 
 class Health:
-    """GET /api/v2/health: `{status, version, uptime, timestamp}`; always open."""
+    """GET /api/v2/health: `{status, version, uptime, timestamp}` (and `database` when
+    degraded); always open."""
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Healthy whenever the process answers."""
+        """Healthy whenever the process answers and reads its database; `degraded` (still
+        200: restarting this process would not bring the database back) with the reason in
+        `database` while it cannot."""
         now = self.ctx.clock()
+        problem = self.ctx.database_problem()
         resp.media = {
-            "status": "healthy",
+            "status": "healthy" if problem is None else "degraded",
             "version": __version__,
             "uptime": int(max(0.0, now - self.ctx.started_at)),
             "timestamp": rfc3339(now),
         }
+        if problem is not None:
+            resp.media["database"] = f"unreachable: {problem}"
 
     on_head = on_get
 

@@ -1,8 +1,11 @@
 """Soak test of the controller (issue 8; by hand, not CI): `dagloop scheduler` on 1,000 DAGs for
-a long while, with random `dagloop stop` requests and a controller SIGKILL every few minutes.
+a long while, with random `dagloop stop` requests and a controller SIGKILL every few minutes;
+with `--postgres`, on a throwaway PostgreSQL server that is also restarted (`-m immediate`)
+or stopped for 10 s, in turn, every `--db-restart-every` seconds (issue 17).
 
     python bench/soak.py [--minutes 30] [--dags 1000] [--every 200] [--kill-every 300]
                          [--stops-per-minute 20] [--out bench/results.md] [--keep]
+                         [--postgres [--db-restart-every 240]]
 
 An isolated DAGU_HOME in a temporary directory gets `--dags` DAG files: `--every` of them fire
 every minute (`* * * * *`, one step `sleep 1..30`, so ~`--every` runs a minute and some are
@@ -17,6 +20,7 @@ the last runs finish, stops the controller with SIGTERM and reads the store:
                        skipped tick, runs still active at the end; split into "near a kill"
                        (a kill from 60 s before the boundary to the run's end) and "outside"
   duplicates           runs per (DAG, scheduled instant) beyond one
+  (with --postgres, "near a kill" also means near a database restart or stop)
   firing delay         started_at - scheduled_at: p50 / p99 / max, all and outside the kills
   RSS, fds             the controller's VmRSS and /proc/<pid>/fd count, sampled every 5 s:
                        per incarnation (between kills) first and last after a 30 s warm-up;
@@ -50,6 +54,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PR_SET_CHILD_SUBREAPER = 36
@@ -81,7 +86,10 @@ class Soak:
     controller: subprocess.Popen[bytes] | None = None
     incarnation: int = 0
     started: list[float] = field(default_factory=list)  # start time per incarnation
-    kills: list[float] = field(default_factory=list)
+    kills: list[float] = field(default_factory=list)  # controller kills and database faults
+    db_faults: int = 0
+    pg: Any = None  # tests.pg.PostgresServer with --postgres
+    db_down_until: float | None = None  # a database stop ends then
     stops: list[tuple[float, str, subprocess.Popen[bytes]]] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     orphans: int = 0
@@ -212,20 +220,34 @@ def sample(s: Soak) -> None:
     except OSError:
         return
     rss = next((int(line.split()[1]) for line in status.splitlines() if line[:6] == "VmRSS:"), 0)
+    if not rss:
+        return  # it has just exited (a leader that lost its session): not yet reaped
     s.samples.append(Sample(time.time(), s.incarnation, rss / 1024, fds))
 
 
-def db_path(env: dict[str, str]) -> Path:
-    """The store of the soak's home, as the controller resolves it."""
+def db_path(env: dict[str, str]) -> Path | str:
+    """The store of the soak's home, as the controller resolves it (a PostgreSQL URL with
+    `--postgres`)."""
     sys.path.insert(0, str(REPO_ROOT))
     from model.config import load_settings
 
-    return Path(load_settings(env=env).db_path)
+    settings = load_settings(env=env)
+    return settings.database_url or Path(settings.db_path)
 
 
 @contextlib.contextmanager
-def read_db(path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection (WAL: it never blocks the controller)."""
+def read_db(path: Path | str) -> Iterator[Any]:
+    """A read-only connection (SQLite in WAL mode never blocks the controller); both answer
+    `execute(sql with ?, params)`."""
+    if isinstance(path, str):
+        from controller.store.pg import PgConnection
+
+        pg = PgConnection(path, readonly=True, timeout_seconds=5)
+        try:
+            yield pg
+        finally:
+            pg.close()
+        return
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         yield conn
@@ -233,14 +255,26 @@ def read_db(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def send_stop(s: Soak, db: Path, rng: random.Random) -> None:
+def fault_database(s: Soak, now: float) -> str:
+    """Restart PostgreSQL with `-m immediate`, or (every other time) stop it for 10 s."""
+    s.db_faults += 1
+    s.kills.append(now)
+    if s.db_faults % 2:
+        s.pg.restart()
+        return "database restarted (-m immediate)"
+    s.pg.stop()
+    s.db_down_until = now + 10.0
+    return "database stopped for 10 s"
+
+
+def send_stop(s: Soak, db: Path | str, rng: random.Random) -> None:
     """`dagloop stop DAG` for a random every-minute DAG that has a running run."""
     try:
         with read_db(db) as conn:
             rows = conn.execute(
                 "SELECT DISTINCT dag_name FROM runs WHERE status = 1 AND dag_name LIKE 'every_%'"
             ).fetchall()
-    except sqlite3.Error:
+    except Exception:  # the database is away (a fault of the soak): no stop this time
         return
     if not rows:
         return  # nothing running: a stop would only test the "nothing to stop" answer
@@ -264,13 +298,14 @@ def first_boundary(s: Soak) -> int:
     return (int(s.started[0] + 20) // 60 + 1) * 60
 
 
-def settled(db: Path, every: list[str], first: int, end: float) -> bool:
+def settled(db: Path | str, every: list[str], first: int, end: float) -> bool:
     """Every boundary up to `end` has a run or a skip record per DAG, and no run is active."""
     n_bounds = len(range(first, int(end) + 1, 60))
     try:
         with read_db(db) as conn:
             runs, active = conn.execute(
-                "SELECT COUNT(*), SUM(status NOT IN (2, 3, 4, 6, 8)) FROM runs "
+                "SELECT COUNT(*), SUM(CASE WHEN status NOT IN (2, 3, 4, 6, 8) THEN 1 ELSE 0 END) "
+                "FROM runs "
                 "WHERE trigger = 'schedule' AND scheduled_at >= ? AND scheduled_at <= ?",
                 (first, end),
             ).fetchone()
@@ -278,18 +313,19 @@ def settled(db: Path, every: list[str], first: int, end: float) -> bool:
                 "SELECT COUNT(*) FROM skipped_ticks WHERE scheduled_at >= ? AND scheduled_at <= ?",
                 (first, end),
             ).fetchone()[0]
-    except sqlite3.Error:
+    except Exception:  # the database is away for a moment
         return False
     return not active and runs + skips >= n_bounds * len(every)
 
 
-def drive(s: Soak, args: argparse.Namespace, every: list[str], db: Path) -> float:
+def drive(s: Soak, args: argparse.Namespace, every: list[str], db: Path | str) -> float:
     """Run the soak until its end; returns the end time (no kills or stops after it)."""
     rng = random.Random(args.seed)
     start_controller(s)
     t0 = time.time()
     end = t0 + 60 * float(args.minutes)
     next_kill = t0 + args.kill_every
+    next_db = t0 + args.db_restart_every if s.pg is not None else float("inf")
     next_sample = t0
     stop_rate = args.stops_per_minute / 60.0
     last = time.monotonic()
@@ -309,6 +345,12 @@ def drive(s: Soak, args: argparse.Namespace, every: list[str], db: Path) -> floa
             start_controller(s)
             print(f"{now - t0:7.1f} s: controller SIGKILLed and restarted ({s.incarnation})")
             next_kill += args.kill_every
+        if now >= next_db:
+            print(f"{now - t0:7.1f} s: {fault_database(s, now)}")
+            next_db += args.db_restart_every
+        if s.db_down_until is not None and now >= s.db_down_until:
+            s.pg.resume()
+            s.db_down_until = None
         if now >= next_sample:
             sample(s)
             next_sample += SAMPLE_SECONDS
@@ -316,6 +358,9 @@ def drive(s: Soak, args: argparse.Namespace, every: list[str], db: Path) -> floa
             send_stop(s, db, rng)
     # let the last boundaries' runs start and end under a live controller (a loaded machine
     # launches 200 runs in tens of seconds), then stop it gracefully
+    if s.db_down_until is not None:
+        s.pg.resume()
+        s.db_down_until = None
     drain_end = time.time() + DRAIN_SECONDS
     while time.time() < drain_end:
         time.sleep(1.0)
@@ -348,7 +393,7 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
-def analyse(s: Soak, db: Path, every: list[str], end: float) -> dict[str, object]:
+def analyse(s: Soak, db: Path | str, every: list[str], end: float) -> dict[str, object]:
     """The figures of the report, from the store and the samples."""
     first = first_boundary(s)
     bounds = list(range(first, int(end) + 1, 60))
@@ -401,6 +446,7 @@ def analyse(s: Soak, db: Path, every: list[str], end: float) -> dict[str, object
         "aborted": sum(1 for r in runs if r[2] == 3),
         "failed_other": len(failed),
         "failed_examples": sorted({str(r[5])[:80] for r in failed})[:3],
+        "lost_examples": sorted({str(r[5])[:80] for r in lost_runs})[:3],
         "lost_runs": split([(float(r[1]), r[4]) for r in lost_runs]),
         "missing": split([(b, None) for _d, b in missing]),
         "active_at_end": split([(float(r[1]), None) for r in active]),
@@ -414,7 +460,8 @@ def analyse(s: Soak, db: Path, every: list[str], end: float) -> dict[str, object
         "delay_calm_p99": _pct(delays_calm, 0.99),
         "delay_calm_max": max(delays_calm) if delays_calm else None,
         "stops": len(s.stops),
-        "kills": len(s.kills),
+        "kills": len(s.kills) - s.db_faults,
+        "db_faults": s.db_faults,
         "incarnations": [
             (
                 i,
@@ -457,7 +504,9 @@ def report(r: dict[str, object], args: argparse.Namespace) -> str:
     growth = f"{rss_max:+.1f} %" if isinstance(rss_max, float) else "-"
     lines = [
         SECTION_START,
-        "## Soak: `dagloop scheduler` under kills and stops (bench/soak.py)",
+        "## Soak: `dagloop scheduler` under kills and stops (bench/soak.py)"
+        if not args.postgres
+        else "## Soak on PostgreSQL: kills, stops and database restarts (bench/soak.py --postgres)",
         "",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; host: {platform.node()} "
         f"({os.cpu_count()} CPUs, load avg at the end {load[0]:.2f}); "
@@ -465,7 +514,13 @@ def report(r: dict[str, object], args: argparse.Namespace) -> str:
         f"- {args.minutes} min, {args.dags} DAG files, {args.every} every minute "
         f"(~{args.every} runs/min, steps `sleep 1..30`), SIGKILL every {args.kill_every} s "
         f"({r['kills']} kills, restarted at once), {r['stops']} random `dagloop stop`s "
-        f"(~{args.stops_per_minute}/min)",
+        f"(~{args.stops_per_minute}/min)"
+        + (
+            f"; PostgreSQL restarted (-m immediate) or stopped 10 s, in turn, every "
+            f"{args.db_restart_every} s ({r['db_faults']} faults; they count as kills below)"
+            if args.postgres
+            else ""
+        ),
         *([f"- {args.note}"] if args.note else []),
         "",
         "| measure | value | target |",
@@ -503,10 +558,12 @@ def report(r: dict[str, object], args: argparse.Namespace) -> str:
     assert isinstance(incs, list)
     for i, a, b, lo, hi, span in incs:
         lines.append(f"| {i} | {a:.1f} -> {b:.1f} | {lo}..{hi} | {span:.0f} |")
-    if r["failed_examples"] or r["skip_reasons"]:
+    if r["failed_examples"] or r["lost_examples"] or r["skip_reasons"]:
         lines.append("")
         for text in r["failed_examples"]:  # type: ignore[attr-defined]
             lines.append(f"- failed run error: `{text}`")
+        for text in r["lost_examples"]:  # type: ignore[attr-defined]
+            lines.append(f"- lost run error: `{text}`")
         for text in r["skip_reasons"]:  # type: ignore[attr-defined]
             lines.append(f"- skip reason: `{text}`")
     lines.append(SECTION_END)
@@ -538,11 +595,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary DAGU_HOME")
     parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="the dagloop code to run")
     parser.add_argument("--note", default="", help="a line for the report (machine, commit)")
+    parser.add_argument("--postgres", action="store_true", help="on a throwaway PostgreSQL")
+    parser.add_argument(
+        "--db-restart-every", type=float, default=240.0, help="seconds between database faults"
+    )
     args = parser.parse_args(argv)
+    if args.postgres:
+        global SECTION_START, SECTION_END
+        SECTION_START, SECTION_END = "<!-- soak-postgres -->", "<!-- /soak-postgres -->"
+        sys.path.insert(0, str(REPO_ROOT))
+        from tests.pg import postgres_server
+
+        with postgres_server(fsync=True) as pg:  # durable: `-m immediate` must lose nothing
+            if pg is None:
+                print("soak: PostgreSQL is not installed", file=sys.stderr)
+                return 2
+            return soak(args, pg)
+    return soak(args, None)
+
+
+def soak(args: argparse.Namespace, pg: Any) -> int:
+    """The soak, on SQLite or on the PostgreSQL server `pg`."""
 
     become_subreaper()
     home = Path(tempfile.mkdtemp(prefix="dagloop-soak-"))
     s = Soak(home=home, env=soak_env(home, args.repo))
+    if pg is not None:
+        s.pg = pg
+        s.env["DAGU_DATABASE_URL"] = pg.create_database()
+        subprocess.run([sys.executable, "-m", "controller", "migrate"], env=s.env, check=True)
     # Ctrl-C and SIGTERM end the soak through the `finally` below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

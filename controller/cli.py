@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol, cast
 
+from controller.store.records import StoreError
 from model import __version__
 
 # verb -> (module under controller.commands, one-line help)
@@ -98,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command.run(namespace)
     except KeyboardInterrupt:
         return 130
+    except StoreError as exc:
+        # The database stayed unreachable past `database.waitSeconds`, or refused the write:
+        # one clear line and a non-zero exit, never a traceback; a refused write kept
+        # nothing of its transaction.
+        print(f"dagloop {verb}: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # `dagloop … | head`: the reader left; not an error worth a traceback.
         import os

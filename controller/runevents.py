@@ -110,6 +110,10 @@ class RunEvents:
         except OSError:
             pass
 
+    def outage_note(self, line: str) -> None:
+        """A database outage seen by the runner (its start, its end), as a warning."""
+        self.note("WARNING", "state database outage", detail=line)
+
     def run_started(self, *, attempt: int) -> None:
         """The first line of an attempt; raises OSError when the run log cannot be written."""
         self.emit("INFO", "run started", attempt=attempt, pid=os.getpid())

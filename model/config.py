@@ -82,6 +82,11 @@ class Settings:
     max_step_log_bytes: int = 50 * _MIB
     secret_patterns: tuple[str, ...] = ("*PASSWORD*", "*SECRET*", "*TOKEN*", "*KEY*")
     database_url: str | None = None  # None: SQLite at `db_path`
+    # how long `enqueue`, `stop`, `start`… wait for an unreachable database before failing
+    database_wait_seconds: float = 30.0
+    # how long a runner whose steps have all ended keeps retrying its refused writes before
+    # it exits and leaves them in its journal, for whoever reaps the run
+    runner_buffer_seconds: float = 3600.0
     # local: the controller runs runs itself (DAGs with workerSelector still go to workers);
     # workers: every run goes to `dagloop worker` processes
     dispatch: str = "local"
@@ -235,6 +240,20 @@ _KEYS: tuple[_Key, ...] = (
         ("*PASSWORD*", "*SECRET*", "*TOKEN*", "*KEY*"),
     ),
     _k("database.url", "DAGU_DATABASE_URL", "str", "database_url", secret=True),
+    _k(
+        "database.waitSeconds",
+        "DAGU_DATABASE_WAIT_SECONDS",
+        "float",
+        "database_wait_seconds",
+        30.0,
+    ),
+    _k(
+        "database.runnerBufferSeconds",
+        "DAGU_DATABASE_RUNNER_BUFFER_SECONDS",
+        "float",
+        "runner_buffer_seconds",
+        3600.0,
+    ),
     _k(
         "scheduler.dispatch",
         "DAGU_SCHEDULER_DISPATCH",

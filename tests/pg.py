@@ -56,17 +56,32 @@ class PostgresServer:
         """initdb (trust auth on loopback, user `dagloop`) and start listening; without
         `fsync` (tests), commits skip the disk flush: the data is thrown away anyway."""
         self._run("initdb", "-D", str(self.data), "-U", "dagloop", "--auth=trust", "-E", "UTF8")
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c max_connections=300"
+        self._options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c max_connections=300"
         if not fsync:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            self._options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the stopped server again (same data, same port); returns once it listens."""
         self._run(
-            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
-            "start",
+            "pg_ctl", "-D", str(self.data), "-o", self._options, "-l", str(self.root / "log"),
+            "-w", "start",
         )  # fmt: skip
 
-    def stop(self) -> None:
-        """Stop at once (no checkpoint: the data is thrown away)."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+    def stop(self, *, mode: str = "immediate") -> None:
+        """Stop the server: `immediate` (no checkpoint, every session cut at once, as a crash
+        or a failover) or `fast`. Data kept; `resume` starts it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+
+    def resume_if_stopped(self) -> None:
+        """`resume` unless the server is running."""
+        if self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode != 0:
+            self.resume()
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m immediate`: every session cut, the server back at once."""
+        self.stop()
+        self.resume()
 
     def url(self, database: str = "postgres") -> str:
         """A `postgresql+psycopg://` URL of `database`, as users write DAGU_DATABASE_URL."""

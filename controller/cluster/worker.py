@@ -33,9 +33,10 @@ from typing import Any
 
 from controller import runlogs
 from controller.doorbell import Doorbell
+from controller.outage import Outage
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.runner_process import runner_env, start_runner
-from controller.store.records import RunRecord
+from controller.store.records import RunRecord, StoreUnavailable
 from controller.store.store import Store, open_store
 from model.config import Settings
 from model.status import RunStatus
@@ -80,11 +81,15 @@ class Worker:
     bell: Doorbell = field(default_factory=Doorbell)
     stop_requested: bool = False
     _signalled: set[int] = field(default_factory=set)
+    outage: Outage = field(default_factory=Outage)  # this worker's view of its database
     _started_at: float = field(default_factory=time.time)
     _beat_at: float = 0.0
 
     def __post_init__(self) -> None:
-        self.store = open_store(self.settings, role="worker")
+        def waiting(exc: StoreUnavailable) -> None:
+            log.error("database unavailable, waiting for it before starting: %s", exc)
+
+        self.store = open_store(self.settings, role="worker", forever=True, on_wait=waiting)
 
     # ------------------------------------------------------------------ one pass
 
@@ -127,9 +132,11 @@ class Worker:
                 continue
             if proc.poll() is None:
                 continue
+            # read before letting go of it: during an outage the read fails and the next
+            # pass comes back to this runner
+            current = self.store.get_run_by_id(row)
             del self.children[row]
             self._signalled.discard(row)
-            current = self.store.get_run_by_id(row)
             if current.status == RunStatus.QUEUED and current.worker_id == self.worker_id:
                 err_dir = runlogs.run_dir(self.settings.log_dir, run.dag_name, run.run_id)
                 err = err_dir / runlogs.RUNNER_ERR
@@ -192,7 +199,9 @@ class Worker:
                 now=now,
             )
             self._beat_at = now
-        except Exception as exc:  # the database is away: the next pass beats again
+        except StoreUnavailable:
+            pass  # the outage is logged once by the pass; the next pass beats again
+        except Exception as exc:
             log.warning("cannot record the worker heartbeat", extra={"error": str(exc)})
 
     # ------------------------------------------------------------------ process
@@ -227,13 +236,29 @@ class Worker:
                 lambda: self.stop_requested,
             )
         while not self.stop_requested:
-            try:
-                self.pass_once()
-            except Exception as exc:  # the database is away for a moment: retry next pass
-                log.error("worker pass failed", extra={"error": str(exc)})
+            self._guarded_pass()
             self.bell.wait(POLL_SECONDS)
-        self.shutdown()
+        try:
+            self.shutdown()
+        except StoreUnavailable as exc:
+            log.error("database unavailable at shutdown; runs go on under their runners: %s", exc)
         return 0
+
+    def _guarded_pass(self) -> None:
+        """`pass_once`, riding out a database outage: its runners go on, one log line when
+        it starts and one when it ends (never one per pass)."""
+        try:
+            self.pass_once()
+        except StoreUnavailable as exc:
+            if self.outage.failed(time.monotonic()):
+                log.error("database unavailable, waiting for it (runs go on): %s", exc)
+            return
+        except Exception as exc:  # a transient failure: retry next pass
+            log.error("worker pass failed: %s", exc)
+            return
+        length = self.outage.recovered(time.monotonic())
+        if length is not None:
+            log.info("database reachable again after %.1f s", length)
 
     def shutdown(self) -> None:
         """Stop claiming; give claims back; wait for runners up to the grace; then stop them."""

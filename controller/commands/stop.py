@@ -83,13 +83,15 @@ def run(args: argparse.Namespace) -> int:
 def _stop_one(store: Store, r: RunRecord, settings: Settings) -> str:
     """Request the stop of one running run: `remote` (another host's worker signals its
     runner), `local` (SIGTERM sent here) or `lost` (its runner is gone: recorded so)."""
-    from controller.liveness import on_this_host, reap_lost_run, runner_alive
+    from controller.liveness import on_this_host, reap_lost_run, runner_alive, runner_process_alive
 
     store.update_run(r.id, stop_requested_at=time.time())
     alive = runner_alive(r, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds)
     if alive and not on_this_host(r):
         return "remote"  # its worker sees stop_requested_at and signals the runner there
-    if alive and r.pid is not None:
+    # A runner process of this host is signalled even when its heartbeat is late (just after
+    # a database outage, on a loaded machine): it is there, and records its own abort.
+    if r.pid is not None and (alive or runner_process_alive(r)):
         try:
             os.kill(r.pid, signal.SIGTERM)
             return "local"

@@ -30,7 +30,7 @@ from controller.engine.progress import (
 )
 from controller.logline import add_secret, redact
 from controller.runevents import RunEvents
-from controller.store.records import RunRecord
+from controller.store.records import RunRecord, StoreUnavailable
 from controller.store.store import Store
 from model.status import RunStatus
 
@@ -195,6 +195,7 @@ def execute_run(
                 step_ids=step_ids,
                 events=events,
                 inherited_secrets=inherited_secrets,
+                note=events.outage_note,
             )
         )
         if shown is not None:
@@ -204,6 +205,28 @@ def execute_run(
         beat.stop()
         if shown is not None:
             shown.close()
+    try:
+        outcome = (status, run, log_file)
+        return _report(runner, outcome, store, settings, dag, events, display, quiet, as_json)
+    except StoreUnavailable as exc:
+        # The end is recorded, and the database went away again: the outcome stands.
+        print(f"dagloop: {exc}", file=sys.stderr)
+        return _exit_code(status, run)
+
+
+def _report(
+    runner: Any,
+    outcome: tuple[RunStatus, RunRecord, Path],
+    store: Store,
+    settings: Any,
+    dag: Any,
+    events: RunEvents,
+    display: Display,
+    quiet: bool,
+    as_json: bool,
+) -> int:
+    """After the run: alerts, the last log line, the outcome printed; the exit code."""
+    status, run, log_file = outcome
     _register_dag_secrets(runner.vars.secret_values.values())
     # The final status is recorded and no step is left to start (a step would inherit the
     # niceness): the rest (alerts, the last log line, the exit's unmapping) yields the CPU
@@ -230,6 +253,11 @@ def execute_run(
         sys.stdout.write(json.dumps(run_details(store, run), ensure_ascii=False) + "\n")
     elif not quiet:
         _print_summary(runner, run, status, color=display.color)
+    return _exit_code(status, run)
+
+
+def _exit_code(status: RunStatus, run: RunRecord) -> int:
+    """0 for a succeeded run (and one skipped by a DAG precondition), else 1."""
     if status == RunStatus.SUCCEEDED:
         return 0
     if status == RunStatus.ABORTED and run.error.startswith("precondition not met"):

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from controller import process as proc
+from controller import runjournal
 from controller.diskfull import describe_os_error
 from controller.engine import expand as ex
 from controller.engine.command import build_argvs, step_shell
@@ -87,7 +88,7 @@ from controller.engine.subdag import (
 from controller.engine.variables import RunVars, SecretError
 from controller.engine.writes import StepWriter
 from controller.runevents import RunEvents
-from controller.store.records import RunRecord
+from controller.store.records import RunRecord, StoreUnavailable
 from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
@@ -116,6 +117,7 @@ class RunnerOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     step_ids: Sequence[int] | None = None  # rows of `initial_step_rows`, written with the claim
     inherited_secrets: Sequence[str] = ()  # a parent run's secret values (sub-DAG runs)
+    note: Callable[[str], None] | None = None  # one line for the run log (a database outage)
 
 
 class Runner:
@@ -151,7 +153,12 @@ class Runner:
         # `delaySec`: Dagu 1.30.2 pauses its dispatch loop after every step it starts
         # (reference §8.14); no step starts before this monotonic time.
         self._start_gate = 0.0
-        self.writes = StepWriter(opts.store, opts.run.id)
+        self.writes = StepWriter(
+            opts.store,
+            opts.run.id,
+            journal=runjournal.journal_path(opts.log_dir),
+            note=opts.note,
+        )
         self.events = opts.events
         self.notes: list[str] = []  # for the run's `notes` (what went wrong but did not fail it)
         self.stopper = Stopper(dag_name=opts.dag.name, run_id=opts.run.run_id, events=self.events)
@@ -298,11 +305,21 @@ class Runner:
         return status
 
     def _finish(self, status: RunStatus, error: str) -> RunStatus:
-        self.writes.flush(
+        """Record the final status, waiting out a database outage up to
+        `runner_buffer_seconds`; past it, raise `StoreUnavailable` (the journal keeps the
+        writes, and whoever reaps the run applies them)."""
+        written = self.writes.flush(
             status=status,
             finished_at=time.time(),
             error=self.writes.mask(error) if status not in (RunStatus.SUCCEEDED,) else "",
         )
+        limit = float(self.o.settings.runner_buffer_seconds)
+        if not written and not self.writes.drain(give_up_after_seconds=limit):
+            raise StoreUnavailable(
+                f"run {status.label}, but the state database refused its writes for "
+                f"{limit:g} s ({self.writes.last_refusal}); they are kept in "
+                f"{runjournal.journal_path(self.o.log_dir)} for whoever reaps the run"
+            )
         return status
 
     def _run_handler(self, event: str, status: RunStatus | None) -> bool:

@@ -33,7 +33,7 @@ from controller.ids import new_run_id
 from controller.revision import revision_of
 from controller.runevents import RunEvents
 from controller.store.records import Conflict, LimitReached, NotFound, RunRecord, StoreError
-from controller.store.store import Store, open_store
+from controller.store.store import Store, open_store, retry_unavailable
 from model.config import Settings
 from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
 from model.status import RunStatus
@@ -149,7 +149,11 @@ def _start_with(
     name_guess = opts.local or path.stem
     queued = None
     if opts.run_id is not None:
-        queued = _queued_row(store, name_guess, opts.run_id, named=True)
+        run_id = opts.run_id
+        queued = retry_unavailable(
+            lambda: _queued_row(store, name_guess, run_id, named=True),
+            wait_seconds=settings.database_wait_seconds,
+        )
     snapshot = queued.spec_yaml if queued is not None else ""
     try:
         if prepared is not None and snapshot and snapshot == prepared.text:
@@ -163,7 +167,13 @@ def _start_with(
     if dag.name != name_guess and opts.run_id is not None and queued is None:
         queued = _queued_row(store, dag.name, opts.run_id, named=False)
     if queued is not None:
-        run, step_ids = _claim(store, settings, dag, queued)
+        # A runner started just before an outage waits for the database to claim its run
+        # (`database.waitSeconds`): the claim is conditional, so sending it again is safe.
+        claimed = queued
+        run, step_ids = retry_unavailable(
+            lambda: _claim(store, settings, dag, claimed),
+            wait_seconds=settings.database_wait_seconds,
+        )
         params = launch.params_for_runner(run, dag, settings, queued=True)
     else:
         params = resolve_params(dag.spec.params, _overrides(list(opts.params)))
@@ -199,7 +209,7 @@ def _find(dag: str, settings: Settings) -> Path:
 
 def _open_store(settings: Settings) -> Store:
     try:
-        return open_store(settings, role="runner")
+        return open_store(settings, role="runner")  # waits `database.waitSeconds` for it
     except StoreError as exc:  # e.g. a full data disk (issue 8 #22): one line, no traceback
         raise _Refused(str(exc)) from None
 

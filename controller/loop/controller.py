@@ -62,17 +62,19 @@ from controller.liveness import reap_lost_run
 from controller.loop.apply import Applier
 from controller.loop.sdnotify import Notifier
 from controller.loop.watcher import Watcher
+from controller.outage import Outage
 from controller.reconcile.desired import DesiredBuilder, last_run_text
 from controller.reconcile.observed import PruneCache, default_liveness
 from controller.reconcile.rules import (
     Action,
+    MarkLost,
     TickKey,
     tick_of,
 )
 from controller.reconcile.snapshot import Snapshot, take_snapshot
 from controller.spawn.client import ForkServer
 from controller.spawn.runner_process import runner_env
-from controller.store.records import StoreError
+from controller.store.records import StoreError, StoreUnavailable
 from controller.store.store import Store, open_store
 from model.config import Settings
 from model.status import RunStatus
@@ -119,7 +121,13 @@ class Controller:
         )
         self.bell = Doorbell()
         self.notifier = Notifier()
-        self.liveness = default_liveness(settings.heartbeat_timeout_seconds)
+        # When this controller last took the lead or reached its database again after an
+        # outage: heartbeat gaps before it are not held against runs (`liveness.beat_fresh`).
+        self.grace_from = 0.0
+        self.outage = Outage()  # this loop's view of its database (log lines, grace)
+        self.liveness = default_liveness(
+            settings.heartbeat_timeout_seconds, lambda: self.grace_from
+        )
         self.decided: dict[TickKey, datetime] = {}
         self.prune_cache = PruneCache()
         self._missed_checked = False  # missed ticks of the downtime before our first pass
@@ -164,6 +172,7 @@ class Controller:
             reported_invalid=frozenset(self.applier.reported_invalid),
             prune_cache=self.prune_cache,
             shutting_down=self.shutting_down,
+            grace_from=self.grace_from,
         )
 
     def pass_once(self) -> list[Action]:
@@ -172,6 +181,8 @@ class Controller:
         self._sync_git()
         self.refresh_catalog()
         snap = self.snapshot()
+        if any(isinstance(a, MarkLost) for a in snap.actions) and self._writes_stalled():
+            snap = self.snapshot()  # with the grace the stall gave every run
         self.applier.apply(snap.actions)
         self._prepare_runners(snap.now)
         for action in snap.actions:
@@ -205,6 +216,26 @@ class Controller:
 
         self._sync_thread = threading.Thread(target=work, name="gitsync", daemon=True)
         self._sync_thread.start()
+
+    def _writes_stalled(self) -> bool:
+        """Before declaring a run lost for a missing heartbeat: can this controller write
+        promptly itself? One write (its instance row) is timed; one that waited a heartbeat
+        interval or more (another process held SQLite's lock, PostgreSQL stalled) means the
+        runners' beats were held up as well, so every run gets one full heartbeat timeout
+        from now (`grace_from`), and True. A refused write raises `StoreUnavailable` (the
+        pass is an outage's)."""
+        started = time.monotonic()
+        self._write_instance("active")
+        waited = time.monotonic() - started
+        if waited < self.settings.heartbeat_interval_seconds:
+            return False
+        self.grace_from = time.time()
+        log.warning(
+            "a database write waited %.1f s: no run is declared lost before a heartbeat "
+            "timeout from now",
+            waited,
+        )
+        return True
 
     def _prepare_runners(self, now: datetime) -> None:
         """Within `PREPARE_LEAD_SECONDS` of the next start instant, once per instant: have
@@ -264,16 +295,21 @@ class Controller:
         """Release the controller lock."""
         self.leadership.release()
 
+    def _write_instance(self, status: str) -> None:
+        self.store.record_instance(
+            id=self.instance_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            status=status,
+            started_at=self._started_at,
+            now=time.time(),
+        )
+
     def _record_instance(self, status: str) -> None:
         try:
-            self.store.record_instance(
-                id=self.instance_id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                status=status,
-                started_at=self._started_at,
-                now=time.time(),
-            )
+            self._write_instance(status)
+        except StoreUnavailable:
+            pass  # an outage is logged once, by the pass
         except Exception as exc:  # the registry is informative; never stop the loop for it
             log.warning("cannot record the controller instance", extra={"error": str(exc)})
 
@@ -311,6 +347,7 @@ class Controller:
                 self._record_instance("standby")
                 last_beat = time.monotonic()
         signal.signal(signal.SIGCHLD, self._on_child)
+        self.grace_from = time.time()  # runs beat to the previous leader, or to nobody
         log.info("controller active", extra={"dags_dir": str(self.settings.dags_dir)})
         if self.applier.spawn_runners and self.applier.forkserver is None:
             # Runners are forked from a warm helper (controller/spawn/server.py); its answers
@@ -352,10 +389,7 @@ class Controller:
                     log.error("lost the leadership; stopping without acting", extra={"lock": lock})
                     self.lost_leadership = True
                     break
-                try:
-                    self.pass_once()
-                except Exception as exc:  # a transient failure (locked db...): retry next pass
-                    log.error("reconcile pass failed", extra={"error": str(exc)})
+                self._guarded_pass()
                 # A pass that returned (even with an error) proves the loop is not hung.
                 self.notifier.watchdog()
                 if time.monotonic() - last_beat >= self.settings.resync_interval_seconds:
@@ -365,7 +399,7 @@ class Controller:
                 if self.bell.wait(self._sleep_seconds()):
                     self._settle_events(passed)
             if not self.lost_leadership:
-                self.shutdown()
+                self._shutdown_quietly()
         finally:
             watcher.stop()
             if self.applier.forkserver is not None:
@@ -378,6 +412,24 @@ class Controller:
             return 3
         log.info("controller stopped")
         return 0
+
+    def _guarded_pass(self) -> None:
+        """`pass_once`, riding out a database outage: one log line when it starts and one
+        when it ends (never one per pass), its seconds counted for /metrics, and from its
+        end one full heartbeat timeout of grace for every run (`liveness.beat_fresh`)."""
+        try:
+            self.pass_once()
+        except StoreUnavailable as exc:
+            if self.outage.failed(time.monotonic()):
+                log.error("database unavailable, waiting for it (runs go on): %s", exc)
+            return
+        except Exception as exc:  # a transient failure (locked db...): retry next pass
+            log.error("reconcile pass failed: %s", exc)
+            return
+        length = self.outage.recovered(time.monotonic())
+        if length is not None:
+            self.grace_from = time.time()
+            log.info("database reachable again after %.1f s", length)
 
     def _settle_events(self, passed: float) -> None:
         """After a ring, let a burst of events arrive before the next pass: at most one pass
@@ -416,6 +468,14 @@ class Controller:
             and not r.parent_run_id
             and not r.worker_id  # a worker's runs are its own to stop (controller.cluster.worker)
         ]
+
+    def _shutdown_quietly(self) -> None:
+        """`shutdown`; with the database away, the runs are left to their runners (they
+        record their own ends), with one line instead of a traceback."""
+        try:
+            self.shutdown()
+        except StoreUnavailable as exc:
+            log.error("database unavailable at shutdown; runs go on under their runners: %s", exc)
 
     def shutdown(self) -> None:
         """Graceful stop: no launches, wait up to the grace, stop runners, record leftovers."""
@@ -477,8 +537,14 @@ def run_controller(settings: Settings) -> int:
     before it does anything (exit 2, one clear line): acting on a torn store could relaunch or
     lose runs. Callers: `dagloop scheduler`, `dagloop start-all`.
     """
+
+    def waiting(exc: StoreUnavailable) -> None:
+        log.error("database unavailable, waiting for it before starting: %s", exc)
+
     try:
-        store = open_store(settings, role="controller")
+        # A supervisor restarts a leader that lost its session (exit 3): while the database
+        # is still away, wait for it here rather than exit and be restarted in a hot loop.
+        store = open_store(settings, role="controller", forever=True, on_wait=waiting)
         problems = store.check_integrity()
     except (StoreError, OSError) as exc:
         log.error("cannot start", extra={"db": str(settings.db_path), "error": str(exc)})

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controller.liveness import runner_alive
+from controller.liveness import beat_fresh, runner_alive
 from controller.reconcile.rules import ObservedState, RunView, TickKey
 from controller.store.records import NotFound, RunRecord
 from controller.store.store import Store
@@ -50,15 +50,20 @@ def run_view(run: RunRecord, *, alive: bool | None = None) -> RunView:
     )
 
 
-def default_liveness(heartbeat_timeout_seconds: float) -> Liveness:
+def default_liveness(
+    heartbeat_timeout_seconds: float, grace_from: Callable[[], float] = lambda: 0.0
+) -> Liveness:
     """`liveness.runner_alive`, plus a grace for a run claimed a moment ago whose runner has
-    not recorded its pid yet (no pid, no heartbeat, but the row was written just now)."""
+    not recorded its pid yet (no pid, no heartbeat, but the row was written just now).
+    `grace_from()`: when the observer last (re)gained leadership or reached its database
+    again; heartbeats are not held against a runner before a full timeout from then."""
 
     def alive(run: RunRecord) -> bool:
-        if runner_alive(run, heartbeat_timeout_seconds=heartbeat_timeout_seconds):
+        since = grace_from()
+        if runner_alive(run, heartbeat_timeout_seconds=heartbeat_timeout_seconds, grace_from=since):
             return True
         if run.pid is None and run.heartbeat_at is None:
-            return time.time() - run.updated_at < heartbeat_timeout_seconds
+            return time.time() - max(run.updated_at, since) < heartbeat_timeout_seconds
         return False
 
     return alive
@@ -119,6 +124,7 @@ def observe(
     prune_limit: int = 200,
     prune_cache: PruneCache | None = None,
     worker_timeout_seconds: float = 10.0,
+    grace_from: float = 0.0,
 ) -> ObservedState:
     """Read the world. `dispatched` maps run rows whose runner this controller spawned to a
     callable telling whether that process still lives; `retention_days` (DAG name ->
@@ -127,7 +133,8 @@ def observe(
     the scan is repeated only when something changed. Start ticks recorded as skipped (by any
     controller) within the window count as decided. A queued run handed to the workers holds
     its slot while it waits for a worker and while its worker beats (within
-    `worker_timeout_seconds`); when its worker died before starting it, it is "not started"
+    `worker_timeout_seconds`, counted from `grace_from` at the earliest: see
+    `liveness.beat_fresh`); when its worker died before starting it, it is "not started"
     again (alive None), so the plan hands it out once more."""
     dispatched = dispatched or {}
     active: list[RunView] = []
@@ -142,8 +149,12 @@ def observe(
             if probe is not None:
                 alive = probe()
             elif run.dispatched_at is not None:
-                beat = beats.get(run.worker_id)
-                fresh = beat is not None and time.time() - beat < worker_timeout_seconds
+                fresh = beat_fresh(
+                    beats.get(run.worker_id),
+                    now=time.time(),
+                    timeout_seconds=worker_timeout_seconds,
+                    grace_from=grace_from,
+                )
                 alive = True if not run.worker_id or fresh else None
             else:
                 alive = None

@@ -65,11 +65,13 @@ def take_snapshot(
     reported_invalid: frozenset[str] = frozenset(),
     prune_cache: PruneCache | None = None,
     shutting_down: bool = False,
+    grace_from: float = 0.0,
 ) -> Snapshot:
     """Read desired and observed state at `now` and plan on them, changing nothing.
 
     `builder`'s catalog must have been refreshed by the caller. The latest run is read only for
-    DAGs that need it (`skipIfSuccessful` with a due start tick)."""
+    DAGs that need it (`skipIfSuccessful` with a due start tick). `grace_from`: see
+    `liveness.beat_fresh`."""
     desired = builder.build(now, requests=open_requests(store), shutting_down=shutting_down)
     need_latest = [d.name for d in desired.dags.values() if d.skip_if_successful and d.start_ticks]
     observed = observe(
@@ -85,5 +87,6 @@ def take_snapshot(
         default_retention_days=desired.default_retention_days,
         prune_cache=prune_cache,
         worker_timeout_seconds=worker_timeout_seconds,
+        grace_from=grace_from,
     )
     return Snapshot(now, desired, observed, plan(desired, observed, now))

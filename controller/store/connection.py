@@ -20,20 +20,22 @@ from pathlib import Path
 
 from controller import faults
 from controller.diskfull import full_note
-from controller.store.records import StoreError
+from controller.store.records import StoreError, StoreUnavailable
 
 # SQLite's texts for a write the file system refused (SQLITE_FULL, SQLITE_IOERR).
 _WRITE_ERRORS = ("database or disk is full", "disk i/o error")
 
 
 def write_error(path: Path, exc: sqlite3.Error) -> StoreError | None:
-    """A `StoreError` naming `path` and the reason when `exc` is SQLite's report of a full
-    disk or a failed write (with ENOSPC named when the file system has no block left, since
-    SQLite does not pass the errno on); None for any other error."""
+    """A `StoreUnavailable` naming `path` and the reason when `exc` is SQLite's report of a
+    full disk or a failed write (with ENOSPC named when the file system has no block left,
+    since SQLite does not pass the errno on); None for any other error. Unavailable, not
+    broken: space freed, the same write goes through, so a runner keeps it and retries."""
     text = str(exc)
     if text.lower() not in _WRITE_ERRORS:
         return None
-    return StoreError(f"{path}: cannot write the state database: {text}{full_note(path.parent)}")
+    note = full_note(path.parent)
+    return StoreUnavailable(f"{path}: cannot write the state database: {text}{note}")
 
 
 class SqliteSession:
@@ -126,6 +128,12 @@ class SqliteSession:
             self.db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             error = write_error(self.path, exc)
+            if error is None and "locked" in str(exc):
+                # another process held the write lock past the timeout: it will let go
+                error = StoreUnavailable(
+                    f"{self.path}: the state database stayed locked by another process "
+                    f"for {self._timeout:g} s"
+                )
             if error is None:
                 raise
             if self.db.in_transaction:

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from controller import faults
-from controller.store.records import StoreError
+from controller.store.records import StoreUnavailable
 
 __all__ = [
     "PgConnection",
@@ -145,14 +145,29 @@ class PgConnection:
         if self._con.closed or self._con.broken:
             if self._in_tx:
                 raise psycopg.OperationalError("the connection to PostgreSQL was lost")
-            self._con = self._connect()
+            self._reconnect()
         try:
             return self._con.execute(query, list(params))
         except _CONNECTION_ERRORS:
             if self._in_tx or not (self._con.closed or self._con.broken):
                 raise
+            self._reconnect()
+            try:
+                return self._con.execute(query, list(params))
+            except _CONNECTION_ERRORS as exc:
+                raise self._unavailable(exc) from None
+
+    def _reconnect(self) -> None:
+        """A new session for a dropped one; `StoreUnavailable` while the server is away."""
+        try:
             self._con = self._connect()
-            return self._con.execute(query, list(params))
+        except _CONNECTION_ERRORS as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        # psycopg's text may span lines (one per address tried): one line for logs and CLIs
+        text = " ".join(str(exc).split())
+        return StoreUnavailable(f"{self.where}: the state database is unreachable: {text}")
 
     def begin(self) -> None:
         """BEGIN, reconnecting first if the session was dropped since the last statement."""
@@ -173,7 +188,7 @@ class PgConnection:
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
         """One atomic write: BEGIN … COMMIT (ROLLBACK on error). A session lost in the middle
-        raises `StoreError` naming the server (password redacted); nothing of it is kept."""
+        raises `StoreUnavailable` naming the server (password redacted); nothing of it is kept."""
         try:
             self.begin()
             try:
@@ -184,7 +199,7 @@ class PgConnection:
             faults.point("commit.before")  # test-only crash points (controller/faults.py)
             self.finish(commit=True)
         except _CONNECTION_ERRORS as exc:
-            raise StoreError(f"{self.where}: cannot write the state database: {exc}") from None
+            raise self._unavailable(exc) from None
         faults.point("commit.after")
 
     def close(self) -> None:

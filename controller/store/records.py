@@ -33,6 +33,12 @@ class StoreError(RuntimeError):
     """The database cannot be used (corrupt, wrong schema, read-only, disk full, unreachable)."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached for now (a PostgreSQL restart or failover, a cut
+    network, SQLite's write lock held past the timeout): transient. Nothing of the refused
+    transaction was kept, so the same write may be sent again once it is back."""
+
+
 class Conflict(RuntimeError):
     """A new row collides with an existing one (the run id, or the scheduled instant of the
     DAG, is taken): a repeated create is refused instead of duplicated."""

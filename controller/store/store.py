@@ -32,11 +32,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from controller.outage import retry_delay_seconds
 from controller.store.connection import SqliteSession
 from controller.store.records import (
     DURATION_BUCKETS_SECONDS,
@@ -51,6 +52,7 @@ from controller.store.records import (
     RunRecord,
     StepRecord,
     StoreError,
+    StoreUnavailable,
     WorkerRecord,
     request_from_row,
     run_from_row,
@@ -63,6 +65,11 @@ from model.status import RunStatus
 
 if TYPE_CHECKING:
     from controller.store.pg import PgConnection
+
+T = TypeVar("T")
+
+# The end of the note kept on a run that was marked lost and whose runner reported in later.
+LOST_NOTE_TAIL = " while its runner could not reach the database; the runner reported in later"
 
 
 class Store:
@@ -120,6 +127,11 @@ class Store:
                 application_name=application_name(role),
             )
             self._check_schema()
+        except psycopg.OperationalError as exc:  # the server is away: transient
+            text = " ".join(str(exc).split())
+            raise StoreUnavailable(
+                f"{self.where}: the state database is unreachable: {text}"
+            ) from None
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: cannot open the state database: {exc}") from None
 
@@ -328,9 +340,19 @@ class Store:
                 value = json.dumps(value or {})
             cols.append(f"{key}=?")
             values.append(int(value) if isinstance(value, RunStatus) else value)
+        status = fields.get("status")
+        if status is not None and RunStatus(status).is_final() and "notes" not in fields:
+            # A run marked lost while its runner could not write (a database outage), whose
+            # runner then reports its true end: the end is recorded, and the lost mark is
+            # kept as a note (SET reads the row as it was before this UPDATE, in both
+            # dialects; the second time the error no longer says lost, so nothing is added).
+            cols.append(
+                "notes = CASE WHEN status=? AND error LIKE 'lost:%' THEN notes || "
+                "CASE WHEN notes='' THEN '' ELSE ? END || ? || error || ? ELSE notes END"
+            )
+            values += [int(RunStatus.FAILED), "\n", "marked ", LOST_NOTE_TAIL]
         values.append(run)
         db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=?", values)
-        status = fields.get("status")
         if status is not None and RunStatus(status).is_final():
             self._wake(db)
 
@@ -533,24 +555,35 @@ class Store:
         """Set columns of several steps (by row id), and with `run` those of a run, in one
         commit: a runner writes a pass's step changes together, and its last ones with its
         final status."""
-        updates: list[tuple[str, list[Any]]] = []
-        for step, fields in steps.items():
-            cols = []
-            values: list[Any] = []
-            for key, value in fields.items():
-                if key not in STEP_COLUMNS:
-                    raise ValueError(f"unknown step column {key!r}")
-                cols.append(f"{key}=?")
-                values.append(step_value(key, value))
-            if cols:
-                updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
+        updates = _step_updates(steps)
         if not updates and not (run is not None and run_fields):
             return
         with self.transaction() as db:
-            for sql, values in updates:
-                db.execute(sql, values)
-            if run is not None and run_fields:
-                self._update_run_in(db, run, run_fields)
+            self._apply_updates(db, updates, run, run_fields)
+
+    def record_run_writes(
+        self, run: int, writes: Sequence[tuple[Mapping[int, Mapping[str, Any]], Mapping[str, Any]]]
+    ) -> None:
+        """Apply a runner's buffered writes of `run` — (step columns by row id, run columns)
+        each — in order, in one commit. Each sets absolute values, so a write applied twice
+        (sent again after a commit whose answer was lost) changes nothing."""
+        if not writes:
+            return
+        with self.transaction() as db:
+            for steps, run_fields in writes:
+                self._apply_updates(db, _step_updates(steps), run, run_fields)
+
+    def _apply_updates(
+        self,
+        db: Any,
+        updates: Sequence[tuple[str, list[Any]]],
+        run: int | None,
+        run_fields: Mapping[str, Any] | None,
+    ) -> None:
+        for sql, values in updates:
+            db.execute(sql, values)
+        if run is not None and run_fields:
+            self._update_run_in(db, run, run_fields)
 
     def list_steps(self, run: int) -> list[StepRecord]:
         """Steps and handlers of a run, in position order."""
@@ -893,7 +926,66 @@ class Store:
         return {str(k).removeprefix("errors."): int(v) for k, v in rows}
 
 
-def open_store(settings: Any, *, readonly: bool = False, role: str = "cli") -> Store:
-    """The store of `settings`: PostgreSQL when `database_url` is set, else the SQLite file."""
+def _step_updates(steps: Mapping[int, Mapping[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """One UPDATE (SQL, values) per step row of `steps` that has columns to set."""
+    updates: list[tuple[str, list[Any]]] = []
+    for step, fields in steps.items():
+        cols = []
+        values: list[Any] = []
+        for key, value in fields.items():
+            if key not in STEP_COLUMNS:
+                raise ValueError(f"unknown step column {key!r}")
+            cols.append(f"{key}=?")
+            values.append(step_value(key, value))
+        if cols:
+            updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
+    return updates
+
+
+def retry_unavailable(action: Callable[[], T], *, wait_seconds: float) -> T:
+    """`action()`, tried again with capped backoff and jitter while it raises
+    `StoreUnavailable`, for up to `wait_seconds`; then that error is raised. For writes that
+    are safe to send again (a claim, a conditional update): nothing of a refused
+    transaction was kept."""
+    give_up_at = time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except StoreUnavailable:
+            attempt += 1
+            delay = retry_delay_seconds(attempt)
+            if time.monotonic() + delay > give_up_at:
+                raise
+            time.sleep(delay)  # nothing to do without the database
+
+
+def open_store(
+    settings: Any,
+    *,
+    readonly: bool = False,
+    role: str = "cli",
+    forever: bool = False,
+    on_wait: Callable[[StoreUnavailable], None] | None = None,
+) -> Store:
+    """The store of `settings`: PostgreSQL when `database_url` is set, else the SQLite file.
+
+    An unreachable database (`StoreUnavailable`) is tried again with capped backoff and
+    jitter for up to `settings.database_wait_seconds` (`forever`: until it answers, for the
+    long-running processes), then its error is raised; `on_wait` is called once, at the
+    first refusal."""
     location: Path | str = settings.database_url or settings.db_path
-    return Store(location, readonly=readonly, role=role)
+    wait_seconds = float(settings.database_wait_seconds)
+    give_up_at = None if forever else time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
+        try:
+            return Store(location, readonly=readonly, role=role)
+        except StoreUnavailable as exc:
+            attempt += 1
+            delay = retry_delay_seconds(attempt)
+            if give_up_at is not None and time.monotonic() + delay > give_up_at:
+                raise
+            if attempt == 1 and on_wait is not None:
+                on_wait(exc)
+            time.sleep(delay)  # nothing to do without the database

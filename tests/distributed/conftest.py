@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from controller.store.records import RunRecord
 from controller.store.store import Store
 from tests.helpers import dagu_home, group_alive
+from tests.pg import PostgresServer, postgres_server
 
 
 @dataclass
@@ -98,6 +100,38 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
+    with _cluster(tmp_path, pg_url) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def own_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this module's own, for tests that stop and restart it; with
+    durable commits (`fsync`), since `-m immediate` drops commits not yet flushed."""
+    with postgres_server(fsync=True) as server:
+        if server is None:
+            pytest.skip("PostgreSQL is not installed (Debian package `postgresql`)")
+        yield server
+
+
+@pytest.fixture
+def outage(tmp_path: Path, own_pg: PostgresServer) -> Iterator[tuple[Cluster, PostgresServer]]:
+    """A cluster on `own_pg`, and the server, which the test may stop; it is listening again
+    at the end whatever the test did."""
+    from controller.store.migrate import upgrade
+    from model.config import load_settings
+
+    url = own_pg.create_database()
+    upgrade(load_settings(env={"DAGU_DATABASE_URL": url, "DAGU_HOME": "/nonexistent"}))
+    try:
+        with _cluster(tmp_path, url) as c:
+            yield c, own_pg
+    finally:
+        own_pg.resume_if_stopped()
+
+
+@contextmanager
+def _cluster(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
     env = dagu_home(tmp_path)
     env["DAGU_DATABASE_URL"] = pg_url
     # Fast failure detection for the tests (defaults: 2 s beats, 10 s timeout).

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from api import logfile
+from controller.runjournal import JOURNAL_FILE
 from tests.faults.conftest import HEARTBEAT_TIMEOUT, home_of, query, run_row, spawn, write_dag
 from tests.faults.invariants import assert_invariants
 from tests.helpers import run_cli, wait_until
@@ -138,14 +139,20 @@ def test_22_disk_full_during_a_state_write_leaves_no_running_row(
     assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 
-def test_22_disk_filling_up_mid_run_fails_the_write_cleanly_and_the_run_reads_lost(
-    fenv: dict[str, str], data_disk: Path
+def _journal(env: dict[str, str], dag: str) -> Path:
+    """The runner's journal of refused writes (beside the run's logs, not on the data disk)."""
+    (log_file,) = [r[0] for r in query(env, "SELECT log_file FROM runs WHERE dag_name=?", (dag,))]
+    return Path(str(log_file)).parent / JOURNAL_FILE
+
+
+def test_22_a_runner_rides_out_a_full_database_disk_and_writes_once_space_is_back(
+    fenv: dict[str, str], data_disk: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    """A step fills the data disk; the runner's next state write is refused: one clear line,
-    the transaction rolled back, the steps cleaned up, and the row reads `lost` (then failed
-    when reaped) instead of `running` forever."""
+    """A step fills the data disk: the runner's state writes are refused, and it keeps them
+    (memory and journal) while its next step runs; space freed, everything is written and
+    the run ends succeeded, its steps never killed for the database."""
     env = fenv
-    filler = data_disk / "filler"
+    filler, go = data_disk / "filler", home_of(env) / "go"
     write_dag(
         env,
         "mid",
@@ -154,19 +161,53 @@ def test_22_disk_filling_up_mid_run_fails_the_write_cleanly_and_the_run_reads_lo
           - name: a
             command: sh -c "head -c 2000000 /dev/zero > {filler}; true"
           - name: b
-            command: sleep 30
+            command: sh -c "while [ ! -e {go} ]; do sleep 0.05; done"
+            depends: [a]
+        """,
+    )
+    runner = spawn(env, procs, "start", "-q", "mid")
+    wait_until(lambda: query(env, "SELECT log_file FROM runs WHERE log_file <> ''"), timeout=20)
+    journal = _journal(env, "mid")
+    wait_until(journal.exists, timeout=20)  # a's end refused, kept; b runs
+    filler.unlink()
+    go.touch()
+    assert runner.wait(timeout=30) == 0
+    assert [r[0] for r in query(env, "SELECT status FROM runs")] == [4]
+    assert [r[0] for r in query(env, "SELECT status FROM steps ORDER BY position")] == [4, 4]
+    assert not journal.exists()
+    log = (journal.parent / "run.log").read_text()
+    assert log.count("buffering writes") == 1 and ENOSPC in log, log
+    assert log.count("database reachable again") == 1, log
+    assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
+
+
+def test_22_a_runner_out_of_buffer_time_exits_with_one_line_and_its_journal_is_applied(
+    fenv: dict[str, str], data_disk: Path
+) -> None:
+    """The disk stays full past `database.runnerBufferSeconds`: one clear line naming the
+    reason and the journal, exit 1; the reaper applies the journal once space is back, so
+    the run reads as it really ended."""
+    env = {**fenv, "DAGU_DATABASE_RUNNER_BUFFER_SECONDS": "1"}
+    filler = data_disk / "filler"
+    write_dag(
+        env,
+        "mid",
+        f"""\
+        steps:
+          - name: a
+            command: sh -c "head -c 2000000 /dev/zero > {filler}; true"
         """,
     )
     code, _out, err = run_cli("start", "-q", "mid", env=env)
     assert code == 1
     line = _one_clear_line(err)
-    assert "cannot write the state database" in line and ENOSPC in line, line
-    code, out, _err = run_cli("status", "mid", env=env)
-    assert code == 1 and "lost" in out.splitlines()[0], out
+    journal = _journal(env, "mid")
+    assert ENOSPC in line and str(journal) in line, line
     filler.unlink()
     code, out, _err = run_cli("status", "mid", "--reap", env=env)
-    assert "failed" in out.splitlines()[0], out
-    assert [r[0] for r in query(env, "SELECT status FROM runs")] == [2]
+    assert "succeeded" in out.splitlines()[0], out
+    assert [r[0] for r in query(env, "SELECT status FROM runs")] == [4]
+    assert not journal.exists()
     assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 

@@ -257,3 +257,27 @@ def test_readonly_store_reads_but_never_writes(store_location: str | Path) -> No
         assert ro.get_run("d", "a").status == RunStatus.QUEUED
         with pytest.raises(Exception, match=r"(?i)read.?only"):
             ro.set_meta("k", "v")
+
+
+def test_a_late_end_of_a_lost_run_is_recorded_and_the_lost_mark_kept_as_a_note(
+    store: Store,
+) -> None:
+    run = store.record_run(dag_name="d", run_id="a", status=RunStatus.RUNNING)
+    (step,) = store.record_steps(run.id, [{"position": 0, "kind": "step", "name": "s"}])
+    store.update_run(run.id, status=RunStatus.FAILED, error="lost: runner process is gone")
+    # the runner's buffered writes, sent once the database is back; sent twice (a commit
+    # whose answer was lost), they change nothing more
+    writes = [
+        ({step: {"status": StepStatus.RUNNING}}, {}),
+        ({step: {"status": StepStatus.SUCCEEDED, "exit_code": 0}}, {}),
+        ({}, {"status": RunStatus.SUCCEEDED, "finished_at": 20.0, "error": ""}),
+    ]
+    store.record_run_writes(run.id, writes)
+    store.record_run_writes(run.id, writes)
+    got = store.get_run_by_id(run.id)
+    assert (got.status, got.error, got.finished_at) == (RunStatus.SUCCEEDED, "", 20.0)
+    assert got.notes == (
+        "marked lost: runner process is gone while its runner could not reach the database; "
+        "the runner reported in later"
+    )
+    assert [s.status for s in store.list_steps(run.id)] == [StepStatus.SUCCEEDED]
