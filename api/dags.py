@@ -5,21 +5,19 @@ store. Routed by `api.app.create_app`.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
 import falcon
 
 from api import params
-from api.dagview import dag_details, dag_summary
+from api.dagview import dag_details, dag_summary, run_config
 from api.errors import NotFoundError
 from api.state import ApiContext
 from controller.catalog import CatalogEntry
 from controller.store.records import NotFound
 from controller.views.runs import rfc3339, run_details, run_summary
 
-MAX_PER_PAGE = 100
 HISTORY_LENGTH = 30  # runs shown by /dags/{fileName}/dag-runs, as Dagu's UI grid
 
 
@@ -65,7 +63,7 @@ def _fallback_dag(entry: CatalogEntry) -> dict[str, Any]:
         "schedule": [],
         "queue": entry.file_name,
         "maxActiveRuns": 1,
-        "runConfig": {},
+        "runConfig": run_config(None),
     }
 
 
@@ -77,10 +75,7 @@ class DagList:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List DAG files with their load errors, next run and latest run summary."""
-        page = params.int_param(req, "page", minimum=1, default=1) or 1
-        per_page = (
-            params.int_param(req, "perPage", minimum=1, maximum=MAX_PER_PAGE, default=50) or 50
-        )
+        page, per_page = params.page_params(req, default_per_page=50)
         name = params.str_param(req, "name")
         tag = params.str_param(req, "tag")
         sort = params.choice_param(req, "sort", ("name", "nextRun"), "name")
@@ -105,7 +100,6 @@ class DagList:
             entries = sorted(entries, key=lambda e: e.name.lower(), reverse=order == "desc")
 
         total = len(entries)
-        total_pages = math.ceil(total / per_page)
         page_entries = entries[(page - 1) * per_page : page * per_page]
         latest = self.ctx.stores.get().latest_runs([e.name for e in page_entries])
         items = []
@@ -125,13 +119,7 @@ class DagList:
         resp.media = {
             "dags": items,
             "errors": [],
-            "pagination": {
-                "currentPage": page,
-                "nextPage": min(page + 1, max(total_pages, 1)),
-                "prevPage": max(page - 1, 1),
-                "totalPages": total_pages,
-                "totalRecords": total,
-            },
+            "pagination": params.pagination(page, per_page, total),
         }
 
     on_head = on_get

@@ -450,7 +450,7 @@
   }
   function fetchRecentRuns() {
     var from = Math.floor(Date.now() / 1000) - 14 * 86400;
-    return api('/dag-runs', { fromDate: from }).then(function (body) {
+    return api('/dag-runs', { fromDate: from, perPage: 1000 }).then(function (body) {
       var byName = {};
       (body && body.dagRuns || []).forEach(function (r) { (byName[r.name] = byName[r.name] || []).push(r); });
       return byName;
