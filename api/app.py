@@ -17,11 +17,11 @@ from prometheus_client.registry import Collector
 
 from api import errors
 from api.auth import AuthMiddleware
-from api.dags import DagDetail, DagList, DagRunHistory, DagSpecText, DagTags
+from api.dags import DagDetail, DagList, DagRunHistory, DagSearch, DagSpecText, DagTags
 from api.metrics import build_exposition
 from api.runs import RunDetails, RunList, RunLogs
 from api.state import ApiContext, CatalogView, StorePool
-from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers
+from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers, Workers
 from controller.catalog import Catalog
 from controller.store.store import Store
 from model.config import Settings
@@ -89,6 +89,7 @@ def create_app(
         ("/openapi.yaml", OpenApi(), None),
         ("/dags", DagList(ctx), None),
         ("/dags/tags", DagTags(ctx), None),
+        ("/dags/search", DagSearch(ctx), None),
         ("/dags/{fileName}", DagDetail(ctx), None),
         ("/dags/{fileName}/spec", DagSpecText(ctx), None),
         ("/dags/{fileName}/dag-runs", dag_runs, None),
@@ -103,6 +104,7 @@ def create_app(
         ("/dag-runs/{name}/{dagRunId}/steps/{stepName}/log", logs, "step"),
         ("/queues", Queues(ctx), None),
         ("/services/scheduler", Schedulers(ctx), None),
+        ("/workers", Workers(ctx), None),
         ("/plan", Plan(ctx), None),
     ]
     if add_dashboard_routes is not None:

@@ -12,7 +12,7 @@ import falcon
 
 from api import params
 from api.dagview import dag_details, dag_summary, run_config
-from api.errors import NotFoundError
+from api.errors import BadRequest, NotFoundError
 from api.state import ApiContext
 from controller.catalog import CatalogEntry
 from controller.store.records import NotFound
@@ -180,21 +180,71 @@ class DagSpecText:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, fileName: str) -> None:
-        """`{spec, errors}`. The file read is the one the catalog found, never a path
-        built from the request."""
+        """`{spec, errors}`."""
         entry = _entry(self.ctx, fileName)
-        if entry.dag is not None and entry.dag.source:
-            text = entry.dag.source
-        else:
+        resp.media = {"spec": _file_text(self.ctx, entry), "errors": _errors(entry)}
+
+    on_head = on_get
+
+
+def _file_text(ctx: ApiContext, entry: CatalogEntry) -> str:
+    """The DAG file's text as written: the catalog's copy, else the file the catalog found
+    (never a path built from the request), at most `max_dag_file_bytes` of it."""
+    if entry.dag is not None and entry.dag.source:
+        return entry.dag.source
+    try:
+        with entry.path.open("rb") as f:
+            raw = f.read(ctx.settings.max_dag_file_bytes)
+    except OSError as exc:
+        what = f"DAG file {entry.file_name!r}"
+        raise NotFoundError(f"{what} cannot be read: {exc.strerror}") from None
+    return raw.decode("utf-8", "replace")
+
+
+SEARCH_CONTEXT_LINES = 2  # lines shown before and after a matching line, as Dagu
+
+
+def search_matches(text: str, needle: str) -> list[dict[str, Any]]:
+    """Dagu's `SearchDAGsMatchItem`s of the lines of `text` holding `needle` (case-insensitive):
+    the line's number and the line with its context (`startLine` is the context's first)."""
+    lines = text.splitlines()
+    wanted = needle.casefold()
+    matches = []
+    for index, line in enumerate(lines):
+        if wanted in line.casefold():
+            start = max(index - SEARCH_CONTEXT_LINES, 0)
+            context = lines[start : index + SEARCH_CONTEXT_LINES + 1]
+            matches.append(
+                {"line": "\n".join(context), "lineNumber": index + 1, "startLine": start + 1}
+            )
+    return matches
+
+
+class DagSearch:
+    """GET /api/v2/dags/search?q=: the DAG files whose text holds `q`, with the lines."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """`{results: [{name, dag, matches}], errors}`, by file name. `q` is text, not a
+        pattern (Dagu takes an RE2 regular expression; Python's engine backtracks, so a
+        pattern could hold a serving thread for ever). Files that did not load are searched
+        too. An empty `q` matches nothing."""
+        needle = req.get_param("q")
+        if needle is None:
+            raise BadRequest("query parameter 'q' is required")
+        results, errors = [], []
+        for entry in self.ctx.catalog.entries() if needle else []:
             try:
-                with entry.path.open("rb") as f:
-                    raw = f.read(self.ctx.settings.max_dag_file_bytes)
-                text = raw.decode("utf-8", "replace")
-            except OSError as exc:
-                raise NotFoundError(
-                    f"DAG file {fileName!r} cannot be read: {exc.strerror}"
-                ) from None
-        resp.media = {"spec": text, "errors": _errors(entry)}
+                matches = search_matches(_file_text(self.ctx, entry), needle)
+            except NotFoundError as exc:  # the file went away or cannot be read
+                errors.append(exc.message)
+                continue
+            if matches:
+                dag = dag_summary(entry.dag) if entry.dag is not None else _fallback_dag(entry)
+                results.append({"name": entry.name, "dag": dag, "matches": matches})
+        resp.media = {"results": results, "errors": errors}
 
     on_head = on_get
 

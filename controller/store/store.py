@@ -54,7 +54,7 @@ from controller.store.records import (
     WorkerRecord,
     request_from_row,
     run_from_row,
-    step_from_row,
+    step_from_values,
     step_value,
     worker_from_row,
 )
@@ -548,8 +548,17 @@ class Store:
 
     def list_steps(self, run: int) -> list[StepRecord]:
         """Steps and handlers of a run, in position order."""
-        rows = self._db.execute("SELECT * FROM steps WHERE run=? ORDER BY position", (run,))
-        return [step_from_row(r) for r in rows]
+        return [step_from_values(r) for r in self.list_step_rows(run)]
+
+    def list_step_rows(self, run: int) -> list[tuple[Any, ...]]:
+        """The step rows of a run as plain tuples of `STEP_COLUMNS`, in position order, for a
+        reader that keeps what it made of them: equal rows make an equal result (the API's
+        run details). `list_steps` decodes them."""
+        columns = ", ".join(STEP_COLUMNS)
+        rows = self._db.execute(
+            f"SELECT {columns} FROM steps WHERE run=? ORDER BY position", (run,)
+        )
+        return [tuple(r) for r in rows]
 
     # ------------------------------------------------------------------ requests
 
