@@ -109,24 +109,31 @@ def seed_dagloop(home: Path, dag_names: list[str], per_dag: int) -> None:
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     now = time.time()
+    runs, steps = [], []
+    for name in dag_names:
+        for k, t in enumerate(run_times(now, per_dag)):
+            status = RunStatus.FAILED if k % 5 == 4 else RunStatus.SUCCEEDED
+            run_id, row_id = uuid7(t), len(runs) + 1  # row ids given: no RETURNING per run
+            runs.append(
+                (row_id, name, run_id, str(home / "dags" / f"{name}.yaml"), name, int(status),
+                 "schedule", t, t + 1.5, name, run_id, t, t + 1.5)
+            )  # fmt: skip
+            steps += [
+                (row_id, i, "step", step, int(StepStatus.SUCCEEDED), 0, t, t + 1)
+                for i, step in enumerate(("a", "b"))
+            ]
     with Store(data / "dagloop.db") as store, store.transaction() as db:
-        for name in dag_names:
-            for k, t in enumerate(run_times(now, per_dag)):
-                status = RunStatus.FAILED if k % 5 == 4 else RunStatus.SUCCEEDED
-                run_id = uuid7(t)
-                (run,) = db.execute(
-                    "INSERT INTO runs (dag_name, run_id, file, queue, status, trigger, started_at,"
-                    " finished_at, root_dag, root_run_id, created_at, updated_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-                    (name, run_id, str(home / "dags" / f"{name}.yaml"), name, int(status),
-                     "schedule", t, t + 1.5, name, run_id, t, t + 1.5),
-                ).fetchone()  # fmt: skip
-                db.executemany(
-                    "INSERT INTO steps (run, position, kind, name, status, exit_code, started_at,"
-                    " finished_at) VALUES (?,?,?,?,?,?,?,?)",
-                    [(run, i, "step", step, int(StepStatus.SUCCEEDED), 0, t, t + 1)
-                     for i, step in enumerate(("a", "b"))],
-                )  # fmt: skip
+        db.executemany(
+            "INSERT INTO runs (id, dag_name, run_id, file, queue, status, trigger, started_at,"
+            " finished_at, root_dag, root_run_id, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            runs,
+        )
+        db.executemany(
+            "INSERT INTO steps (run, position, kind, name, status, exit_code, started_at,"
+            " finished_at) VALUES (?,?,?,?,?,?,?,?)",
+            steps,
+        )
 
 
 # --------------------------------------------------------------------------- Dagu data
