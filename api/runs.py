@@ -121,11 +121,29 @@ class RunDetails:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
         self.cache = DetailsCache()
+        self._read = threading.local()  # per thread (= per connection): what it last read
+
+    def _rows(self, name: str, run_id: str) -> tuple[RunRecord, list[tuple[Any, ...]]]:
+        """The run and its step rows; read again only when the database changed since this
+        thread's connection last read them (SQLite's data_version), which a poll of an
+        unchanged run does not."""
+        store = self.ctx.stores.get()
+        version = store.change_counter()
+        seen: dict[tuple[str, str], tuple[int | None, RunRecord, list[tuple[Any, ...]]]]
+        seen = self._read.__dict__.setdefault("seen", {})
+        hit = seen.get((name, run_id))
+        if version is not None and hit is not None and hit[0] == version:
+            return hit[1], hit[2]
+        run = _run(self.ctx, name, run_id)
+        rows = store.list_step_rows(run.id)
+        if len(seen) >= 256:
+            seen.clear()
+        seen[(name, run_id)] = (version, run, rows)
+        return run, rows
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, dagRunId: str) -> None:
         """The run's summary, nodes, handler nodes and outputs."""
-        run = _run(self.ctx, name, dagRunId)
-        rows = self.ctx.stores.get().list_step_rows(run.id)
+        run, rows = self._rows(name, dagRunId)
         shown = presented(run)
         inputs = (run, shown.status, shown.error, rows)
         body = self.cache.get(run.id, inputs)

@@ -442,6 +442,15 @@ class Store:
             counts[RunStatus(status)] = n
         return counts
 
+    def change_counter(self) -> int | None:
+        """SQLite's `PRAGMA data_version` of this connection: it changes whenever another
+        connection commits, so an unchanged value means nothing was written since it was last
+        read (the API's connections never write). None on PostgreSQL, which has no such
+        counter."""
+        if self.dialect == "postgresql":
+            return None
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     def list_run_totals(self) -> list[dict[str, Any]]:
         """Finished-run totals per (DAG, final status), monotonic: they survive pruning.
 
