@@ -17,12 +17,12 @@ from prometheus_client.registry import Collector
 
 from api import errors
 from api.auth import AuthMiddleware
-from api.dags import DagDetail, DagList, DagRunHistory, DagSpecText, DagTags
+from api.dags import DagDetail, DagList, DagRunHistory, DagSearch, DagSpecText, DagTags
 from api.metrics import build_exposition
 from api.runs import RunDetails, RunList, RunLogs
 from api.state import ApiContext, CatalogView, StorePool
 from api.sync import GitSyncCollector, SyncStatusResource
-from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers
+from api.system import Health, Metrics, OpenApi, Plan, Queues, Schedulers, Workers
 from controller.catalog import Catalog
 from controller.reconcile.desired import last_run_text
 from controller.store.records import StoreError
@@ -94,6 +94,7 @@ def create_app(
         ("/openapi.yaml", OpenApi(), None),
         ("/dags", DagList(ctx), None),
         ("/dags/tags", DagTags(ctx), None),
+        ("/dags/search", DagSearch(ctx), None),
         ("/dags/{fileName}", DagDetail(ctx), None),
         ("/dags/{fileName}/spec", DagSpecText(ctx), None),
         ("/dags/{fileName}/dag-runs", dag_runs, None),
@@ -108,6 +109,7 @@ def create_app(
         ("/dag-runs/{name}/{dagRunId}/steps/{stepName}/log", logs, "step"),
         ("/queues", Queues(ctx), None),
         ("/services/scheduler", Schedulers(ctx), None),
+        ("/workers", Workers(ctx), None),
         ("/plan", Plan(ctx), None),
         ("/sync/status", SyncStatusResource(settings), None),
     ]

@@ -5,21 +5,19 @@ store. Routed by `api.app.create_app`.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
 import falcon
 
 from api import params
-from api.dagview import dag_details, dag_summary
-from api.errors import NotFoundError
+from api.dagview import dag_details, dag_summary, run_config
+from api.errors import BadRequest, NotFoundError
 from api.state import ApiContext
 from controller.catalog import CatalogEntry
 from controller.store.records import NotFound
 from controller.views.runs import rfc3339, run_details, run_summary
 
-MAX_PER_PAGE = 100
 HISTORY_LENGTH = 30  # runs shown by /dags/{fileName}/dag-runs, as Dagu's UI grid
 
 
@@ -65,7 +63,7 @@ def _fallback_dag(entry: CatalogEntry) -> dict[str, Any]:
         "schedule": [],
         "queue": entry.file_name,
         "maxActiveRuns": 1,
-        "runConfig": {},
+        "runConfig": run_config(None),
     }
 
 
@@ -77,10 +75,7 @@ class DagList:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List DAG files with their load errors, next run and latest run summary."""
-        page = params.int_param(req, "page", minimum=1, default=1) or 1
-        per_page = (
-            params.int_param(req, "perPage", minimum=1, maximum=MAX_PER_PAGE, default=50) or 50
-        )
+        page, per_page = params.page_params(req, default_per_page=50)
         name = params.str_param(req, "name")
         tag = params.str_param(req, "tag")
         sort = params.choice_param(req, "sort", ("name", "nextRun"), "name")
@@ -105,7 +100,6 @@ class DagList:
             entries = sorted(entries, key=lambda e: e.name.lower(), reverse=order == "desc")
 
         total = len(entries)
-        total_pages = math.ceil(total / per_page)
         page_entries = entries[(page - 1) * per_page : page * per_page]
         latest = self.ctx.stores.get().latest_runs([e.name for e in page_entries])
         items = []
@@ -125,13 +119,7 @@ class DagList:
         resp.media = {
             "dags": items,
             "errors": [],
-            "pagination": {
-                "currentPage": page,
-                "nextPage": min(page + 1, max(total_pages, 1)),
-                "prevPage": max(page - 1, 1),
-                "totalPages": total_pages,
-                "totalRecords": total,
-            },
+            "pagination": params.pagination(page, per_page, total),
         }
 
     on_head = on_get
@@ -192,21 +180,71 @@ class DagSpecText:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, fileName: str) -> None:
-        """`{spec, errors}`. The file read is the one the catalog found, never a path
-        built from the request."""
+        """`{spec, errors}`."""
         entry = _entry(self.ctx, fileName)
-        if entry.dag is not None and entry.dag.source:
-            text = entry.dag.source
-        else:
+        resp.media = {"spec": _file_text(self.ctx, entry), "errors": _errors(entry)}
+
+    on_head = on_get
+
+
+def _file_text(ctx: ApiContext, entry: CatalogEntry) -> str:
+    """The DAG file's text as written: the catalog's copy, else the file the catalog found
+    (never a path built from the request), at most `max_dag_file_bytes` of it."""
+    if entry.dag is not None and entry.dag.source:
+        return entry.dag.source
+    try:
+        with entry.path.open("rb") as f:
+            raw = f.read(ctx.settings.max_dag_file_bytes)
+    except OSError as exc:
+        what = f"DAG file {entry.file_name!r}"
+        raise NotFoundError(f"{what} cannot be read: {exc.strerror}") from None
+    return raw.decode("utf-8", "replace")
+
+
+SEARCH_CONTEXT_LINES = 2  # lines shown before and after a matching line, as Dagu
+
+
+def search_matches(text: str, needle: str) -> list[dict[str, Any]]:
+    """Dagu's `SearchDAGsMatchItem`s of the lines of `text` holding `needle` (case-insensitive):
+    the line's number and the line with its context (`startLine` is the context's first)."""
+    lines = text.splitlines()
+    wanted = needle.casefold()
+    matches = []
+    for index, line in enumerate(lines):
+        if wanted in line.casefold():
+            start = max(index - SEARCH_CONTEXT_LINES, 0)
+            context = lines[start : index + SEARCH_CONTEXT_LINES + 1]
+            matches.append(
+                {"line": "\n".join(context), "lineNumber": index + 1, "startLine": start + 1}
+            )
+    return matches
+
+
+class DagSearch:
+    """GET /api/v2/dags/search?q=: the DAG files whose text holds `q`, with the lines."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """`{results: [{name, dag, matches}], errors}`, by file name. `q` is text, not a
+        pattern (Dagu takes an RE2 regular expression; Python's engine backtracks, so a
+        pattern could hold a serving thread for ever). Files that did not load are searched
+        too. An empty `q` matches nothing."""
+        needle = req.get_param("q")
+        if needle is None:
+            raise BadRequest("query parameter 'q' is required")
+        results, errors = [], []
+        for entry in self.ctx.catalog.entries() if needle else []:
             try:
-                with entry.path.open("rb") as f:
-                    raw = f.read(self.ctx.settings.max_dag_file_bytes)
-                text = raw.decode("utf-8", "replace")
-            except OSError as exc:
-                raise NotFoundError(
-                    f"DAG file {fileName!r} cannot be read: {exc.strerror}"
-                ) from None
-        resp.media = {"spec": text, "errors": _errors(entry)}
+                matches = search_matches(_file_text(self.ctx, entry), needle)
+            except NotFoundError as exc:  # the file went away or cannot be read
+                errors.append(exc.message)
+                continue
+            if matches:
+                dag = dag_summary(entry.dag) if entry.dag is not None else _fallback_dag(entry)
+                results.append({"name": entry.name, "dag": dag, "matches": matches})
+        resp.media = {"results": results, "errors": errors}
 
     on_head = on_get
 

@@ -42,6 +42,16 @@ def _schedule(spec: DagSpec) -> list[dict[str, str]]:
     return [{"expression": e} for e in spec.schedule.start]
 
 
+def run_config(spec: DagSpec | None) -> dict[str, bool]:
+    """Dagu's `RunConfig`: both booleans always present (the spec requires them), false
+    unless the DAG file sets them."""
+    given = spec.run_config if spec is not None else {}
+    return {
+        "disableParamEdit": bool(given.get("disableParamEdit", False)),
+        "disableRunIdEdit": bool(given.get("disableRunIdEdit", False)),
+    }
+
+
 def dag_summary(dag: Dag) -> dict[str, Any]:
     """Dagu's `DAG` object of a list item."""
     spec = dag.spec
@@ -55,7 +65,7 @@ def dag_summary(dag: Dag) -> dict[str, Any]:
         "schedule": _schedule(spec),
         "queue": dag.queue,
         "maxActiveRuns": spec.max_active_runs,
-        "runConfig": dict(spec.run_config),
+        "runConfig": run_config(spec),
     }
 
 

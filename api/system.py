@@ -1,5 +1,5 @@
-"""System endpoints: `/health`, `/metrics`, `/openapi.yaml`, `/queues`, `/services/scheduler`
-and `/plan`. Routed by `api.app.create_app`.
+"""System endpoints: `/health`, `/metrics`, `/openapi.yaml`, `/queues`, `/services/scheduler`,
+`/workers` and `/plan`. Routed by `api.app.create_app`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.state import ApiContext, scheduler_status
+from controller.store.records import RunRecord
 from controller.views.plan import plan_document
 from controller.views.runs import rfc3339, run_summary
 from model import __version__
@@ -140,6 +141,70 @@ class Schedulers:
         }
 
     on_head = on_get
+
+
+class Workers:
+    """GET /api/v2/workers: the `dagloop worker` processes that have not stopped, in Dagu's
+    `WorkersListResponse` shape (each worker's pollers are its `maxActiveRuns` slots)."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """`{workers: [{id, labels, totalPollers, busyPollers, runningTasks, lastHeartbeatAt,
+        healthStatus, host}], errors: []}`, newest start first."""
+        store = self.ctx.stores.get()
+        workers = []
+        for worker in store.list_workers():
+            if worker.status == "stopped":
+                continue
+            tasks = [
+                _running_task(run)
+                for run in store.list_worker_runs(worker.id)
+                if run.status != RunStatus.QUEUED  # claimed, not started yet
+            ]
+            workers.append(
+                {
+                    "id": worker.id,
+                    "labels": worker.labels,
+                    "totalPollers": worker.max_active_runs,
+                    "busyPollers": len(tasks),
+                    "runningTasks": tasks,
+                    "lastHeartbeatAt": rfc3339(worker.heartbeat_at),
+                    "healthStatus": worker_health(self.ctx, worker.heartbeat_at),
+                    "host": worker.host,  # dagloop addition
+                }
+            )
+        resp.media = {"workers": workers, "errors": []}
+
+    on_head = on_get
+
+
+def worker_health(ctx: ApiContext, heartbeat_at: float) -> str:
+    """Dagu's `WorkerHealthStatus` from the heartbeat's age: `healthy` while at most one beat
+    was missed, `warning` until the heartbeat timeout (when the leader takes the worker for
+    dead and hands its runs on), `unhealthy` after."""
+    age = ctx.clock() - heartbeat_at
+    if age <= 2 * ctx.settings.heartbeat_interval_seconds:
+        return "healthy"
+    if age <= ctx.settings.heartbeat_timeout_seconds:
+        return "warning"
+    return "unhealthy"
+
+
+def _running_task(run: RunRecord) -> dict[str, str]:
+    """Dagu's `RunningTask` of a run a worker executes."""
+    task = {
+        "dagRunId": run.run_id,
+        "dagName": run.dag_name,
+        "startedAt": rfc3339(run.started_at),
+        "rootDagRunName": run.root_dag or run.dag_name,
+        "rootDagRunId": run.root_run_id or run.run_id,
+    }
+    if run.parent_run_id:
+        task["parentDagRunName"] = run.parent_dag
+        task["parentDagRunId"] = run.parent_run_id
+    return task
 
 
 class Plan:

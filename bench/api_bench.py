@@ -3,13 +3,14 @@
 Run by hand (see bench/README.md); it re-executes itself inside a private network namespace
 (`unshare -n`, loopback only), where both servers listen on 127.0.0.1:
 
-    python bench/api_bench.py [--requests 60] [--seconds 5] [--only dagu,dagloop]
+    python bench/api_bench.py [--runs 10000] [--requests 60] [--seconds 5] [--only dagu,dagloop]
 
 Data, the same for both engines: the 1,000 DAG files of bench/scheduler_bench.py plus a
-100-step chain `hundred`, and 10,000 recorded runs (10 per DAG, one per day over the last
-10 days, 2 steps each, statuses succeeded/failed).
-  dagloop: the runs are inserted through `controller.store.store.Store` (record_run, update_run,
-           record_steps), exactly the rows a runner writes.
+100-step chain `hundred`, and `--runs` recorded runs (10,000: 10 per DAG, one per day over the
+last 10 days; 100,000: 100 per DAG over 100 days; 2 steps each, statuses succeeded/failed), so
+today's window holds ~1,000 runs either way.
+  dagloop: the rows a runner writes (run and steps, final status), inserted in one transaction
+           of the store (`Store.transaction`): a commit per run would take minutes at 100,000.
   Dagu:    one real `dagu start` of a 2-step DAG gives a template attempt (status.jsonl +
            dag.json, Dagu's own writer); it is copied to
            data/dag-runs/<dag>/dag-runs/YYYY/MM/DD/dag-run_<ts>Z_<id>/attempt_<ts>_<ms>Z_<att>/
@@ -17,7 +18,10 @@ Data, the same for both engines: the 1,000 DAG files of bench/scheduler_bench.py
            and timestamps substituted — 10,000 runs in Dagu's layout without 10,000 processes.
   Both:    one real run of `hundred` through the engine's own `start`, for the run details.
 Measures (after 3 warm-up requests each):
-  p50        one keep-alive connection, sequential requests (`--requests`, capped at 15 s)
+  p50        one keep-alive connection, sequential requests (`--requests`, capped at 15 s), of
+             /dags, /metrics, /health, a 100-step run's details, and /dag-runs: as a client
+             asks (today's runs; dagloop answers its first page of 100, Dagu all of them) and
+             with perPage=1000 (the same ~1,000 runs from both)
   req/s      8 connections for `--seconds`: wrk -t2 -c8 when installed, else 8 Python threads
              with http.client keep-alive
   RSS        max VmRSS of the server process sampled during the load
@@ -61,7 +65,6 @@ from scheduler_bench import (
 )
 
 SECTION = "api_bench"
-RUNS_PER_DAG = 10
 
 
 @dataclass
@@ -89,16 +92,16 @@ def hundred_yaml() -> str:
     return "steps:\n" + "".join(f"  - name: s{i:03d}\n    command: 'true'\n" for i in range(100))
 
 
-def run_times(now: float) -> list[float]:
-    """One run per day over the last RUNS_PER_DAG days."""
-    return [now - 86400 * k - 3600 for k in range(RUNS_PER_DAG)]
+def run_times(now: float, per_dag: int) -> list[float]:
+    """One run per day over the last `per_dag` days."""
+    return [now - 86400 * k - 3600 for k in range(per_dag)]
 
 
 # --------------------------------------------------------------------------- dagloop data
 
 
-def seed_dagloop(home: Path, dag_names: list[str]) -> None:
-    """10 runs per DAG through the store's verbs, as a runner records them."""
+def seed_dagloop(home: Path, dag_names: list[str], per_dag: int) -> None:
+    """`per_dag` finished runs per DAG with two steps each, in one transaction."""
     sys.path.insert(0, str(REPO_ROOT))
     from controller.store.store import Store
     from model.status import RunStatus, StepStatus
@@ -106,41 +109,40 @@ def seed_dagloop(home: Path, dag_names: list[str]) -> None:
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    with Store(data / "dagloop.db") as store:
-        for name in dag_names:
-            for k, t in enumerate(run_times(now)):
-                status = RunStatus.FAILED if k % 5 == 4 else RunStatus.SUCCEEDED
-                run = store.record_run(
-                    dag_name=name,
-                    run_id=uuid7(t),
-                    status=RunStatus.RUNNING,
-                    file=str(home / "dags" / f"{name}.yaml"),
-                    trigger="schedule",
-                    now=t,
-                )
-                store.update_run(run.id, status=status, started_at=t, finished_at=t + 1.5, pid=None)
-                store.record_steps(
-                    run.id,
-                    [
-                        {
-                            "position": i,
-                            "kind": "step",
-                            "name": step,
-                            "status": StepStatus.SUCCEEDED,
-                            "exit_code": 0,
-                            "started_at": t,
-                            "finished_at": t + 1,
-                        }
-                        for i, step in enumerate(("a", "b"))
-                    ],
-                )
+    runs, steps = [], []
+    for name in dag_names:
+        for k, t in enumerate(run_times(now, per_dag)):
+            status = RunStatus.FAILED if k % 5 == 4 else RunStatus.SUCCEEDED
+            run_id, row_id = uuid7(t), len(runs) + 1  # row ids given: no RETURNING per run
+            runs.append(
+                (row_id, name, run_id, str(home / "dags" / f"{name}.yaml"), name, int(status),
+                 "schedule", t, t + 1.5, name, run_id, t, t + 1.5)
+            )  # fmt: skip
+            steps += [
+                (row_id, i, "step", step, int(StepStatus.SUCCEEDED), 0, t, t + 1)
+                for i, step in enumerate(("a", "b"))
+            ]
+    with Store(data / "dagloop.db") as store, store.transaction() as db:
+        db.executemany(
+            "INSERT INTO runs (id, dag_name, run_id, file, queue, status, trigger, started_at,"
+            " finished_at, root_dag, root_run_id, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            runs,
+        )
+        db.executemany(
+            "INSERT INTO steps (run, position, kind, name, status, exit_code, started_at,"
+            " finished_at) VALUES (?,?,?,?,?,?,?,?)",
+            steps,
+        )
 
 
 # --------------------------------------------------------------------------- Dagu data
 
 
-def seed_dagu(home: Path, peer: Path, dag_names: list[str], env: dict[str, str]) -> None:
-    """Clone one real Dagu attempt into 10 runs per DAG in Dagu's own layout."""
+def seed_dagu(
+    home: Path, peer: Path, dag_names: list[str], per_dag: int, env: dict[str, str]
+) -> None:
+    """Clone one real Dagu attempt into `per_dag` runs per DAG in Dagu's own layout."""
     (home / "dags" / "tmpl.yaml").write_text(
         "steps:\n  - name: a\n    command: echo 1\n  - name: b\n    command: 'true'\n"
     )
@@ -158,7 +160,7 @@ def seed_dagu(home: Path, peer: Path, dag_names: list[str], env: dict[str, str])
     shutil.rmtree(root / "tmpl")
     now = time.time()
     for name in dag_names:
-        for k, t in enumerate(run_times(now)):
+        for k, t in enumerate(run_times(now, per_dag)):
             when = dt.datetime.fromtimestamp(t, dt.UTC)
             run_id, attempt = uuid7(t), secrets.token_hex(3)
             stamp = when.strftime("%Y%m%d_%H%M%S")
@@ -283,17 +285,18 @@ def bench_engine(name: str, root: Path, peer: Path, args: argparse.Namespace) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGU_")}
     env.update(DAGU_HOME=str(home), PYTHONPATH=str(REPO_ROOT), DAGU_HOST="127.0.0.1")
     dag_names = sorted(p.stem for p in (home / "dags").glob("*.yaml") if p.stem != "hundred")
+    per_dag = max(args.runs // len(dag_names), 1)
     t = time.monotonic()
     if name == "dagu":
-        seed_dagu(home, peer, dag_names, env)
+        seed_dagu(home, peer, dag_names, per_dag, env)
         start = [str(peer), "start", "-q", "hundred"]
         server = [str(peer), "server"]
     else:
-        seed_dagloop(home, dag_names)
+        seed_dagloop(home, dag_names, per_dag)
         start = [sys.executable, "-m", "controller", "start", "-q", "hundred"]
         server = [sys.executable, "-m", "controller", "server"]
     subprocess.run(start, env=env, check=True, timeout=120, stdout=subprocess.DEVNULL)
-    print(f"[{name}] seeded {len(dag_names) * RUNS_PER_DAG} runs in {time.monotonic() - t:.1f} s")
+    print(f"[{name}] seeded {len(dag_names) * per_dag} runs in {time.monotonic() - t:.1f} s")
     port = free_port()
     env["DAGU_PORT"] = str(port)
     log = open(root / f"{name}-server.log", "wb")  # the child keeps it
@@ -309,6 +312,8 @@ def bench_engine(name: str, root: Path, peer: Path, args: argparse.Namespace) ->
             "dags": "/api/v2/dags",
             "metrics": "/api/v2/metrics",
             "run100": f"/api/v2/dag-runs/hundred/{hundred_id}",
+            "runs": "/api/v2/dag-runs",
+            "runs1000": "/api/v2/dag-runs?perPage=1000",
             "health": "/api/v2/health",
         }
         for key, path in paths.items():
@@ -339,7 +344,12 @@ def latest_run_id(port: int, dag: str) -> str:
 # --------------------------------------------------------------------------- report
 
 
-def report(results: dict[str, Numbers]) -> str:
+def section_name(runs: int) -> str:
+    """The results.md section of a run count (10,000 keeps the historical name)."""
+    return SECTION if runs == 10_000 else f"{SECTION}_{runs}"
+
+
+def report(results: dict[str, Numbers], runs: int) -> str:
     """The Markdown section."""
     d, g = results.get("dagu", Numbers()), results.get("dagloop", Numbers())
     rows = [
@@ -350,21 +360,26 @@ def report(results: dict[str, Numbers]) -> str:
         ("GET /api/v2/metrics req/s, 8 conns", d.rps.get("metrics"), g.rps.get("metrics"), "-",
          0),
         ("run details, 100 steps, p50 (ms)", d.p50_ms.get("run100"), g.p50_ms.get("run100"),
-         "<= 10 ms", 1),
+         "<= Dagu", 2),
+        ("GET /api/v2/dag-runs p50 (ms; Dagu: all of today's, dagloop: a page of 100)",
+         d.p50_ms.get("runs"), g.p50_ms.get("runs"), "< 20 ms", 1),
+        ("GET /api/v2/dag-runs?perPage=1000 p50 (ms; ~1,000 runs from both)",
+         d.p50_ms.get("runs1000"), g.p50_ms.get("runs1000"), "-", 1),
         ("GET /api/v2/health p50 (ms)", d.p50_ms.get("health"), g.p50_ms.get("health"), "-", 2),
         ("GET /api/v2/health req/s, 8 conns", d.rps.get("health"), g.rps.get("health"),
          ">= 2000", 0),
         ("server RSS under load (MiB)", d.rss_mib or None, g.rss_mib or None, "<= 120 MiB", 1),
     ]  # fmt: skip
     tool = "wrk -t2 -c8" if shutil.which("wrk") else "8 Python threads (http.client)"
+    section = section_name(runs)
     lines = [
-        f"<!-- {SECTION} -->",
-        "## Read API: `dagloop server` vs `dagu server` (bench/api_bench.py)",
+        f"<!-- {section} -->",
+        f"## Read API at {runs:,} runs: `dagloop server` vs `dagu server` (bench/api_bench.py)",
         "",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; host: {platform.node()} "
         f"({os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}); throughput with {tool}",
-        "- 1,000 DAG files + `hundred` (100 steps), 10,000 recorded runs; p50 of sequential "
-        "keep-alive requests",
+        f"- 1,000 DAG files + `hundred` (100 steps), {runs:,} recorded runs (~1,000 of them "
+        "today); p50 of sequential keep-alive requests",
         "",
         "| measure | Dagu | dagloop | dagloop/Dagu | target |",
         "|---|---:|---:|---:|---|",
@@ -374,13 +389,14 @@ def report(results: dict[str, Numbers]) -> str:
         fb = "-" if b is None else f"{b:.{digits}f}"
         ratio = "-" if a is None or b is None or not a else f"{b / a:.2f}x"
         lines.append(f"| {label} | {fa} | {fb} | {ratio} | {target} |")
-    lines.append(f"<!-- /{SECTION} -->")
+    lines.append(f"<!-- /{section} -->")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; prints the table and writes it into --out."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=10_000, help="recorded runs (1,000 DAGs)")
     ap.add_argument("--requests", type=int, default=60, help="sequential requests for p50")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each req/s load")
     ap.add_argument("--only", default="dagu,dagloop")
@@ -402,9 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in engines:
             kill_leftovers(root / name / "home")
         shutil.rmtree(root, ignore_errors=True)
-    section = report(results)
+    section = report(results, args.runs)
     print(section)
-    replace_section(Path(args.out), section, SECTION)
+    replace_section(Path(args.out), section, section_name(args.runs))
     return 0
 
 

@@ -9,12 +9,16 @@ the reconciler, `controller.logs`, the engine's run-log lines.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 
 
 def utc_text(epoch_seconds: float) -> str:
-    """Epoch seconds → ``2026-11-25T07:27:48Z`` (UTC, second precision, fraction dropped)."""
-    return datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Epoch seconds → ``2026-11-25T07:27:48Z`` (UTC, second precision, fraction dropped).
+
+    `time.gmtime` rather than a datetime: a 100-step run's details format 300 instants, and
+    this is four times faster."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
 
 
 def iso_utc(at: datetime) -> str:

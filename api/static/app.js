@@ -356,7 +356,7 @@
   }
   function fetchRecentRuns() {
     var from = Math.floor(Date.now() / 1000) - 14 * 86400;
-    return api('/dag-runs', { fromDate: from }).then(function (body) {
+    return api('/dag-runs', { fromDate: from, perPage: 1000 }).then(function (body) {
       var byName = {};
       (body && body.dagRuns || []).forEach(function (r) { (byName[r.name] = byName[r.name] || []).push(r); });
       return byName;
@@ -932,13 +932,14 @@
   }
   function pageController(ctx) {
     ctx.title('Controller');
-    var planHost = h('div'), lostHost = h('div'), queueHost = h('div'), schedHost = h('div'), syncHost = h('div');
+    var planHost = h('div'), lostHost = h('div'), queueHost = h('div'), schedHost = h('div'), syncHost = h('div'), workerHost = h('div');
     replace(main, h('h1', null, 'Controller'),
       syncHost,
       h('h2', null, 'Plan: what the loop will do next, and why'), planHost,
       h('h2', null, 'Lost runs'), lostHost,
       h('h2', null, 'Queues'), queueHost,
-      h('h2', null, 'Scheduler instances'), schedHost);
+      h('h2', null, 'Scheduler instances'), schedHost,
+      h('h2', null, 'Workers'), workerHost);
     // The plan document is `dagloop plan --json`: {now, actions: [{action, dag_name, run_id,
     // reason, ...}], queued, running, invalid, schedules}. Unknown keys still show, generically.
     function actionsTable(actions, id) {
@@ -1027,8 +1028,37 @@
           (b.items || []).length ? genericTable(b.items, 'sync-items') : null));
       }, function (err) { replace(syncHost, errorBox(err, 'Could not load the git sync status')); });
     }
+    // GET /workers is Dagu's WorkersListResponse: one row per worker, its runs linked; health
+    // borrows the run statuses' colours.
+    var HEALTH_COLOUR = { healthy: 'succeeded', warning: 'queued', unhealthy: 'failed' };
+    function workersTable(list) {
+      return h('div', { class: 'table-wrap' }, h('table', { id: 'workers' },
+        h('thead', null, h('tr', null, ['Worker', 'Host', 'Labels', 'Health', 'Last heartbeat', 'Busy', 'Running'].map(function (c) {
+          return h('th', { scope: 'col' }, c);
+        }))),
+        h('tbody', null, list.map(function (w) {
+          var labels = Object.keys(w.labels || {}).map(function (k) { return k + '=' + w.labels[k]; }).join(', ');
+          var tasks = w.runningTasks || [];
+          return h('tr', { 'data-worker': w.id },
+            h('td', { class: 'mono' }, w.id),
+            h('td', null, w.host || ''),
+            h('td', { class: 'mono' }, labels || h('span', { class: 'muted' }, 'none')),
+            h('td', null, h('span', { class: 'badge s-' + (HEALTH_COLOUR[w.healthStatus] || 'failed') }, w.healthStatus || 'unknown')),
+            h('td', { class: 'nowrap' }, parseTime(w.lastHeartbeatAt) !== null ? fmtTime(w.lastHeartbeatAt) : ''),
+            h('td', null, (w.busyPollers || 0) + ' / ' + (w.totalPollers || 0)),
+            h('td', null, tasks.length ? h('ul', null, tasks.map(function (t) {
+              return h('li', null, runLink({ name: t.dagName, dagRunId: t.dagRunId }));
+            })) : h('span', { class: 'muted' }, 'idle')));
+        }))));
+    }
+    function loadWorkers() {
+      return api('/workers').then(function (body) {
+        var list = body && body.workers || [];
+        replace(workerHost, list.length ? workersTable(list) : h('p', { class: 'muted' }, 'No workers: runs start on the controller\'s host.'));
+      }, function (err) { replace(workerHost, errorBox(err, 'Could not load the workers')); });
+    }
     function load() {
-      return Promise.all([loadSync(), loadPlan(), loadQueues(), loadSched()]).then(function () { return ctx.alive() ? 5000 : 0; });
+      return Promise.all([loadSync(), loadPlan(), loadQueues(), loadSched(), loadWorkers()]).then(function () { return ctx.alive() ? 5000 : 0; });
     }
     return load().then(function (next) { focusMain(); ctx.poll(load, next); });
   }

@@ -21,8 +21,8 @@ import sqlite3
 
 # The version a database made by this dagloop has (`meta['schema_version']`) and the Alembic
 # revision it is stamped with; `STEPS[dialect][i]` takes a database from version i to i + 1.
-SCHEMA_VERSION = 3
-HEAD_REVISION = "0003"
+SCHEMA_VERSION = 4
+HEAD_REVISION = "0004"
 REVISIONS = ("0001", "0002", "0003")
 
 _SQLITE_1 = """
@@ -201,6 +201,16 @@ CREATE TABLE IF NOT EXISTS log_blobs (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_blobs_run ON log_blobs (run);
+"""
+
+# The API at scale (issue 16): runs listed newest first, with or without a status, and a run id
+# looked up across DAGs, each on an index. (status, created_at) serves every query the status
+# index did, so it replaces it.
+_SQLITE_4 = """
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at);
+CREATE INDEX IF NOT EXISTS runs_status_created ON runs (status, created_at);
+DROP INDEX IF EXISTS runs_status;
+CREATE INDEX IF NOT EXISTS runs_run_id ON runs (run_id);
 """
 
 _POSTGRES_1 = """
@@ -391,9 +401,11 @@ ALTER TABLE runs ADD COLUMN revision_dirty INTEGER NOT NULL DEFAULT 0;
 
 _POSTGRES_3 = _SQLITE_3
 
+_POSTGRES_4 = _SQLITE_4  # the same statements in both dialects
+
 STEPS: dict[str, tuple[str, ...]] = {
-    "sqlite": (_SQLITE_1, _SQLITE_2, _SQLITE_3),
-    "postgresql": (_POSTGRES_1, _POSTGRES_2, _POSTGRES_3),
+    "sqlite": (_SQLITE_1, _SQLITE_2, _SQLITE_3, _SQLITE_4),
+    "postgresql": (_POSTGRES_1, _POSTGRES_2, _POSTGRES_3, _POSTGRES_4),
 }
 
 

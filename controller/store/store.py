@@ -56,7 +56,7 @@ from controller.store.records import (
     WorkerRecord,
     request_from_row,
     run_from_row,
-    step_from_row,
+    step_from_values,
     step_value,
     worker_from_row,
 )
@@ -415,34 +415,34 @@ class Store:
         run_id: str | None = None,
         name_contains: str | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first, filtered."""
-        where: list[str] = []
-        args: list[Any] = []
-        if dag_name is not None:
-            where.append("dag_name=?")
-            args.append(dag_name)
-        if name_contains:
-            where.append("instr(dag_name, ?) > 0")
-            args.append(name_contains)
-        if statuses:
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            args.extend(int(s) for s in statuses)
-        if since is not None:
-            where.append("created_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("created_at <= ?")
-            args.append(until)
-        if run_id:
-            where.append("run_id=?")
-            args.append(run_id)
-        sql = "SELECT * FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        args.append(limit)
-        return [run_from_row(r) for r in self._db.execute(sql, args)]
+        """Runs, newest first, filtered; `limit` of them after skipping `offset`.
+
+        The page is chosen on an index alone (`runs_created`, `runs_status_created`,
+        `runs_dag_created`, `runs_run_id`), and only its rows are read whole: a deep page
+        skips index entries, not table rows."""
+        where, args = _runs_filter(dag_name, statuses, since, until, run_id, name_contains)
+        sql = (
+            f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs{where} "
+            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?) ORDER BY created_at DESC, id DESC"
+        )
+        return [run_from_row(r) for r in self._db.execute(sql, [*args, limit, offset])]
+
+    def count_runs(
+        self,
+        *,
+        dag_name: str | None = None,
+        statuses: Sequence[RunStatus] = (),
+        since: float | None = None,
+        until: float | None = None,
+        run_id: str | None = None,
+        name_contains: str | None = None,
+    ) -> int:
+        """How many runs `list_runs` pages through with the same filters (index-only)."""
+        where, args = _runs_filter(dag_name, statuses, since, until, run_id, name_contains)
+        (count,) = self._db.execute(f"SELECT COUNT(*) FROM runs{where}", args).fetchone()
+        return int(count)
 
     def list_active_runs(self) -> list[RunRecord]:
         """Running, queued and waiting runs, oldest first (FIFO for queues)."""
@@ -469,6 +469,15 @@ class Store:
         for status, n in self._db.execute(sql + " GROUP BY status", args):
             counts[RunStatus(status)] = n
         return counts
+
+    def change_counter(self) -> int | None:
+        """SQLite's `PRAGMA data_version` of this connection: it changes whenever another
+        connection commits, so an unchanged value means nothing was written since it was last
+        read (the API's connections never write). None on PostgreSQL, which has no such
+        counter."""
+        if self.dialect == "postgresql":
+            return None
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def list_run_totals(self) -> list[dict[str, Any]]:
         """Finished-run totals per (DAG, final status), monotonic: they survive pruning.
@@ -587,8 +596,17 @@ class Store:
 
     def list_steps(self, run: int) -> list[StepRecord]:
         """Steps and handlers of a run, in position order."""
-        rows = self._db.execute("SELECT * FROM steps WHERE run=? ORDER BY position", (run,))
-        return [step_from_row(r) for r in rows]
+        return [step_from_values(r) for r in self.list_step_rows(run)]
+
+    def list_step_rows(self, run: int) -> list[tuple[Any, ...]]:
+        """The step rows of a run as plain tuples of `STEP_COLUMNS`, in position order, for a
+        reader that keeps what it made of them: equal rows make an equal result (the API's
+        run details). `list_steps` decodes them."""
+        columns = ", ".join(STEP_COLUMNS)
+        rows = self._db.execute(
+            f"SELECT {columns} FROM steps WHERE run=? ORDER BY position", (run,)
+        )
+        return [tuple(r) for r in rows]
 
     # ------------------------------------------------------------------ requests
 
@@ -958,6 +976,38 @@ def retry_unavailable(action: Callable[[], T], *, wait_seconds: float) -> T:
             if time.monotonic() + delay > give_up_at:
                 raise
             time.sleep(delay)  # nothing to do without the database
+
+
+def _runs_filter(
+    dag_name: str | None,
+    statuses: Sequence[RunStatus],
+    since: float | None,
+    until: float | None,
+    run_id: str | None,
+    name_contains: str | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its leading space, or "") and arguments of a runs listing."""
+    where: list[str] = []
+    args: list[Any] = []
+    if dag_name is not None:
+        where.append("dag_name=?")
+        args.append(dag_name)
+    if name_contains:
+        where.append("instr(dag_name, ?) > 0")
+        args.append(name_contains)
+    if statuses:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        args.extend(int(s) for s in statuses)
+    if since is not None:
+        where.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("created_at <= ?")
+        args.append(until)
+    if run_id:
+        where.append("run_id=?")
+        args.append(run_id)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
 
 
 def open_store(

@@ -104,8 +104,12 @@ class Run(SQLModel, table=True):
             unique=True,
             **_where("scheduled_at IS NOT NULL"),
         ),
-        Index("runs_status", "status"),
+        # The API lists runs newest first, by status or not, and pages through them on these
+        # indexes alone (`Store.list_runs`); an id looked up across DAGs has its own.
+        Index("runs_created", "created_at"),
+        Index("runs_status_created", "status", "created_at"),
         Index("runs_dag_created", "dag_name", "created_at"),
+        Index("runs_run_id", "run_id"),
         Index("runs_queue", "queue", "status"),
         # The loop reads the scheduled instants of the last minutes on every pass.
         Index("runs_scheduled", "scheduled_at", **_where("scheduled_at IS NOT NULL")),

@@ -17,7 +17,15 @@ from controller.utc import utc_text
 from model.outputs import camel_key
 from model.status import RunStatus, StepStatus
 
-__all__ = ["outputs_document", "rfc3339", "run_details", "run_summary", "step_node"]
+__all__ = [
+    "details_document",
+    "outputs_document",
+    "presented",
+    "rfc3339",
+    "run_details",
+    "run_summary",
+    "step_node",
+]
 
 _HANDLER_FIELDS = {
     "onInit": "onInit",
@@ -111,9 +119,13 @@ def step_node(step: StepRecord, *, lost: bool = False) -> dict[str, Any]:
 
 
 def run_details(store: Store, run: RunRecord) -> dict[str, Any]:
+    """Dagu's dagRunDetails of `run`, its steps read from `store` (`details_document`)."""
+    return details_document(run, store.list_steps(run.id))
+
+
+def details_document(run: RunRecord, steps: list[StepRecord]) -> dict[str, Any]:
     """Dagu's dagRunDetails: the summary plus `nodes` (definition order), handler nodes
     (absent when not run) and `outputs` (outputs.json's `outputs`)."""
-    steps = store.list_steps(run.id)
     d = run_summary(run)
     lost = d["status"] != int(run.status)
     d["nodes"] = [step_node(s, lost=lost) for s in steps if s.kind == "step"]

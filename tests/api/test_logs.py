@@ -33,7 +33,7 @@ def test_run_log_tail_head_offset_limit(client: falcon.testing.TestClient) -> No
 
 
 @pytest.mark.parametrize(
-    "query", [{"tail": "0"}, {"head": "-1"}, {"offset": "0"}, {"limit": "x"}, {"tail": "10001"}]
+    "query", [{"tail": "0"}, {"head": "-1"}, {"offset": "0"}, {"limit": "x"}, {"limit": "10001"}]
 )
 def test_bad_paging_parameters_are_400(
     client: falcon.testing.TestClient, query: dict[str, str]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from controller.store.store import Store
+from model.config import load_settings
 from tests.e2e.conftest import Server, Shots, start_server, stop_process, wait_for
 from tests.helpers import REPO_ROOT, wait_until
 
@@ -315,9 +318,22 @@ def test_cron_expressions_read_as_words(chrome: Any, server: Server) -> None:
     assert dict(zip(CRON_CASES, got, strict=True)) == CRON_CASES
 
 
-def test_controller_page_lists_queues_and_schedulers(
+def test_controller_page_lists_queues_schedulers_and_workers(
     chrome: Any, server: Server, shots: Shots
 ) -> None:
+    settings = load_settings(env=server.env)
+    with Store(settings.db_path) as store:
+        now = time.time()
+        store.record_worker(
+            id="gpu-worker-1",
+            host="node-7",
+            pid=1234,
+            labels={"gpu": "a100"},
+            max_active_runs=3,
+            status="active",
+            started_at=now - 60,
+            now=now,
+        )
     chrome.get(server.base_url + "/#/controller")
     wait_for(chrome, "h1", check=lambda el: el.text == "Controller")
     # Each section answers, with data or with the API's own error, never a blank.
@@ -328,12 +344,16 @@ def test_controller_page_lists_queues_and_schedulers(
         "Lost runs",
         "Queues",
         "Scheduler instances",
+        "Workers",
     ]
     wait_until(
         lambda: all(
             s.find_element("xpath", "following-sibling::div[1]").text.strip() for s in sections
         )
     )
+    row = wait_for(chrome, "#workers tr[data-worker='gpu-worker-1']")
+    assert "node-7" in row.text and "gpu=a100" in row.text and "0 / 3" in row.text
+    assert "idle" in row.text
     shots.take("controller")
 
 

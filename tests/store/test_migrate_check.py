@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from controller.store.pg import libpq_url
-from controller.store.schema import STEPS, statements
+from controller.store.schema import HEAD_REVISION, SCHEMA_VERSION, STEPS, statements
 from tests.helpers import run_cli
 
 
@@ -71,8 +71,8 @@ def test_the_check_changes_nothing_and_reports_a_missing_database(
 DAMAGE: dict[str, tuple[list[str], list[str], str]] = {
     # name: (SQL run on both dialects, lines expected, JSON kind of the first line)
     "dropped index": (
-        ["DROP INDEX runs_status"],
-        ["missing index runs_status on runs"],
+        ["DROP INDEX runs_status_created"],
+        ["missing index runs_status_created on runs"],
         "missing_index",
     ),
     "changed partial index": (
@@ -175,7 +175,8 @@ def test_an_older_schema_version_is_reported_then_migrated(env: dict[str, str]) 
     assert code == 1
     lines = out.splitlines()
     assert lines[0].startswith("schema version 1 (revision ")
-    assert lines[0].endswith("expected 3 (revision 0003): run `dagloop migrate`")
+    expected = f"expected {SCHEMA_VERSION} (revision {HEAD_REVISION}): run `dagloop migrate`"
+    assert lines[0].endswith(expected)
     for line in (
         "missing table workers",
         "missing table log_blobs",
@@ -189,7 +190,7 @@ def test_an_older_schema_version_is_reported_then_migrated(env: dict[str, str]) 
     report = json.loads(out)
     assert {k: report[k] for k in ("from", "to", "migrated")} == {
         "from": 1,
-        "to": 3,
+        "to": SCHEMA_VERSION,
         "migrated": True,
     }
     code, out, _err = run_cli("migrate", "--json", env=env)

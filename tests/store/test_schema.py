@@ -26,7 +26,7 @@ from controller.store.records import (
     StoreError,
     WorkerRecord,
 )
-from controller.store.schema import STEPS, statements
+from controller.store.schema import SCHEMA_VERSION, STEPS, statements
 from controller.store.store import Store
 from controller.store.tables import METADATA
 from model.config import load_settings
@@ -125,17 +125,20 @@ def test_an_older_database_is_refused_until_migrated(dagu_env: dict[str, str]) -
     (Path(dagu_env["DAGU_HOME"]) / "dags" / "hello.yaml").write_text("steps:\n  - echo hi\n")
     code, _out, err = run_cli("start", "hello", env=dagu_env)
     assert code == 1
-    assert "schema version 1 is older than this dagloop's (3); run `dagloop migrate`" in err
+    older = (
+        f"schema version 1 is older than this dagloop's ({SCHEMA_VERSION}); run `dagloop migrate`"
+    )
+    assert older in err
     assert "Traceback" not in err
     code, out, err = run_cli("migrate", env=dagu_env)
     assert code == 0, err
-    assert out.strip() == f"{db}: schema version 1 -> 3"
+    assert out.strip() == f"{db}: schema version 1 -> {SCHEMA_VERSION}"
     with Store(db) as store:
         assert store.get_run("old", "r0").status == RunStatus.SUCCEEDED  # nothing lost
     code, _out, err = run_cli("start", "hello", env=dagu_env)
     assert code == 0, err
     code, out, _err = run_cli("migrate", env=dagu_env)
-    assert code == 0 and out.strip().endswith("schema version 3, up to date")
+    assert code == 0 and out.strip().endswith(f"schema version {SCHEMA_VERSION}, up to date")
 
 
 def test_a_newer_database_is_refused(tmp_path: Path) -> None:
@@ -156,7 +159,7 @@ def test_postgres_without_schema_names_migrate(pg_server: object, dagu_env: dict
     assert "Traceback" not in err
     code, out, err = run_cli("migrate", env=env)
     assert code == 0, err
-    assert "schema version none -> 3" in out
+    assert f"schema version none -> {SCHEMA_VERSION}" in out
     (Path(dagu_env["DAGU_HOME"]) / "dags" / "hello.yaml").write_text("steps:\n  - echo hi\n")
     code, _out, err = run_cli("start", "hello", env=env)
     assert code == 0, err

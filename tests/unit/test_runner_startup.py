@@ -66,6 +66,6 @@ def test_reopen_at_the_current_version_runs_no_ddl(tmp_path: Path) -> None:
     Store(db).close()
     assert ("table", "runs") in _objects(db)
     with sqlite3.connect(db) as conn:
-        conn.execute("DROP INDEX runs_status")
+        conn.execute("DROP INDEX runs_status_created")
     Store(db).close()
-    assert ("index", "runs_status") not in _objects(db)
+    assert ("index", "runs_status_created") not in _objects(db)
