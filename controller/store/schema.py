@@ -23,7 +23,7 @@ import sqlite3
 # revision it is stamped with; `STEPS[dialect][i]` takes a database from version i to i + 1.
 SCHEMA_VERSION = 4
 HEAD_REVISION = "0004"
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 
 _SQLITE_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
