@@ -16,6 +16,7 @@ import pytest
 
 from api.app import create_app
 from controller.catalog import Catalog
+from controller.gitsync.status import read_status
 from controller.loop.controller import Controller
 from controller.store.store import Store
 from model.config import load_settings
@@ -146,5 +147,44 @@ def test_the_loop_follows_new_commits_and_keeps_the_last_good_one(
         wait_until(lambda: c.pass_once() is not None and '"error"' in status_file.read_text())
         assert dags_are(["b", "c"])
         assert Path(os.path.realpath(c.settings.dags_dir)).parent.name == added
+    finally:
+        c.store.close()
+
+
+def test_the_loop_follows_a_force_push_and_rides_out_an_unreachable_remote(
+    env: dict[str, str], remote: Remote
+) -> None:
+    now = [T0]
+    c = Controller(load_settings(), clock=lambda: now[0], spawn_runners=False)
+    status_file = c.settings.home / "gitsync" / "status.json"
+
+    def dags_are(names: list[str]) -> bool:
+        c.pass_once()
+        return [e.file_name for e in c.catalog.entries()] == names
+
+    def last_sync(status: str, commit: str) -> bool:
+        c.pass_once()
+        seen = read_status(status_file)
+        return seen is not None and (seen.last_sync_status, seen.last_sync_commit) == (
+            status,
+            commit,
+        )
+
+    try:
+        wait_until(lambda: dags_are(["tick"]), 20.0, interval=0.05)
+        later = remote.commit({"dags/b.yaml": dag()})
+        now[0] += c.settings.gitsync_autosync_interval_seconds
+        wait_until(lambda: dags_are(["b", "tick"]), 20.0, interval=0.05)
+        remote.rewind(env["COMMIT"])  # a force-push takes the branch back: b goes away
+        now[0] += c.settings.gitsync_autosync_interval_seconds
+        wait_until(lambda: dags_are(["tick"]), 20.0, interval=0.05)
+        assert Path(os.path.realpath(c.settings.dags_dir)).parent.name == env["COMMIT"]
+        assert later != env["COMMIT"]
+        remote.bare.rename(remote.bare.with_name("gone.git"))  # the remote is unreachable
+        now[0] += c.settings.gitsync_autosync_interval_seconds
+        wait_until(lambda: last_sync("error", env["COMMIT"]), 20.0, interval=0.05)
+        assert dags_are(["tick"])  # the current revision keeps running
+        seen = read_status(status_file)
+        assert seen is not None and seen.last_error
     finally:
         c.store.close()
