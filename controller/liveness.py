@@ -23,6 +23,7 @@ from controller.store.store import Store
 from model.status import RunStatus, StepStatus
 
 __all__ = [
+    "NOT_CLAIMED_EXIT",
     "beat_fresh",
     "heartbeat_age",
     "on_this_host",
@@ -30,6 +31,11 @@ __all__ = [
     "runner_alive",
     "runner_process_alive",
 ]
+
+# The exit code of a runner that could not claim its queued run because the database stayed
+# away longer than `database.waitSeconds` (sysexits' EX_TEMPFAIL): the run was not started,
+# so whoever launched the runner hands the run out again instead of recording it failed.
+NOT_CLAIMED_EXIT = 75
 
 _DEFAULT_TIMEOUT_SECONDS = 10.0
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from controller import runlogs
 from controller.doorbell import Doorbell
+from controller.liveness import NOT_CLAIMED_EXIT
 from controller.outage import Outage
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.runner_process import runner_env, start_runner
@@ -137,7 +138,11 @@ class Worker:
             current = self.store.get_run_by_id(row)
             del self.children[row]
             self._signalled.discard(row)
-            if current.status == RunStatus.QUEUED and current.worker_id == self.worker_id:
+            mine = current.status == RunStatus.QUEUED and current.worker_id == self.worker_id
+            if mine and proc.poll() == NOT_CLAIMED_EXIT:
+                self._spawn(run)  # it could not claim the run through an outage: again
+                continue
+            if mine:
                 err_dir = runlogs.run_dir(self.settings.log_dir, run.dag_name, run.run_id)
                 err = err_dir / runlogs.RUNNER_ERR
                 self.store.finish_queued_run(

@@ -30,9 +30,17 @@ from controller.dagfile import find_dag_file
 from controller.engine import launch
 from controller.engine.graph import initial_step_rows
 from controller.ids import new_run_id
+from controller.liveness import NOT_CLAIMED_EXIT
 from controller.revision import revision_of
 from controller.runevents import RunEvents
-from controller.store.records import Conflict, LimitReached, NotFound, RunRecord, StoreError
+from controller.store.records import (
+    Conflict,
+    LimitReached,
+    NotFound,
+    RunRecord,
+    StoreError,
+    StoreUnavailable,
+)
 from controller.store.store import Store, open_store, retry_unavailable
 from model.config import Settings
 from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
@@ -103,6 +111,11 @@ class _Refused(Exception):
     """The run is not started: the message for stderr, exit code 1."""
 
 
+class _NotClaimed(Exception):
+    """The queued run could not be read or claimed while the database stayed away: it is not
+    started, and the runner exits `NOT_CLAIMED_EXIT` so that it is handed out again."""
+
+
 def start(opts: StartOptions, *, settings: Settings, prepared: Prepared | None = None) -> int:
     """Start the run in this process; returns the exit code. `prepared` (from `prepare`) is
     used if it fits `opts` (then `settings` are its settings)."""
@@ -120,6 +133,9 @@ def start(opts: StartOptions, *, settings: Settings, prepared: Prepared | None =
         return _refuse(opts, settings, exc)
     try:
         return _start_with(store, settings, path, opts, prepared)
+    except _NotClaimed as exc:
+        _refuse(opts, settings, exc)
+        return NOT_CLAIMED_EXIT
     except (_Refused, StoreError) as exc:  # StoreError: a write the disk refused mid-run;
         return _refuse(opts, settings, exc)  # the row is then reaped as lost
     finally:
@@ -150,10 +166,14 @@ def _start_with(
     queued = None
     if opts.run_id is not None:
         run_id = opts.run_id
-        queued = retry_unavailable(
-            lambda: _queued_row(store, name_guess, run_id, named=True),
-            wait_seconds=settings.database_wait_seconds,
-        )
+        try:
+            queued = retry_unavailable(
+                lambda: _queued_row(store, name_guess, run_id, named=True),
+                wait_seconds=settings.database_wait_seconds,
+            )
+        except StoreUnavailable as exc:
+            why = f"run {run_id} not started, the database is unavailable: {exc}"
+            raise _NotClaimed(why) from None
     snapshot = queued.spec_yaml if queued is not None else ""
     try:
         if prepared is not None and snapshot and snapshot == prepared.text:
@@ -170,10 +190,14 @@ def _start_with(
         # A runner started just before an outage waits for the database to claim its run
         # (`database.waitSeconds`): the claim is conditional, so sending it again is safe.
         claimed = queued
-        run, step_ids = retry_unavailable(
-            lambda: _claim(store, settings, dag, claimed),
-            wait_seconds=settings.database_wait_seconds,
-        )
+        try:
+            run, step_ids = retry_unavailable(
+                lambda: _claim(store, settings, dag, claimed),
+                wait_seconds=settings.database_wait_seconds,
+            )
+        except StoreUnavailable as exc:
+            why = f"run {claimed.run_id} not started, the database is unavailable: {exc}"
+            raise _NotClaimed(why) from None
         params = launch.params_for_runner(run, dag, settings, queued=True)
     else:
         params = resolve_params(dag.spec.params, _overrides(list(opts.params)))

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller import faults, runlogs
 from controller.catalog import Catalog, CatalogEntry
-from controller.liveness import on_this_host, reap_lost_run, runner_alive
+from controller.liveness import NOT_CLAIMED_EXIT, on_this_host, reap_lost_run, runner_alive
 from controller.reconcile.rules import (
     Action,
     CompleteRequest,
@@ -94,7 +94,9 @@ class Applier:
                     status = self.store.get_run_by_id(row).status
                 except NotFound:
                     status = RunStatus.ABORTED
-                if status != RunStatus.QUEUED:
+                if status != RunStatus.QUEUED or p.poll() == NOT_CLAIMED_EXIT:
+                    # a runner that could not claim its run through a database outage: the
+                    # run was not started, the next pass hands it out again
                     del self.dispatched[row]
 
     def probes(self) -> dict[int, Callable[[], bool]]:

@@ -66,3 +66,44 @@ def test_a_write_lock_held_15_s_by_another_process_loses_nothing(
     ctl.send_signal(signal.SIGTERM)
     assert ctl.wait(timeout=20) == 0
     assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
+
+
+# The lock held until the test lets go (a line on stdin), not for a fixed time.
+_HOLD_LOCK_UNTIL_TOLD = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+"""
+
+
+def test_a_runner_that_cannot_claim_its_run_leaves_it_queued_for_the_next_runner(
+    fenv: dict[str, str], procs: list[subprocess.Popen[bytes]]
+) -> None:
+    env = {**fenv, "DAGU_DATABASE_WAIT_SECONDS": "1"}
+    marks = home_of(env) / "marks"
+    write_dag(env, "job", f'steps:\n  - echo "ran $DAG_RUN_ID" >> {marks}\n')
+    assert run_cli("enqueue", "--run-id", "r0", "job", env=env)[0] == 0
+    locker = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK_UNTIL_TOLD, str(db_path(home_of(env)))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    procs.append(locker)
+    assert locker.stdout is not None and locker.stdout.readline() == b"locked\n"
+    # the runner the loop would start for r0, while the database stays away past waitSeconds
+    code, _, err = run_cli("start", "-q", "--run-id", "r0", "job", env=env, timeout=90)
+    assert code == 75, err  # not started: hand it out again (EX_TEMPFAIL)
+    assert "not started, the database is unavailable" in err and "Traceback" not in err
+    assert locker.stdin is not None
+    locker.stdin.write(b"go\n")
+    locker.stdin.close()
+    assert locker.wait(timeout=30) == 0
+    assert query(env, "SELECT status, error FROM runs") == [(5, "")]  # still queued, no mark
+    ctl = spawn(env, procs, "scheduler")  # the loop starts it again, once
+    wait_until(lambda: query(env, "SELECT status FROM runs") == [(4,)], timeout=30)
+    assert _lines(marks) == ["ran r0"]
+    ctl.send_signal(signal.SIGTERM)
+    assert ctl.wait(timeout=20) == 0
