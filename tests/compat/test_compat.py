@@ -7,8 +7,8 @@ see `harness.py`) must equal:
 
 * the result recorded from the real Dagu 1.30.2 binary in `golden/<case>.json`
   (always runs, so CI checks compatibility without the binary), and
-* the result of the live Dagu binary run side by side (`-m peer`; skipped with a reason when
-  the binary is absent).
+* the result of the live Dagu binary run side by side (`-m peer`, by hand: the default run
+  deselects it; skipped with a reason when the binary is absent).
 
 Deliberate differences are not hidden: `ALLOWANCES` below replaces Dagu's value by the value
 dagloop must produce, with the reason; each one is written up in `docs/compatibility.md`.
