@@ -426,6 +426,8 @@ _UNSUPPORTED_DAG_FIELDS = {
     "llm": ("llm", "dagloop has no LLM (chat) executor"),
     "otel": ("otel", "dagloop exports no OpenTelemetry traces"),
 }
+# what `otel:` asks for when it only switches the export off: nothing to run (Dagu's default)
+_OTEL_OFF: tuple[dict[str, object], ...] = ({"enabled": False}, {"enabled": None}, {})
 # Executor types by what a step of that type may hold (Dagu 1.30.2's capabilities).
 _NO_COMMAND = frozenset({"mail", "dag", "subworkflow", "parallel"})
 _NO_SHELL = frozenset({"http", "jq", "mail", "dag", "subworkflow", "parallel"})
@@ -441,7 +443,7 @@ def unsupported_fields(spec: DagSpec) -> list[tuple[str, str]]:
     out = [
         (field, reason)
         for field, (attribute, reason) in _UNSUPPORTED_DAG_FIELDS.items()
-        if getattr(spec, attribute) is not None
+        if getattr(spec, attribute) is not None and not (field == "otel" and spec.otel in _OTEL_OFF)
     ]
     if spec.log_output == "merged":
         out.append(("logOutput", _MERGED_LOGS))
