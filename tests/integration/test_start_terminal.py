@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import dagu_home, run_cli
+from tests.helpers import dagu_home, run_cli, wait_until
 from tests.terminal import PtyCommand, Screen
 
 pytestmark = pytest.mark.timeout(90)
@@ -176,14 +176,20 @@ def test_ctrl_c_stops_the_run_as_dagloop_stop_does(
     marks = tmp_path / "marks"
     marks.mkdir()
     # `work` gets its signalOnStop (SIGINT), notes it, and takes its time to stop (it waits
-    # at the gate again): the view says the run is stopping meanwhile.
+    # at the gate again): the view says the run is stopping meanwhile. Its own `shell: sh`
+    # runs the trap itself: under the default `$SHELL -e -c "sh -c '...'"`, a shell that does
+    # not exec its one command (dash, when SHELL is unset) would be ended by the SIGINT first.
+    # `ready` says the trap is set.
     write_dag(
         env,
         "long",
         f"""
         steps:
           - name: work
-            command: sh -c 'trap "echo INT > {marks}/work" INT; {gate.wait}; {gate.wait}'
+            shell: sh
+            command: >-
+              trap "echo INT > {marks}/work" INT; echo > {marks}/ready;
+              {gate.wait}; {gate.wait}
             signalOnStop: SIGINT
           - name: after
             command: echo never
@@ -197,9 +203,10 @@ def test_ctrl_c_stops_the_run_as_dagloop_stop_does(
     run = PtyCommand(["start", "long"], env, columns=120, rows=20)
     terminals.append(run)
     run.read_until(lambda screen: any(line.startswith("  work ") for line in screen.visible()))
+    wait_until(lambda: (marks / "ready").exists(), timeout=30)
     run.type(b"\x03")  # Ctrl-C: the terminal sends SIGINT to the foreground process group
     run.read_until(lambda screen: "stopping…" in "\n".join(screen.visible()))
-    gate.open()
+    gate.open(2)  # a SIGINT that lands before the first wait began leaves two to pass
     assert run.wait() == 1
     assert (marks / "work").read_text() == "INT\n"
     assert (marks / "handlers").read_text() == "abort\nexit\n"
