@@ -37,6 +37,8 @@ _MARGIN = timedelta(hours=3)
 # starts this far before the window (it rounds its start) and candidates are filtered.
 _FIXED_MAX_SPAN = timedelta(days=7)
 _FIXED_STEP_BACK = timedelta(minutes=2)
+# In a week with an offset change, `next_after` tries the next hour alone before the margin path.
+_FIXED_SHORT_SPAN = timedelta(hours=1)
 
 
 @lru_cache(maxsize=64)
@@ -139,14 +141,17 @@ class CronSchedule:
 
     def next_after(self, after: datetime) -> datetime:
         """The first fire instant strictly after `after` (aware UTC)."""
-        fixed = _fixed_offset(self.zone, after, after + _FIXED_MAX_SPAN)
-        if fixed is not None:
-            # One offset for a week: the first candidate is the answer (an every-minute
-            # expression costs one croniter step, not a day of them).
-            first = self._first_fixed(after, after + _FIXED_MAX_SPAN, fixed)
-            if first is not None:
-                return first
-        span = timedelta(days=1)
+        for window in (_FIXED_MAX_SPAN, _FIXED_SHORT_SPAN):
+            fixed = _fixed_offset(self.zone, after, after + window)
+            if fixed is not None:
+                # One offset for the window: the first candidate is the answer (an
+                # every-minute expression costs one croniter step, not hours of them). The
+                # week of a DST change still has hours of one offset before it.
+                first = self._first_fixed(after, after + window, fixed)
+                if first is not None:
+                    return first
+                break
+        span = timedelta(hours=1)
         while True:
             found = self.between(after, after + span)
             if found:
