@@ -271,7 +271,7 @@ def _summary(node: Any, mask: Callable[[str], str] | None) -> StepSummary:
     tail: tuple[str, ...] = ()
     if node.status == StepStatus.FAILED:
         error = mask(node.error) if mask and node.error else node.error
-        tail = tuple(mask(line) if mask else line for line in stderr_tail(node.stderr_path))
+        tail = tuple(mask(line) if mask else line for line in node_stderr_tail(node))
     return StepSummary(
         name=clean(node.name),
         status=node.status,
@@ -283,6 +283,15 @@ def _summary(node: Any, mask: Callable[[str], str] | None) -> StepSummary:
         stdout_path=node.stdout_path,
         stderr_path=node.stderr_path,
     )
+
+
+def node_stderr_tail(node: Any, lines: int = STDERR_TAIL_LINES) -> list[str]:
+    """The last `lines` non-blank lines of a step's stderr: of its .err log, or for a merged
+    node (`logOutput: merged`, whose .log holds stdout too) of the failed execution's stderr
+    the pump kept (`Node.err_tail`)."""
+    if node.merged:
+        return _last_lines(node.err_tail[-_TAIL_BYTES:], lines)
+    return stderr_tail(node.stderr_path, lines)
 
 
 def stderr_tail(path: str, lines: int = STDERR_TAIL_LINES) -> list[str]:
@@ -297,6 +306,11 @@ def stderr_tail(path: str, lines: int = STDERR_TAIL_LINES) -> list[str]:
             data = f.read()
     except OSError:
         return []
+    return _last_lines(data, lines)
+
+
+def _last_lines(data: bytes, lines: int) -> list[str]:
+    """The last `lines` non-blank lines of `data`, cleaned of escape codes and cut short."""
     text = data.decode("utf-8", errors="replace")
     kept = [clean(line).rstrip() for line in text.splitlines()]
     return [line[:_TAIL_LINE_CHARS] for line in kept if line.strip()][-lines:]

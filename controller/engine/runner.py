@@ -64,6 +64,7 @@ from controller.engine.policies import (
 from controller.engine.pump import (
     CaptureWriter,
     Pump,
+    TailWriter,
     close_logs,
     log_paths,
     open_logs,
@@ -582,7 +583,7 @@ class Runner:
             env=node.env,
             cwd=node.cwd,
             stdout=CaptureWriter(node, node.out_file, self.spec.max_output_size),  # type: ignore[arg-type]
-            stderr=node.err_file,
+            stderr=TailWriter(node, node.err_file),  # type: ignore[arg-type]
             timeout_seconds=float(node.step.timeout_sec) or None,
             dag=self.dag,
             expand=lambda text: ex.expand(
@@ -880,7 +881,7 @@ class Runner:
                 node.name,
                 err or f"exit status {exit_code}",
                 log_dir=self.o.log_dir,
-                stderr_path=node.stderr_path,
+                stderr_tail=self.pump.recent_stderr(node),
             )
             self._final(node, StepStatus.FAILED, exit_code, text)
         elif node.step.call is not None and calls_partial(node):
