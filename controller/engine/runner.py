@@ -552,11 +552,11 @@ class Runner:
             msg = f'exec: "{exc.filename or argv[0]!s}": executable file not found in $PATH'
             if not os.path.isdir(node.cwd):
                 msg = f"working directory {node.cwd!r} does not exist"
-            node.err_file.write((msg + "\n").encode())
+            TailWriter(node, node.err_file).write((msg + "\n").encode())
             self._end_execution(node, 127, msg)
             return
         except OSError as exc:
-            node.err_file.write(f"{exc}\n".encode())
+            TailWriter(node, node.err_file).write(f"{exc}\n".encode())
             self._end_execution(node, 126, str(exc))
             return
         self._track(node, popen, capture=popen.stdout, errpipe=popen.stderr)
