@@ -84,7 +84,8 @@ class Node:
     log_nl: dict[str, bool] = field(default_factory=dict)
     log_error: str = ""  # a log write failed (e.g. ENOSPC): the execution fails with this
     # the end of this execution's stderr (masked per chunk), kept apart from the log file:
-    # a merged log holds stdout too, and Dagu's error quotes stderr alone
+    # Dagu's error quotes the failed execution's stderr alone, while the `.err` holds every
+    # attempt's and repetition's, and a merged `.log` holds stdout too
     err_tail: bytes = b""
     redirects: dict[str, IO[bytes]] = field(default_factory=dict)  # step `stdout:`/`stderr:`
     overflow: bool = False

@@ -64,7 +64,6 @@ RUN_COLOURS: Mapping[int, str] = {
 }
 
 STDERR_TAIL_LINES = 5
-_TAIL_BYTES = 8192  # read this much of the end of a step's .err log for its tail
 _TAIL_LINE_CHARS = 200
 # Everything a step could print that moves the cursor or changes the terminal: CSI and OSC
 # sequences, then any other control character but tab (compiled on first use: a run whose
@@ -286,27 +285,10 @@ def _summary(node: Any, mask: Callable[[str], str] | None) -> StepSummary:
 
 
 def node_stderr_tail(node: Any, lines: int = STDERR_TAIL_LINES) -> list[str]:
-    """The last `lines` non-blank lines of a step's stderr: of its .err log, or for a merged
-    node (`logOutput: merged`, whose .log holds stdout too) of the failed execution's stderr
-    the pump kept (`Node.err_tail`)."""
-    if node.merged:
-        return _last_lines(node.err_tail[-_TAIL_BYTES:], lines)
-    return stderr_tail(node.stderr_path, lines)
-
-
-def stderr_tail(path: str, lines: int = STDERR_TAIL_LINES) -> list[str]:
-    """The last `lines` non-blank lines of a step's .err log, cleaned of escape codes; []
-    when it cannot be read."""
-    if not path:
-        return []
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - _TAIL_BYTES))
-            data = f.read()
-    except OSError:
-        return []
-    return _last_lines(data, lines)
+    """The last `lines` non-blank lines of the stderr of a step's last execution, as the pump
+    kept it (`Node.err_tail`, the same bytes its error quotes the end of), cleaned of escape
+    codes: never an earlier attempt's lines from its `.err`, nor stdout from a merged `.log`."""
+    return _last_lines(node.err_tail, lines)
 
 
 def _last_lines(data: bytes, lines: int) -> list[str]:

@@ -1,8 +1,9 @@
 """The output pump: moves what steps write from their pipes into their log files.
 
 Owns a step's log files (`log_paths`, `precreate_logs`, `open_logs`, `close_logs`): `.out` and
-`.err`, or one `.log` for both streams under `logOutput: merged`; the end of the step's stderr
-that its error quotes (`recent_stderr`); the per-step log cap (`settings.max_step_log_bytes`,
+`.err`, or one `.log` for both streams under `logOutput: merged`; the end of the stderr of the
+step's current execution, kept in memory for its error (`recent_stderr`) and the summary; the
+per-step log cap (`settings.max_step_log_bytes`,
 issue 8 #24) with its truncation marker, `output:` capture (up to `maxOutputSize`; stdout
 only, merged or not, as in Dagu), the step's `stdout:`/`stderr:` copies (one per stream,
 merged or not), and a sub-DAG's JSON result on stdout.
@@ -26,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from controller import process as proc
 from controller.diskfull import ENOSPC_TEXT, describe_os_error
 from controller.engine.graph import Node, Proc
 from controller.runlogs import output_files, safe_name
@@ -42,7 +42,7 @@ _PIPE_BYTES = 1 << 16  # Linux's default pipe capacity
 _MARKER_ROOM = 4096  # bytes of truncation markers a capped log may take beyond the cap
 _LOG_READ_BYTES = 16 * 1024 * 1024  # of a stdout log searched for continueOn.output patterns
 ERR_TAIL_BYTES = 8192  # of a step's stderr kept in memory (`Node.err_tail`), per execution
-_ERROR_TAIL_BYTES = 1024  # of it quoted in the step's error, as read from a separate .err
+_ERROR_TAIL_BYTES = 1024  # of it quoted in the step's error, as Dagu 1.30.2 quotes
 
 
 def log_paths(node: Node, log_dir: Path) -> tuple[str, str]:
@@ -83,7 +83,9 @@ def precreate_logs(paths: list[str]) -> None:
 def open_logs(node: Node, cap_bytes: int) -> None:
     """Open the node's logs for appending (kept open across its executions; a merged node's
     one file serves as both) and reset the per-execution bookkeeping: the cap's and the
-    stderr tail (Dagu quotes the failed execution's stderr only)."""
+    stderr tail (Dagu quotes the failed execution's stderr only; reset first, so a log that
+    cannot be opened leaves no earlier execution's lines behind)."""
+    node.err_tail = b""
     if node.out_file is None:
         node.out_file = open(node.stdout_path, "ab", buffering=0)
         node.log_room["out"] = cap_bytes - os.fstat(node.out_file.fileno()).st_size
@@ -96,7 +98,6 @@ def open_logs(node: Node, cap_bytes: int) -> None:
         node.log_dropped[_log_key(node, stream)] = 0
         # a log already at its cap ends with the previous execution's marker line
         node.log_nl.setdefault(_log_key(node, stream), True)
-    node.err_tail = b""
 
 
 def open_redirects(node: Node, resolve: Callable[[str, Node], Path]) -> str:
@@ -328,10 +329,9 @@ class Pump:
 
     def recent_stderr(self, node: Node) -> str:
         """The end of the step's stderr that its error quotes (`exits.step_error_text`): the
-        end of its `.err`; for a merged node, whose `.log` holds stdout too, the tail kept in
-        memory, which is this execution's stderr alone, as Dagu 1.30.2 quotes it."""
-        if not node.merged:
-            return proc.read_tail(node.stderr_path, _ERROR_TAIL_BYTES)
+        last `_ERROR_TAIL_BYTES` of the tail kept in memory, which is this execution's stderr
+        alone, as Dagu 1.30.2 quotes it: never an earlier attempt's or repetition's lines
+        (still in the `.err`), nor the stdout lines of a merged `.log`."""
         data = node.err_tail
         if self.masker is not None:
             data = self.masker.mask_bytes(data)  # a value split across two reads of stderr

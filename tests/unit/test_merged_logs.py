@@ -1,6 +1,7 @@
-"""A merged step's stderr tail (`logOutput: merged`): its `.log` holds stdout too, so the
-error (`Pump.recent_stderr`) and the summary (`progress.node_stderr_tail`) read the stderr
-the pump kept in memory, masked, never the log file; a separate step's come from its `.err`.
+"""A step's stderr tail: the error (`Pump.recent_stderr`) and the summary
+(`progress.node_stderr_tail`) read the stderr of the current execution the pump kept in
+memory, masked, never a log file: a merged step's `.log` holds stdout too (`logOutput:
+merged`), and a separate step's `.err` holds the stderr of its earlier attempts too.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from pathlib import Path
 
 from controller.engine.graph import Node
 from controller.engine.progress import node_stderr_tail
-from controller.engine.pump import ERR_TAIL_BYTES, Pump, keep_tail, log_paths
+from controller.engine.pump import (
+    ERR_TAIL_BYTES,
+    Pump,
+    close_logs,
+    keep_tail,
+    log_paths,
+    open_logs,
+)
 from controller.secrets import SECRET_MASK, SecretMasker
 from model.spec import StepSpec
 
@@ -54,11 +62,22 @@ def test_merged_error_tail_is_stderr_alone_with_a_split_secret_masked(tmp_path: 
     assert len(text.encode()) <= 1024
 
 
-def test_separate_error_tail_is_the_end_of_the_err_file(tmp_path: Path) -> None:
+def test_separate_error_tail_is_this_executions_stderr_not_the_err_file(tmp_path: Path) -> None:
     node = _node(tmp_path, merged=False)
-    Path(node.stderr_path).write_text("first\nsecond\n")
-    keep_tail(node, b"ignored\n")
-    assert _pump(tmp_path).recent_stderr(node) == "first\nsecond\n"
+    Path(node.stderr_path).write_text("attempt 1\nattempt 2\n")  # earlier attempts, logged
+    keep_tail(node, b"attempt 3\n")
+    assert _pump(tmp_path).recent_stderr(node) == "attempt 3\n"
+
+
+def test_a_new_execution_starts_with_an_empty_tail(tmp_path: Path) -> None:
+    node = _node(tmp_path, merged=False)
+    keep_tail(node, b"oops from the first attempt\n")
+    open_logs(node, 1 << 20)  # the retry's execution begins
+    try:
+        assert node.err_tail == b"" and _pump(tmp_path).recent_stderr(node) == ""
+        assert Path(node.stderr_path).read_bytes() == b""  # the log itself is kept as is
+    finally:
+        close_logs(node)
 
 
 def test_the_kept_tail_is_bounded(tmp_path: Path) -> None:
@@ -69,10 +88,11 @@ def test_the_kept_tail_is_bounded(tmp_path: Path) -> None:
     assert len(node.err_tail) == ERR_TAIL_BYTES and node.err_tail.endswith(b"yend\n")
 
 
-def test_summary_tail_of_a_merged_node_comes_from_memory(tmp_path: Path) -> None:
+def test_summary_tail_comes_from_memory_merged_or_not(tmp_path: Path) -> None:
     merged, separate = _node(tmp_path, merged=True), _node(tmp_path, merged=False)
     Path(merged.stdout_path).write_text("out\nerr-in-log\n")
     keep_tail(merged, b"boom\n\n")
-    Path(separate.stderr_path).write_text("one\ntwo\n")
+    Path(separate.stderr_path).write_text("one\ntwo\n")  # an earlier attempt's, logged
+    keep_tail(separate, b"three\nfour\n")
     assert node_stderr_tail(merged) == ["boom"]
-    assert node_stderr_tail(separate, 1) == ["two"]
+    assert node_stderr_tail(separate) == ["three", "four"]
