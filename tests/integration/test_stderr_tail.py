@@ -131,6 +131,35 @@ def test_the_quote_is_the_last_1024_bytes_of_the_execution(dagu_env: dict[str, s
     assert tail == written[-1024:]
 
 
+@pytest.mark.parametrize(
+    ("printed", "quoted"),
+    [
+        # Dagu 1.30.2 quotes the bytes as they are: no strip, no newline added
+        ("  first\\n\\n\\nlast-no-newline  ", "  first\n\n\nlast-no-newline  "),
+        ("\\n   \\n\\n", "\n   \n\n"),  # blank lines alone are quoted too
+    ],
+)
+def test_the_quote_keeps_the_stderr_as_written(
+    dagu_env: dict[str, str], printed: str, quoted: str
+) -> None:
+    code, node, _ = _start(
+        dagu_env,
+        f"""
+        steps:
+          - name: s
+            command: sh -c 'printf "{printed}" >&2; exit 2'
+        """,
+        "--json",
+        "-q",
+    )
+
+    assert code == 1
+    assert (
+        node["error"]
+        == f'failed to execute step "s": exit status 2\nrecent stderr (tail):\n{quoted}'
+    )
+
+
 def test_the_summary_shows_the_failed_attempts_stderr_as_the_error_does(
     dagu_env: dict[str, str],
 ) -> None:
