@@ -5,7 +5,7 @@ Owns the layout every writer and reader of run logs shares:
 - `run_dir`: a run's directory (`runner.err` is there, and the logs of its first attempt);
   `attempt_dir`: the directory of one attempt (`attempt-N/` below it for a retry);
 - the file names in it: `RUNNER_ERR` (the runner process's stderr), `RUN_LOG` (the run's
-  own log), `output_files` (a step's `.out` and `.err`);
+  own log), `output_files` (a step's `.out` and `.err`, or its merged `.log`);
 - the directories a prepared runner makes ahead of its run (`<log dir>/.prepared/<pid>`):
   made by `make_logs_ahead`, renamed to the run's by `adopt_logs_ahead`, and swept by the
   loop when a killed runner left one (`sweep_logs_ahead`).
@@ -70,21 +70,28 @@ def attempt_dir(log_root: Path, dag_name: str, run_id: str, attempt: int) -> Pat
     return base / f"attempt-{attempt}" if attempt > 1 else base
 
 
-def output_files(log_dir: Path, stem: str) -> tuple[Path, Path]:
-    """The stdout and stderr files of a step (`stem` = its `safe_name`) or a handler."""
+def output_files(log_dir: Path, stem: str, *, merged: bool) -> tuple[Path, Path]:
+    """The stdout and stderr files of a step (`stem` = its `safe_name`) or a handler: `.out`
+    and `.err`, or for `logOutput: merged` one `.log` file for both, as Dagu 1.30.2 names
+    them (its node records then give that file as both `stdout` and `stderr`)."""
+    if merged:
+        return log_dir / f"{stem}.log", log_dir / f"{stem}.log"
     return log_dir / f"{stem}.out", log_dir / f"{stem}.err"
 
 
-def make_logs_ahead(log_root: Path, step_names: Iterable[str]) -> Path | None:
+def make_logs_ahead(log_root: Path, steps: Iterable[tuple[str, bool]]) -> Path | None:
     """Make, ahead of its run, a prepared runner's log directory with the files its run
-    creates first (`runner.err`, `run.log`, each step's `.out` and `.err`), as
-    `<log_root>/.prepared/<pid>`; `adopt_logs_ahead` renames it to the run's directory at the
-    launch. A directory and five new files cost a runner ~1.5 ms of kernel time, and fifty
-    runners start at one minute boundary. None if it cannot be made (the run makes its own)."""
+    creates first (`runner.err`, `run.log`, the log files of each step, given as (name,
+    merged)), as `<log_root>/.prepared/<pid>`; `adopt_logs_ahead` renames it to the run's
+    directory at the launch. A directory and five new files cost a runner ~1.5 ms of kernel
+    time, and fifty runners start at one minute boundary. None if it cannot be made (the run
+    makes its own)."""
     ahead = log_root / LOGS_AHEAD_DIR / str(os.getpid())
     files = [ahead / RUNNER_ERR, ahead / RUN_LOG]
-    for name in step_names:
-        files += output_files(ahead, safe_name(name))
+    for name, merged in steps:
+        for path in output_files(ahead, safe_name(name), merged=merged):
+            if path not in files:
+                files.append(path)
     try:
         if ahead.exists():  # left by a killed process that had our pid
             shutil.rmtree(ahead)

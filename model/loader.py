@@ -435,19 +435,13 @@ _SINGLE_COMMAND = frozenset({"http", "jq"})
 _SUB_DAG = frozenset({"", "dag", "subworkflow", "parallel"})
 
 
-_MERGED_LOGS = "logOutput: merged (one .log file per step); dagloop writes .out and .err"
-
-
 def unsupported_fields(spec: DagSpec) -> list[tuple[str, str]]:
     """(field, reason) for each DAG-level field set that dagloop does not run."""
-    out = [
+    return [
         (field, reason)
         for field, (attribute, reason) in _UNSUPPORTED_DAG_FIELDS.items()
         if getattr(spec, attribute) is not None and not (field == "otel" and spec.otel in _OTEL_OFF)
     ]
-    if spec.log_output == "merged":
-        out.append(("logOutput", _MERGED_LOGS))
-    return out
 
 
 def step_problems(step: StepSpec) -> list[tuple[str, str]]:
@@ -470,8 +464,6 @@ def step_problems(step: StepSpec) -> list[tuple[str, str]]:
         out.append(("stderr", message))
     if step.shell_packages:
         out.append(("shellPackages", f"{NOT_SUPPORTED} (packages for nix-shell)"))
-    if step.log_output == "merged":
-        out.append(("logOutput", f"{NOT_SUPPORTED} ({_MERGED_LOGS})"))
     if kind in _NO_COMMAND and step.command:
         out.append(("command", f'executor type "{kind}" does not support command field'))
     if kind in _NO_COMMAND and step.script:

@@ -145,6 +145,22 @@ def _yaml_kind(value: Any) -> str:
     return type(value).__name__
 
 
+_LOG_OUTPUTS = ("separate", "merged")
+
+
+def _log_output(value: Any) -> str | None:
+    """`logOutput` as Dagu 1.30.2 reads it: text, trimmed and case-insensitive; "" is
+    `separate` (so a step's `logOutput: ""` overrides a merged DAG); null is not set."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"logOutput must be a string, got {_yaml_kind(value)}")
+    mode = value.strip().lower() or "separate"
+    if mode not in _LOG_OUTPUTS:
+        raise ValueError(f"invalid logOutput value: \"{value}\" (must be 'separate' or 'merged')")
+    return mode
+
+
 def _str_list(value: Any, *, what: str = "a string or a list of strings") -> list[str]:
     if value is None:
         return []
@@ -616,7 +632,7 @@ class StepSpec(StepBehaviour, _Spec):
     output: OutputSpec | None = None
     stdout: str | None = None
     stderr: str | None = None
-    log_output: Literal["separate", "merged"] | None = None
+    log_output: Literal["separate", "merged"] | None = None  # None: the DAG's
     env: list[tuple[str, str]] = Field(default_factory=list)
     params: Any = None
     preconditions: list[ConditionSpec] = Field(default_factory=list)
@@ -709,6 +725,11 @@ class StepSpec(StepBehaviour, _Spec):
     @classmethod
     def _call_text(cls, value: Any) -> str | None:
         return None if value is None else _scalar_text(value)
+
+    @field_validator("log_output", mode="before")
+    @classmethod
+    def _log_output(cls, value: Any) -> str | None:
+        return _log_output(value)
 
     @field_validator("script", "id", mode="before")
     @classmethod
@@ -975,6 +996,11 @@ class DagSpec(_Spec):
     @classmethod
     def _text(cls, value: Any) -> str:
         return "" if value is None else _go_text(value)
+
+    @field_validator("log_output", mode="before")
+    @classmethod
+    def _log_output(cls, value: Any) -> str:
+        return _log_output(value) or "separate"
 
     @field_validator("type", mode="before")
     @classmethod

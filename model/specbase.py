@@ -48,6 +48,7 @@ class StepBehaviour:
     if TYPE_CHECKING:
         executor: Any
         call: str | None
+        log_output: str | None
 
     @property
     def executor_type(self) -> str:
@@ -57,6 +58,11 @@ class StepBehaviour:
         if self.call is not None:
             return "dag"
         return ""
+
+    def merges_logs(self, dag_log_output: str) -> bool:
+        """Whether the step writes stdout and stderr into one `.log` file: its own
+        `logOutput` if set, else the DAG's (`dag_log_output`), as Dagu 1.30.2 decides."""
+        return (self.log_output or dag_log_output) == "merged"
 
 
 class HandlerOnBehaviour:

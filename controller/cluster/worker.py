@@ -161,7 +161,8 @@ class Worker:
         large one) into the database, keyed by their path on this host."""
         paths = [run.log_file] if run.log_file else []
         for step in self.store.list_steps(run.id):
-            paths += [p for p in (step.stdout, step.stderr) if p]
+            # a merged step (`logOutput: merged`) records its one `.log` as both: copied once
+            paths += [p for p in dict.fromkeys((step.stdout, step.stderr)) if p]
         now = time.time()
         for path in paths:
             try:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from controller import process as proc
 from controller.diskfull import ENOSPC_TEXT, is_full
 
-_TAIL_BYTES = 1024
 _SIGNAL_TEXT: dict[int, str] = {
     signal.SIGTERM: "terminated",
     signal.SIGKILL: "killed",
@@ -55,9 +53,11 @@ def timeout_text(elapsed_seconds: float, timeout_seconds: float) -> str:
     )
 
 
-def step_error_text(name: str, err: str, *, log_dir: Path, stderr_path: str) -> str:
-    """Dagu's node error: `failed to execute step "X": exit status 2`, the stderr tail
-    after an exit status; a step timeout is reported as it is."""
+def step_error_text(name: str, err: str, *, log_dir: Path, stderr_tail: str) -> str:
+    """Dagu's node error: `failed to execute step "X": exit status 2`, the end of the
+    step's stderr (`stderr_tail`, `Pump.recent_stderr`) after an exit status, quoted as it
+    is (blank lines, spaces, a missing last newline), as Dagu 1.30.2 quotes it; a step
+    timeout is reported as it is."""
     if err.startswith("step timed out"):
         return err
     text = f'failed to execute step "{name}": {err}'
@@ -65,10 +65,8 @@ def step_error_text(name: str, err: str, *, log_dir: Path, stderr_path: str) -> 
         # The step wrote into a full log disk; its own error went to the same disk, so
         # the reason is told from the file system (issue 8 #22).
         text += f"\n{ENOSPC_TEXT} on {log_dir}: the step's output was not written"
-    if err.startswith("exit status"):
-        tail = proc.read_tail(stderr_path, _TAIL_BYTES).strip()
-        if tail:
-            text += f"{STDERR_TAIL_MARK}\n{tail}\n"
+    if err.startswith("exit status") and stderr_tail:
+        text += f"{STDERR_TAIL_MARK}\n{stderr_tail}"
     return text
 
 

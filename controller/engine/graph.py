@@ -65,6 +65,8 @@ class Node:
     children: list[dict[str, Any]] = field(default_factory=list)
     deps: list[Node] = field(default_factory=list)
     keep: bool = False  # retry of a run: kept from the previous attempt
+    # logOutput: merged (the step's own, else the DAG's): stdout and stderr go to one `.log`
+    merged: bool = False
     # the dependencies' statuses when readiness last said "wait": the answer cannot change
     # until one of them does (readiness is asked for every pending step on every pass)
     waited_on: list[StepStatus] | None = None
@@ -81,6 +83,10 @@ class Node:
     log_dropped: dict[str, int] = field(default_factory=dict)
     log_nl: dict[str, bool] = field(default_factory=dict)
     log_error: str = ""  # a log write failed (e.g. ENOSPC): the execution fails with this
+    # the end of this execution's stderr (masked per chunk), kept apart from the log file:
+    # Dagu's error quotes the failed execution's stderr alone, while the `.err` holds every
+    # attempt's and repetition's, and a merged `.log` holds stdout too
+    err_tail: bytes = b""
     redirects: dict[str, IO[bytes]] = field(default_factory=dict)  # step `stdout:`/`stderr:`
     overflow: bool = False
     timeout_at: float | None = None
@@ -112,7 +118,7 @@ def make_nodes(spec: Any) -> tuple[list[Node], dict[str, Node]]:
     nodes: list[Node] = []
     by_name: dict[str, Node] = {}
     for i, step in enumerate(spec.steps):
-        node = Node(step=step, kind="step", position=i)
+        node = Node(step=step, kind="step", position=i, merged=step.merges_logs(spec.log_output))
         nodes.append(node)
         by_name[step.name] = node
         if step.id:
@@ -125,7 +131,8 @@ def make_nodes(spec: Any) -> tuple[list[Node], dict[str, Node]]:
         kind = HANDLER_STEP_NAMES[event]
         if not step.name:
             step = step.model_copy(update={"name": kind})
-        handlers[event] = Node(step=step, kind=kind, position=pos)
+        merged = step.merges_logs(spec.log_output)
+        handlers[event] = Node(step=step, kind=kind, position=pos, merged=merged)
         pos += 1
     return nodes, handlers
 
@@ -227,6 +234,8 @@ def _step_json(step: Any) -> dict[str, Any]:
         d["outputSpec"] = {"key": step.output.key, "omit": step.output.omit}
     if step.call is not None:
         d["call"] = step.call
+    if step.log_output is not None:
+        d["logOutput"] = step.log_output  # only when the step sets it, as Dagu records it
     cont = step.continue_on
     if cont.failure or cont.exit_code or cont.output or cont.mark_success:
         # which failures the run tolerates; a caller reads it (`subdag._child_outputs`)

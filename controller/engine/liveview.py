@@ -33,9 +33,9 @@ from controller.engine.progress import (
     STATUS_COLOURS,
     Display,
     clean,
+    node_stderr_tail,
     paint,
     seconds_text,
-    stderr_tail,
 )
 from model.status import StepStatus
 
@@ -262,7 +262,7 @@ class LiveView:
         word = paint(f"{mark[status]} {name}  {status.label}", STATUS_COLOURS[status], color=color)
         lines = [f"{word}{code}{dur}{retries}"]
         if status == StepStatus.FAILED:
-            tail = stderr_tail(node.stderr_path, 2)
+            tail = node_stderr_tail(node, 2)
             lines.extend(paint(f"    {self._mask(line)}", _DIM, color=color) for line in tail)
         return lines
 

@@ -64,7 +64,6 @@ RUN_COLOURS: Mapping[int, str] = {
 }
 
 STDERR_TAIL_LINES = 5
-_TAIL_BYTES = 8192  # read this much of the end of a step's .err log for its tail
 _TAIL_LINE_CHARS = 200
 # Everything a step could print that moves the cursor or changes the terminal: CSI and OSC
 # sequences, then any other control character but tab (compiled on first use: a run whose
@@ -271,7 +270,7 @@ def _summary(node: Any, mask: Callable[[str], str] | None) -> StepSummary:
     tail: tuple[str, ...] = ()
     if node.status == StepStatus.FAILED:
         error = mask(node.error) if mask and node.error else node.error
-        tail = tuple(mask(line) if mask else line for line in stderr_tail(node.stderr_path))
+        tail = tuple(mask(line) if mask else line for line in node_stderr_tail(node))
     return StepSummary(
         name=clean(node.name),
         status=node.status,
@@ -285,18 +284,15 @@ def _summary(node: Any, mask: Callable[[str], str] | None) -> StepSummary:
     )
 
 
-def stderr_tail(path: str, lines: int = STDERR_TAIL_LINES) -> list[str]:
-    """The last `lines` non-blank lines of a step's .err log, cleaned of escape codes; []
-    when it cannot be read."""
-    if not path:
-        return []
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - _TAIL_BYTES))
-            data = f.read()
-    except OSError:
-        return []
+def node_stderr_tail(node: Any, lines: int = STDERR_TAIL_LINES) -> list[str]:
+    """The last `lines` non-blank lines of the stderr of a step's last execution, as the pump
+    kept it (`Node.err_tail`, the same bytes its error quotes the end of), cleaned of escape
+    codes: never an earlier attempt's lines from its `.err`, nor stdout from a merged `.log`."""
+    return _last_lines(node.err_tail, lines)
+
+
+def _last_lines(data: bytes, lines: int) -> list[str]:
+    """The last `lines` non-blank lines of `data`, cleaned of escape codes and cut short."""
     text = data.decode("utf-8", errors="replace")
     kept = [clean(line).rstrip() for line in text.splitlines()]
     return [line[:_TAIL_LINE_CHARS] for line in kept if line.strip()][-lines:]

@@ -1,9 +1,12 @@
 """The output pump: moves what steps write from their pipes into their log files.
 
-Owns a step's log files (`log_paths`, `precreate_logs`, `open_logs`, `close_logs`), the
-per-step log cap (`settings.max_step_log_bytes`, issue 8 #24) with its truncation marker,
-`output:` capture (up to `maxOutputSize`), the step's `stdout:`/`stderr:` copies, and a
-sub-DAG's JSON result on stdout.
+Owns a step's log files (`log_paths`, `precreate_logs`, `open_logs`, `close_logs`): `.out` and
+`.err`, or one `.log` for both streams under `logOutput: merged`; the end of the stderr of the
+step's current execution, kept in memory for its error (`recent_stderr`) and the summary; the
+per-step log cap (`settings.max_step_log_bytes`,
+issue 8 #24) with its truncation marker, `output:` capture (up to `maxOutputSize`; stdout
+only, merged or not, as in Dagu), the step's `stdout:`/`stderr:` copies (one per stream,
+merged or not), and a sub-DAG's JSON result on stdout.
 A failed log write (ENOSPC) fails the execution (`Node.log_error`), never the runner.
 
 Called by the runner (`controller.engine.runner`): `Pump.drain` when the selector reports a pipe
@@ -38,13 +41,23 @@ _PUMP_BYTES = 1 << 20
 _PIPE_BYTES = 1 << 16  # Linux's default pipe capacity
 _MARKER_ROOM = 4096  # bytes of truncation markers a capped log may take beyond the cap
 _LOG_READ_BYTES = 16 * 1024 * 1024  # of a stdout log searched for continueOn.output patterns
+ERR_TAIL_BYTES = 8192  # of a step's stderr kept in memory (`Node.err_tail`), per execution
+_ERROR_TAIL_BYTES = 1024  # of it quoted in the step's error, as Dagu 1.30.2 quotes
 
 
 def log_paths(node: Node, log_dir: Path) -> tuple[str, str]:
-    """The node's .out and .err logs (a handler's are named by its kind: `onExit.out`)."""
+    """The node's stdout and stderr logs: `.out` and `.err`, or the same `.log` twice for a
+    merged node (a handler's are named by its kind: `onExit.out`, `onExit.log`). The one
+    place a step's log files are decided (`controller.runlogs.output_files` names them)."""
     stem = safe_name(node.name) if node.kind == "step" else node.kind
-    out, err = output_files(log_dir, stem)
+    out, err = output_files(log_dir, stem, merged=node.merged)
     return str(out), str(err)
+
+
+def _log_key(node: Node, stream: str) -> str:
+    """The cap bookkeeping key of a stream: a merged node's two streams share one file, so
+    they share one room, one count of dropped bytes and one "ends with a newline"."""
+    return "out" if node.merged else stream
 
 
 def precreate_logs(paths: list[str]) -> None:
@@ -68,18 +81,23 @@ def precreate_logs(paths: list[str]) -> None:
 
 
 def open_logs(node: Node, cap_bytes: int) -> None:
-    """Open the node's .out and .err logs for appending (kept open across its executions)
-    and reset the per-execution cap bookkeeping."""
+    """Open the node's logs for appending (kept open across its executions; a merged node's
+    one file serves as both) and reset the per-execution bookkeeping: the cap's and the
+    stderr tail (Dagu quotes the failed execution's stderr only; reset first, so a log that
+    cannot be opened leaves no earlier execution's lines behind)."""
+    node.err_tail = b""
     if node.out_file is None:
         node.out_file = open(node.stdout_path, "ab", buffering=0)
         node.log_room["out"] = cap_bytes - os.fstat(node.out_file.fileno()).st_size
-    if node.err_file is None:
+    if node.err_file is None and node.merged:
+        node.err_file = node.out_file
+    elif node.err_file is None:
         node.err_file = open(node.stderr_path, "ab", buffering=0)
         node.log_room["err"] = cap_bytes - os.fstat(node.err_file.fileno()).st_size
     for stream in ("out", "err"):
-        node.log_dropped[stream] = 0
+        node.log_dropped[_log_key(node, stream)] = 0
         # a log already at its cap ends with the previous execution's marker line
-        node.log_nl.setdefault(stream, True)
+        node.log_nl.setdefault(_log_key(node, stream), True)
 
 
 def open_redirects(node: Node, resolve: Callable[[str, Node], Path]) -> str:
@@ -100,7 +118,7 @@ def close_logs(node: Node) -> None:
     """Close the node's log files and `stdout:`/`stderr:` copies (reopened on demand)."""
     for f in (node.out_file, node.err_file, *node.redirects.values()):
         if f is not None:
-            f.close()
+            f.close()  # a merged node's one file twice: closing a closed file does nothing
     node.out_file = node.err_file = None
     node.redirects = {}
 
@@ -134,6 +152,28 @@ def capture(node: Node, chunk: bytes, limit: int) -> None:
         node.captured = bytearray()
     else:
         node.captured += chunk
+
+
+class TailWriter:
+    """stderr of a Python executor: the step's log file, and the stderr tail its error and
+    the summary quote (`Node.err_tail`)."""
+
+    def __init__(self, node: Node, log: IO[bytes]) -> None:
+        self._node, self._log = node, log
+
+    def write(self, data: bytes) -> int:
+        """Keep the tail, then log `data`."""
+        keep_tail(self._node, data)
+        return self._log.write(data)
+
+    def flush(self) -> None:
+        """Flush the log file."""
+        self._log.flush()
+
+
+def keep_tail(node: Node, chunk: bytes) -> None:
+    """Add stderr to the node's in-memory tail (the last `ERR_TAIL_BYTES`)."""
+    node.err_tail = (node.err_tail + chunk[-ERR_TAIL_BYTES:])[-ERR_TAIL_BYTES:]
 
 
 class CaptureWriter:
@@ -204,6 +244,8 @@ class Pump:
         if self.masker is not None:
             # per read chunk: a value split across two reads of a chatty step slips through
             chunk = self.masker.mask_bytes(chunk)
+        if stream == "err":
+            keep_tail(node, chunk)
         self._write_log(node, stream, chunk)
         if stream in node.redirects:
             try:
@@ -216,9 +258,10 @@ class Pump:
         """Append `chunk` to the step's log up to `settings.max_step_log_bytes` (issue 8 #24);
         the rest is counted and discarded. A failed write (ENOSPC) stops the log and fails the
         execution (`log_error`) instead of the runner."""
-        room = node.log_room.get(stream, 0)
+        key = _log_key(node, stream)
+        room = node.log_room.get(key, 0)
         if room <= 0 or node.log_error:
-            node.log_dropped[stream] = node.log_dropped.get(stream, 0) + len(chunk)
+            node.log_dropped[key] = node.log_dropped.get(key, 0) + len(chunk)
             return
         keep = memoryview(chunk)[:room]
         f = node.out_file if stream == "out" else node.err_file
@@ -227,12 +270,12 @@ class Pump:
             write_all(f.fileno(), keep)
         except OSError as exc:
             node.log_error = self._log_write_error(exc, f.name)
-            node.log_dropped[stream] = node.log_dropped.get(stream, 0) + len(chunk)
+            node.log_dropped[key] = node.log_dropped.get(key, 0) + len(chunk)
             return
-        node.log_room[stream] = room - len(keep)
-        node.log_nl[stream] = keep[-1] == ord("\n")
+        node.log_room[key] = room - len(keep)
+        node.log_nl[key] = keep[-1] == ord("\n")
         if len(keep) < len(chunk):
-            node.log_dropped[stream] = node.log_dropped.get(stream, 0) + len(chunk) - len(keep)
+            node.log_dropped[key] = node.log_dropped.get(key, 0) + len(chunk) - len(keep)
 
     def _log_write_error(self, exc: OSError, path: object) -> str:
         if exc.errno == errno.ENOSPC:
@@ -250,7 +293,8 @@ class Pump:
             p.capture = None
         else:
             p.errpipe = None
-        dropped = node.log_dropped.get(stream, 0)
+        key = _log_key(node, stream)
+        dropped = node.log_dropped.get(key, 0)
         f = node.out_file if stream == "out" else node.err_file
         if self.masker is not None and not node.log_error:
             # the step's log and its `stdout:`/`stderr:` copy, both opened for appending
@@ -259,30 +303,39 @@ class Pump:
                     self._remask_log(copy.name, self.masker)
         if not dropped or f is None or node.log_error:
             return
-        node.log_dropped[stream] = 0
+        node.log_dropped[key] = 0
         cap = self._max_log_bytes
-        marker = b"" if node.log_nl.get(stream, True) else b"\n"
+        marker = b"" if node.log_nl.get(key, True) else b"\n"
         marker += (
             f"[dagloop: output truncated after {cap} bytes; {dropped} more bytes discarded]\n"
         ).encode()
-        room = node.log_room.get(stream, 0)
+        room = node.log_room.get(key, 0)
         if room - len(marker) < -_MARKER_ROOM:
             return  # markers of earlier executions filled their room: the disk stays bounded
         try:
             write_all(f.fileno(), memoryview(marker))
         except OSError:
             return
-        node.log_room[stream] = room - len(marker)
-        node.log_nl[stream] = True
+        node.log_room[key] = room - len(marker)
+        node.log_nl[key] = True
 
     def remask_logs(self, node: Node) -> None:
         """Mask the DAG's secrets in a step's logs written by an in-process executor (`http`,
         `mail`, …), which bypasses the pipes; the runner calls it when the executor returns."""
         if self.masker is None:
             return
-        for f in (node.out_file, node.err_file):
-            if f is not None:
-                self._remask_log(f.name, self.masker)
+        for f in {id(f): f for f in (node.out_file, node.err_file) if f is not None}.values():
+            self._remask_log(f.name, self.masker)
+
+    def recent_stderr(self, node: Node) -> str:
+        """The end of the step's stderr that its error quotes (`exits.step_error_text`): the
+        last `_ERROR_TAIL_BYTES` of the tail kept in memory, which is this execution's stderr
+        alone, as Dagu 1.30.2 quotes it: never an earlier attempt's or repetition's lines
+        (still in the `.err`), nor the stdout lines of a merged `.log`."""
+        data = node.err_tail
+        if self.masker is not None:
+            data = self.masker.mask_bytes(data)  # a value split across two reads of stderr
+        return data[-_ERROR_TAIL_BYTES:].decode("utf-8", "replace")
 
     @staticmethod
     def _remask_log(path: object, masker: SecretMasker) -> None:

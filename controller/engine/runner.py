@@ -64,6 +64,7 @@ from controller.engine.policies import (
 from controller.engine.pump import (
     CaptureWriter,
     Pump,
+    TailWriter,
     close_logs,
     log_paths,
     open_logs,
@@ -551,11 +552,11 @@ class Runner:
             msg = f'exec: "{exc.filename or argv[0]!s}": executable file not found in $PATH'
             if not os.path.isdir(node.cwd):
                 msg = f"working directory {node.cwd!r} does not exist"
-            node.err_file.write((msg + "\n").encode())
+            TailWriter(node, node.err_file).write((msg + "\n").encode())
             self._end_execution(node, 127, msg)
             return
         except OSError as exc:
-            node.err_file.write(f"{exc}\n".encode())
+            TailWriter(node, node.err_file).write(f"{exc}\n".encode())
             self._end_execution(node, 126, str(exc))
             return
         self._track(node, popen, capture=popen.stdout, errpipe=popen.stderr)
@@ -582,7 +583,7 @@ class Runner:
             env=node.env,
             cwd=node.cwd,
             stdout=CaptureWriter(node, node.out_file, self.spec.max_output_size),  # type: ignore[arg-type]
-            stderr=node.err_file,
+            stderr=TailWriter(node, node.err_file),  # type: ignore[arg-type]
             timeout_seconds=float(node.step.timeout_sec) or None,
             dag=self.dag,
             expand=lambda text: ex.expand(
@@ -880,7 +881,7 @@ class Runner:
                 node.name,
                 err or f"exit status {exit_code}",
                 log_dir=self.o.log_dir,
-                stderr_path=node.stderr_path,
+                stderr_tail=self.pump.recent_stderr(node),
             )
             self._final(node, StepStatus.FAILED, exit_code, text)
         elif node.step.call is not None and calls_partial(node):

@@ -103,7 +103,8 @@ def prepare(file: str, text: str, *, settings: Settings, config: str | None) -> 
     except BaseException:
         store.close()
         raise
-    logs_ahead = runlogs.make_logs_ahead(settings.log_dir, (s.name for s in dag.spec.steps))
+    steps = ((s.name, s.merges_logs(dag.spec.log_output)) for s in dag.spec.steps)
+    logs_ahead = runlogs.make_logs_ahead(settings.log_dir, steps)
     return Prepared(file, config, settings, path, store, text, dag, logs_ahead)
 
 

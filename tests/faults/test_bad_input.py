@@ -89,8 +89,12 @@ def test_11_to_14_other_dags_keep_running_beside_bad_files(
     assert_invariants(home_of(fenv), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
 
-def test_13_missing_binary_fails_the_step_with_127_and_stderr_tail(fenv: dict[str, str]) -> None:
-    write_dag(fenv, "nobin", "steps:\n  - command: definitely-not-a-binary-xyz --flag\n")
+@pytest.mark.parametrize("log_output", ["separate", "merged"])
+def test_13_missing_binary_fails_the_step_with_127_and_stderr_tail(
+    fenv: dict[str, str], log_output: str
+) -> None:
+    dag = f"logOutput: {log_output}\nsteps:\n  - command: definitely-not-a-binary-xyz --flag\n"
+    write_dag(fenv, "nobin", dag)
     code, out, _ = run_cli("start", "--json", "-q", "nobin", env=fenv)
     assert code == 1
     node = json.loads(out.strip().splitlines()[-1])["nodes"][0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -279,3 +280,28 @@ def test_24_repeated_executions_keep_the_capped_log_bounded(fenv: dict[str, str]
     # 1st: 700000 kept; 2nd: 348576 kept, 351424 dropped; 3rd and 4th: all dropped
     assert data == b"\0" * CAP + b"\n" + _marker(351_424) + _marker(700_000) * 2
     assert_invariants(home_of(env), heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
+
+
+def test_24_a_merged_log_is_capped_as_one_file(fenv: dict[str, str]) -> None:
+    """logOutput: merged: both streams share the one `.log` and its cap; the bytes discarded
+    from either are counted in the markers (one per pipe that lost output)."""
+    env = dict(fenv, DAGU_CONTROLLER_MAX_STEP_LOG_BYTES=str(CAP))
+    write_dag(
+        env,
+        "merged",
+        """\
+        logOutput: merged
+        steps:
+          - name: big
+            command: sh -c 'yes o | head -c 2000000; yes e | head -c 1000000 >&2'
+        """,
+    )
+    code, out, err = run_cli("start", "--json", "-q", "merged", env=env)
+    assert code == 0, err
+    node = json.loads(out.strip().splitlines()[-1])["nodes"][0]
+    assert node["stdout"] == node["stderr"] and node["stdout"].endswith("/big.log"), node
+    data = Path(node["stdout"]).read_bytes()
+    kept, _, markers = data.partition(b"[dagloop: output truncated")
+    assert len(kept) == CAP and set(kept.split(b"\n")) <= {b"o", b"e", b""}
+    counts = re.findall(rb"; (\d+) more bytes discarded\]\n", b"[dagloop" + markers)
+    assert 1 <= len(counts) <= 2 and sum(int(c) for c in counts) == 3_000_000 - CAP, markers

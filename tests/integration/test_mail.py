@@ -303,6 +303,29 @@ def test_failure_mail_is_delivered_with_run_facts_steps_and_error_tail(
     assert files["load.err"].startswith(b"err line 0\n")
 
 
+def test_a_merged_step_log_is_quoted_and_attached_once(
+    start_smtp: Callable[..., SmtpServer], step_logs: dict[str, Path]
+) -> None:
+    # logOutput: merged: the step's one `.log` is both its stdout and stderr record
+    merged = step_logs["load"].with_suffix(".log")
+    merged.write_text("load stdout line\n" + "".join(f"err line {i}\n" for i in range(50)))
+    logs = {**step_logs, "load": merged}
+    srv = start_smtp()
+    notes = notify_run_finished(
+        dag=make_dag(srv.port, mail_on=ON_FAILURE),
+        details=details("failed"),
+        expand=expander({}),
+        step_logs=logs,
+    )
+    assert notes == []
+    _, _, msg = srv.inbox.messages[0]
+    body = msg.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "Last lines of load (load.log):" in text and "err line 49" in text
+    assert set(attachments_of(msg)) == {"extract.out", "load.log", "report.out"}
+
+
 def test_success_mail_is_sent_only_when_enabled(
     start_smtp: Callable[..., SmtpServer], step_logs: dict[str, Path]
 ) -> None:

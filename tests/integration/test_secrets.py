@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import falcon.testing
+import pytest
 
 from api.app import create_app
 from controller.catalog import Catalog
@@ -26,6 +27,7 @@ FILE_SECRET = "db-pass-from-file-7f3a"
 ENV_SECRET = "api-token-from-env-91c2"
 
 DAG = """\
+logOutput: {log_output}
 secrets:
   - name: DB_PASS
     provider: file
@@ -81,9 +83,12 @@ def _files_with_secrets(root: Path) -> list[str]:
     return found
 
 
+# merged: both streams in one `.log`, masked as the separate files are (docs/compatibility.md)
+@pytest.mark.parametrize("log_output", ["separate", "merged"])
 def test_secrets_reach_the_step_and_nothing_else(
     start_smtp: Callable[..., SmtpServer],  # noqa: F811
     tmp_path: Path,
+    log_output: str,
 ) -> None:
     srv = start_smtp()
     home, dag_dir = tmp_path / "home", tmp_path / "dags"
@@ -92,7 +97,7 @@ def test_secrets_reach_the_step_and_nothing_else(
     dag_file = dag_dir / "leaky.yaml"
     copy = tmp_path / "copies" / "split.out"  # outside DAGU_HOME
     copy.parent.mkdir()
-    dag_file.write_text(DAG.format(port=srv.port, copy=copy))
+    dag_file.write_text(DAG.format(port=srv.port, copy=copy, log_output=log_output))
     hash_file = tmp_path / "seen.sha256"  # outside DAGU_HOME
     env = {
         "PATH": os.environ["PATH"],
@@ -110,6 +115,8 @@ def test_secrets_reach_the_step_and_nothing_else(
     assert hash_file.read_text().strip() == expected
     assert _secrets_in(out + err) == []
     assert _files_with_secrets(home) == []
+    suffixes = {p.suffix for p in (home / "logs" / "leaky").rglob("leak.*")}
+    assert suffixes == ({".log"} if log_output == "merged" else {".out", ".err"})
     assert _secrets_in(copy.read_text()) == []
     assert "*******" in copy.read_text()
     code, status_json, err = run_cli("status", "leaky", "--json", env=env)

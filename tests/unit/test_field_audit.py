@@ -90,7 +90,6 @@ def test_every_row_has_a_known_status() -> None:
 
 # A smallest DAG using each refused field, with the field path the refusal must name.
 REFUSED_EXAMPLES: dict[str, tuple[str, str]] = {
-    "logOutput": ("logOutput: merged\nsteps: [echo]\n", "logOutput"),
     "container": ("container: {image: alpine}\nsteps: [echo]\n", "container"),
     "registryAuths": ("registryAuths: {ghcr.io: x}\nsteps: [echo]\n", "registryAuths"),
     "ssh": ("ssh: {user: u, host: h}\nsteps: [echo]\n", "ssh"),
@@ -100,7 +99,6 @@ REFUSED_EXAMPLES: dict[str, tuple[str, str]] = {
         "steps:\n  - {command: echo, shellPackages: [jq]}\n",
         "steps[0].shellPackages",
     ),
-    "step.logOutput": ("steps:\n  - {command: echo, logOutput: merged}\n", "steps[0].logOutput"),
     "step.container": (
         "steps:\n  - {command: echo, container: {image: alpine}}\n",
         "steps[0].container",

@@ -225,6 +225,35 @@ def test_base_yaml_is_merged_as_dagu_does(tmp_path: Path) -> None:
     assert [event for event, _ in dag.spec.handler_on.items()] == ["failure", "exit"]
 
 
+@pytest.mark.parametrize(
+    ("dag_line", "expected"),
+    [("", "merged"), ("logOutput: null\n", "merged"), ("logOutput: ''\n", "separate")],
+)
+def test_base_yaml_log_output_is_kept_unless_the_dag_sets_it(
+    tmp_path: Path, dag_line: str, expected: str
+) -> None:
+    # Dagu 1.30.2: null is "not set" (base.yaml's stays); "" is `separate` and overrides it.
+    dag_file = tmp_path / "d.yaml"
+    dag_file.write_text(f"{dag_line}steps:\n  - echo hi\n", encoding="utf-8")
+    dag = load_dag(dag_file, base={"logOutput": "merged"})
+    assert dag.spec.log_output == expected
+
+
+def test_step_log_output_overrides_the_dags_both_ways(tmp_path: Path) -> None:
+    # As Dagu 1.30.2 reads it: trimmed, case-insensitive; "" is separate, null inherits.
+    dag_file = tmp_path / "d.yaml"
+    dag_file.write_text(
+        "logOutput: MERGED\nsteps:\n  - {command: echo, logOutput: ' Separate '}\n"
+        "  - {command: echo, logOutput: ''}\n  - {command: echo, logOutput: null}\n"
+        "  - {command: echo, logOutput: merged}\nhandlerOn:\n  exit: {command: echo}\n",
+        encoding="utf-8",
+    )
+    spec = load_dag(dag_file).spec
+    assert [s.log_output for s in spec.steps] == ["separate", "separate", None, "merged"]
+    assert [s.merges_logs(spec.log_output) for s in spec.steps] == [False, False, True, True]
+    assert spec.handler_on.exit is not None and spec.handler_on.exit.merges_logs(spec.log_output)
+
+
 def test_error_in_a_field_inherited_from_base_names_that_field(tmp_path: Path) -> None:
     dag_file = tmp_path / "d.yaml"
     dag_file.write_text("steps:\n  - echo hi\n", encoding="utf-8")

@@ -3,21 +3,21 @@ to a terminal, the final summary, and the stderr tail of a failed step."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from controller.engine.exits import STDERR_TAIL_MARK
+from controller.engine.graph import Node
 from controller.engine.liveview import RunningStep, Segment, columns, fit, frame_lines
 from controller.engine.progress import (
     Display,
     StepSummary,
     choose_display,
     final_lines,
+    node_stderr_tail,
     seconds_text,
-    stderr_tail,
     summary_lines,
 )
+from model.spec import StepSpec
 from model.status import RunStatus, StepStatus
 
 UTF8 = Display(mode="live", color=False, tty=True, unicode=True)
@@ -186,15 +186,13 @@ def test_final_lines_end_with_the_outcome_line_scripts_read() -> None:
     assert failed[-1] == "failed etl r1"
 
 
-def test_stderr_tail_keeps_the_last_lines_without_escape_codes(tmp_path: Path) -> None:
-    err = tmp_path / "s.err"
-    err.write_bytes(
-        b"one\n\x1b[31mtwo\x1b[0m\n\n\x1b]0;title\x07three\rback\n" + b"x" * 300 + b"\n"
-    )
+def test_stderr_tail_keeps_the_last_lines_without_escape_codes() -> None:
+    node = Node(step=StepSpec(name="s", command=["true"]), kind="step", position=0)
+    node.err_tail = b"one\n\x1b[31mtwo\x1b[0m\n\n\x1b]0;title\x07three\rback\n" + b"x" * 300 + b"\n"
     # a carriage return ends a line too, as a progress bar's redraws do
-    assert stderr_tail(str(err), 4) == ["two", "three", "back", "x" * 200]
-    assert stderr_tail(str(tmp_path / "missing.err")) == []
-    assert stderr_tail("") == []
+    assert node_stderr_tail(node, 4) == ["two", "three", "back", "x" * 200]
+    node.err_tail = b""  # the execution wrote nothing on stderr
+    assert node_stderr_tail(node) == []
 
 
 @pytest.mark.parametrize(

@@ -28,14 +28,23 @@ def test_dag_directories_keep_letters_and_step_files_are_ascii() -> None:
 
 
 def test_prepared_logs_hold_the_first_files_and_are_adopted_by_the_run(tmp_path: Path) -> None:
-    ahead = runlogs.make_logs_ahead(tmp_path, ["say hi"])
+    ahead = runlogs.make_logs_ahead(tmp_path, [("say hi", False), ("both", True)])
     assert ahead == tmp_path / ".prepared" / str(os.getpid())
     names = {p.name for p in ahead.iterdir()}
-    assert names == {"runner.err", "run.log", "say_hi.out", "say_hi.err"}
+    assert names == {"runner.err", "run.log", "say_hi.out", "say_hi.err", "both.log"}
     run_dir = runlogs.run_dir(tmp_path, "d", "r1")
     runlogs.adopt_logs_ahead(ahead, run_dir)
     assert {p.name for p in run_dir.iterdir()} == names
     assert not ahead.exists()
+
+
+def test_a_merged_step_has_one_log_file_for_both_streams(tmp_path: Path) -> None:
+    # Dagu 1.30.2 with logOutput: merged writes `<step>.log` and records it as both files.
+    assert runlogs.output_files(tmp_path, "s", merged=True) == (tmp_path / "s.log",) * 2
+    assert runlogs.output_files(tmp_path, "s", merged=False) == (
+        tmp_path / "s.out",
+        tmp_path / "s.err",
+    )
 
 
 def test_prepared_logs_are_dropped_when_the_run_has_a_directory(tmp_path: Path) -> None:
