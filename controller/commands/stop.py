@@ -20,6 +20,7 @@ from controller.commands.common import (
     print_json,
     settings_from,
 )
+from controller.store.filters import RunFilter
 
 if TYPE_CHECKING:
     from controller.store.records import RunRecord
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             except NotFound as exc:
                 return fail("stop", exc)
         else:
-            runs = store.list_runs(dag_name=args.dag, statuses=[RunStatus.RUNNING])
+            runs = store.list_runs(RunFilter(dag_name=args.dag, statuses=(RunStatus.RUNNING,)))
         runs = [r for r in runs if r.status == RunStatus.RUNNING]
         if not runs:
             return fail("stop", f"no running run of {args.dag!r}")

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from controller.outage import retry_delay_seconds
 from controller.store.connection import SqliteSession
+from controller.store.filters import ALL_RUNS, RunFilter
 from controller.store.records import (
     DURATION_BUCKETS_SECONDS,
     RUN_COLUMNS,
@@ -406,42 +407,24 @@ class Store:
         return run_from_row(row)
 
     def list_runs(
-        self,
-        *,
-        dag_name: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        since: float | None = None,
-        until: float | None = None,
-        run_id: str | None = None,
-        name_contains: str | None = None,
-        limit: int = 1000,
-        offset: int = 0,
+        self, where: RunFilter = ALL_RUNS, *, limit: int = 1000, offset: int = 0
     ) -> list[RunRecord]:
-        """Runs, newest first, filtered; `limit` of them after skipping `offset`.
+        """Runs that match `where`, newest first; `limit` of them after skipping `offset`.
 
         The page is chosen on an index alone (`runs_created`, `runs_status_created`,
         `runs_dag_created`, `runs_run_id`), and only its rows are read whole: a deep page
         skips index entries, not table rows."""
-        where, args = _runs_filter(dag_name, statuses, since, until, run_id, name_contains)
+        clause, args = where.sql()
         sql = (
-            f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs{where} "
+            f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs{clause} "
             "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?) ORDER BY created_at DESC, id DESC"
         )
         return [run_from_row(r) for r in self._db.execute(sql, [*args, limit, offset])]
 
-    def count_runs(
-        self,
-        *,
-        dag_name: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        since: float | None = None,
-        until: float | None = None,
-        run_id: str | None = None,
-        name_contains: str | None = None,
-    ) -> int:
-        """How many runs `list_runs` pages through with the same filters (index-only)."""
-        where, args = _runs_filter(dag_name, statuses, since, until, run_id, name_contains)
-        (count,) = self._db.execute(f"SELECT COUNT(*) FROM runs{where}", args).fetchone()
+    def count_runs(self, where: RunFilter = ALL_RUNS) -> int:
+        """How many runs `list_runs` pages through with the same filter (index-only)."""
+        clause, args = where.sql()
+        (count,) = self._db.execute(f"SELECT COUNT(*) FROM runs{clause}", args).fetchone()
         return int(count)
 
     def list_active_runs(self) -> list[RunRecord]:
@@ -976,38 +959,6 @@ def retry_unavailable(action: Callable[[], T], *, wait_seconds: float) -> T:
             if time.monotonic() + delay > give_up_at:
                 raise
             time.sleep(delay)  # nothing to do without the database
-
-
-def _runs_filter(
-    dag_name: str | None,
-    statuses: Sequence[RunStatus],
-    since: float | None,
-    until: float | None,
-    run_id: str | None,
-    name_contains: str | None,
-) -> tuple[str, list[Any]]:
-    """The WHERE clause (with its leading space, or "") and arguments of a runs listing."""
-    where: list[str] = []
-    args: list[Any] = []
-    if dag_name is not None:
-        where.append("dag_name=?")
-        args.append(dag_name)
-    if name_contains:
-        where.append("instr(dag_name, ?) > 0")
-        args.append(name_contains)
-    if statuses:
-        where.append(f"status IN ({','.join('?' * len(statuses))})")
-        args.extend(int(s) for s in statuses)
-    if since is not None:
-        where.append("created_at >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("created_at <= ?")
-        args.append(until)
-    if run_id:
-        where.append("run_id=?")
-        args.append(run_id)
-    return (" WHERE " + " AND ".join(where) if where else ""), args
 
 
 def open_store(
