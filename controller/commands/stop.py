@@ -41,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Stop; exit 0, or 1 when no run of the DAG is running."""
     from controller.store.records import NotFound
-    from controller.store.store import open_store
+    from controller.store.retry import open_store
     from model.config import ConfigError
     from model.status import RunStatus
 

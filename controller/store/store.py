@@ -13,9 +13,10 @@ under 150 ms as a whole process, and importing SQLAlchemy alone costs ~190 ms on
 The schema is declared in `controller.store.tables` and run as the DDL of `controller.store.schema`
 (checked against each other by the tests); Alembic (`dagloop migrate`) upgrades an existing
 database, and every process refuses a database whose schema is older or newer than its own.
-The rows it returns and the errors it raises are in `controller.store.records`; the SQLite
-connection and its write transaction in `controller.store.connection`, PostgreSQL's in
-`controller.store.pg`.
+The rows it returns and the errors it raises are in `controller.store.records`, the filter of
+its runs listings in `controller.store.filters`; the SQLite connection and its write
+transaction in `controller.store.connection`, PostgreSQL's in `controller.store.pg`; opening
+it and sending a call again through a database outage in `controller.store.retry`.
 
 Writers: SQLite serialises them (`BEGIN IMMEDIATE`), and dagloop's own writers first queue for
 their turn in the kernel (`flock` on `<db>-writers`, see `controller.store.connection`); on
@@ -32,12 +33,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from controller.outage import retry_delay_seconds
 from controller.store.connection import SqliteSession
 from controller.store.filters import ALL_RUNS, RunFilter
 from controller.store.records import (
@@ -67,8 +67,6 @@ from model.status import RunStatus
 if TYPE_CHECKING:
     from controller.store.pg import PgConnection
 
-T = TypeVar("T")
-
 # The end of the note kept on a run that was marked lost and whose runner reported in later.
 LOST_NOTE_TAIL = " while its runner could not reach the database; the runner reported in later"
 
@@ -77,9 +75,10 @@ class Store:
     """A connection to the state database. Not shared between threads.
 
     `location` is the SQLite file's path or a PostgreSQL URL (`postgresql+psycopg://…`);
-    `open_store` picks it from the settings. `role` names the process in PostgreSQL's
-    `pg_stat_activity` (controller, runner, worker, api, cli). `check_schema=False` (for
-    `dagloop migrate` only) opens a database of another schema version.
+    `controller.store.retry.open_store` picks it from the settings (and waits for it). `role`
+    names the process in PostgreSQL's `pg_stat_activity` (controller, runner, worker, api,
+    cli). `check_schema=False` (for `dagloop migrate` only) opens a database of another
+    schema version.
     """
 
     def __init__(
@@ -941,52 +940,3 @@ def _step_updates(steps: Mapping[int, Mapping[str, Any]]) -> list[tuple[str, lis
         if cols:
             updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
     return updates
-
-
-def retry_unavailable(action: Callable[[], T], *, wait_seconds: float) -> T:
-    """`action()`, tried again with capped backoff and jitter while it raises
-    `StoreUnavailable`, for up to `wait_seconds`; then that error is raised. For writes that
-    are safe to send again (a claim, a conditional update): nothing of a refused
-    transaction was kept."""
-    give_up_at = time.monotonic() + wait_seconds
-    attempt = 0
-    while True:
-        try:
-            return action()
-        except StoreUnavailable:
-            attempt += 1
-            delay = retry_delay_seconds(attempt)
-            if time.monotonic() + delay > give_up_at:
-                raise
-            time.sleep(delay)  # nothing to do without the database
-
-
-def open_store(
-    settings: Any,
-    *,
-    readonly: bool = False,
-    role: str = "cli",
-    forever: bool = False,
-    on_wait: Callable[[StoreUnavailable], None] | None = None,
-) -> Store:
-    """The store of `settings`: PostgreSQL when `database_url` is set, else the SQLite file.
-
-    An unreachable database (`StoreUnavailable`) is tried again with capped backoff and
-    jitter for up to `settings.database_wait_seconds` (`forever`: until it answers, for the
-    long-running processes), then its error is raised; `on_wait` is called once, at the
-    first refusal."""
-    location: Path | str = settings.database_url or settings.db_path
-    wait_seconds = float(settings.database_wait_seconds)
-    give_up_at = None if forever else time.monotonic() + wait_seconds
-    attempt = 0
-    while True:
-        try:
-            return Store(location, readonly=readonly, role=role)
-        except StoreUnavailable as exc:
-            attempt += 1
-            delay = retry_delay_seconds(attempt)
-            if give_up_at is not None and time.monotonic() + delay > give_up_at:
-                raise
-            if attempt == 1 and on_wait is not None:
-                on_wait(exc)
-            time.sleep(delay)  # nothing to do without the database
