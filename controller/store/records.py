@@ -236,6 +236,15 @@ def worker_from_row(row: Any) -> WorkerRecord:
     return WorkerRecord(**d)
 
 
+def run_value(key: str, value: Any) -> Any:
+    """A run column's value as stored (JSON text for the structured ones, ints for statuses)."""
+    if key == "params":
+        return json.dumps(list(value))
+    if key == "worker_selector":
+        return json.dumps(value or {})
+    return int(value) if isinstance(value, RunStatus) else value
+
+
 def step_value(key: str, value: Any) -> Any:
     """A step column's value as stored (JSON text for the structured ones, ints for statuses)."""
     if key in ("spec", "outputs", "children"):

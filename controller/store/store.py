@@ -14,7 +14,8 @@ The schema is declared in `controller.store.tables` and run as the DDL of `contr
 (checked against each other by the tests); Alembic (`dagloop migrate`) upgrades an existing
 database, and every process refuses a database whose schema is older or newer than its own.
 The rows it returns and the errors it raises are in `controller.store.records`, the filter of
-its runs listings in `controller.store.filters`; the SQLite connection and its write
+its runs listings in `controller.store.filters`, the UPDATEs its writes of run and step
+columns send in `controller.store.updates`; the SQLite connection and its write
 transaction in `controller.store.connection`, PostgreSQL's in `controller.store.pg`; opening
 it and sending a call again through a database outage in `controller.store.retry`.
 
@@ -42,7 +43,6 @@ from controller.store.connection import SqliteSession
 from controller.store.filters import ALL_RUNS, RunFilter
 from controller.store.records import (
     DURATION_BUCKETS_SECONDS,
-    RUN_COLUMNS,
     STEP_COLUMNS,
     Conflict,
     InstanceRecord,
@@ -62,13 +62,11 @@ from controller.store.records import (
     worker_from_row,
 )
 from controller.store.schema import SCHEMA_VERSION, sqlite_creation, version_problem
+from controller.store.updates import run_assignments, run_update, step_updates
 from model.status import RunStatus
 
 if TYPE_CHECKING:
     from controller.store.pg import PgConnection
-
-# The end of the note kept on a run that was marked lost and whose runner reported in later.
-LOST_NOTE_TAIL = " while its runner could not reach the database; the runner reported in later"
 
 
 class Store:
@@ -329,30 +327,8 @@ class Store:
         """UPDATE one run's columns in the caller's transaction (wakes the leader when the
         run ends)."""
         fields = {"updated_at": time.time(), **fields}
-        cols = []
-        values: list[Any] = []
-        for key, value in fields.items():
-            if key not in RUN_COLUMNS:
-                raise ValueError(f"unknown run column {key!r}")
-            if key == "params":
-                value = json.dumps(list(value))
-            elif key == "worker_selector":
-                value = json.dumps(value or {})
-            cols.append(f"{key}=?")
-            values.append(int(value) if isinstance(value, RunStatus) else value)
+        db.execute(*run_update(run, fields))
         status = fields.get("status")
-        if status is not None and RunStatus(status).is_final() and "notes" not in fields:
-            # A run marked lost while its runner could not write (a database outage), whose
-            # runner then reports its true end: the end is recorded, and the lost mark is
-            # kept as a note (SET reads the row as it was before this UPDATE, in both
-            # dialects; the second time the error no longer says lost, so nothing is added).
-            cols.append(
-                "notes = CASE WHEN status=? AND error LIKE 'lost:%' THEN notes || "
-                "CASE WHEN notes='' THEN '' ELSE ? END || ? || error || ? ELSE notes END"
-            )
-            values += [int(RunStatus.FAILED), "\n", "marked ", LOST_NOTE_TAIL]
-        values.append(run)
-        db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=?", values)
         if status is not None and RunStatus(status).is_final():
             self._wake(db)
 
@@ -365,18 +341,11 @@ class Store:
 
         None when someone else claimed it first or it left the queue (runner contract).
         """
-        fields.setdefault("updated_at", time.time())
-        cols = ["status=?"]
-        values: list[Any] = [int(RunStatus.RUNNING)]
-        for key, value in fields.items():
-            if key not in RUN_COLUMNS:
-                raise ValueError(f"unknown run column {key!r}")
-            cols.append(f"{key}=?")
-            values.append(json.dumps(list(value)) if key == "params" else value)
-        values += [run, int(RunStatus.QUEUED)]
+        cols, values = run_assignments({"updated_at": time.time(), **fields})
         with self.transaction() as db:
             row = db.execute(
-                f"UPDATE runs SET {', '.join(cols)} WHERE id=? AND status=? RETURNING *", values
+                f"UPDATE runs SET status=?, {', '.join(cols)} WHERE id=? AND status=? RETURNING *",
+                [int(RunStatus.RUNNING), *values, run, int(RunStatus.QUEUED)],
             ).fetchone()
             if row is None:
                 return None
@@ -546,7 +515,7 @@ class Store:
         """Set columns of several steps (by row id), and with `run` those of a run, in one
         commit: a runner writes a pass's step changes together, and its last ones with its
         final status."""
-        updates = _step_updates(steps)
+        updates = step_updates(steps)
         if not updates and not (run is not None and run_fields):
             return
         with self.transaction() as db:
@@ -562,7 +531,7 @@ class Store:
             return
         with self.transaction() as db:
             for steps, run_fields in writes:
-                self._apply_updates(db, _step_updates(steps), run, run_fields)
+                self._apply_updates(db, step_updates(steps), run, run_fields)
 
     def _apply_updates(
         self,
@@ -924,19 +893,3 @@ class Store:
         """Every error total by kind (`{"disk_full": 3}`); kinds never seen are absent."""
         rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'errors.%'")
         return {str(k).removeprefix("errors."): int(v) for k, v in rows}
-
-
-def _step_updates(steps: Mapping[int, Mapping[str, Any]]) -> list[tuple[str, list[Any]]]:
-    """One UPDATE (SQL, values) per step row of `steps` that has columns to set."""
-    updates: list[tuple[str, list[Any]]] = []
-    for step, fields in steps.items():
-        cols = []
-        values: list[Any] = []
-        for key, value in fields.items():
-            if key not in STEP_COLUMNS:
-                raise ValueError(f"unknown step column {key!r}")
-            cols.append(f"{key}=?")
-            values.append(step_value(key, value))
-        if cols:
-            updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
-    return updates
