@@ -6,7 +6,8 @@ the API) imports them, and the runner's start path must stay cheap. Their fields
 columns of `controller.store.tables` (the schema), in the same order;
 `tests/store/test_schema.py` fails on any difference. The JSON text columns (`params`, `spec`,
 `outputs`, `children`, `args`, `labels`, `worker_selector`) are decoded here, by
-`run_from_row` and friends, called by `controller.store.store` only.
+`run_from_row` and friends, and encoded by `run_value` and `step_value`, called by
+`controller.store.store` and `controller.store.updates` only.
 """
 
 from __future__ import annotations
