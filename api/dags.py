@@ -15,6 +15,7 @@ from api.dagview import dag_details, dag_summary, run_config
 from api.errors import BadRequest, NotFoundError
 from api.state import ApiContext
 from controller.catalog import CatalogEntry
+from controller.store.filters import RunFilter
 from controller.store.records import NotFound
 from controller.views.runs import rfc3339, run_details, run_summary
 
@@ -277,7 +278,7 @@ class DagRunHistory:
         """`{dagRuns: [details], gridData: [{name, history}]}`, newest first."""
         entry = _entry(self.ctx, fileName)
         store = self.ctx.stores.get()
-        runs = store.list_runs(dag_name=entry.name, limit=HISTORY_LENGTH)
+        runs = store.list_runs(RunFilter(dag_name=entry.name), limit=HISTORY_LENGTH)
         details = [run_details(store, r) for r in runs]
         resp.media = {"dagRuns": details, "gridData": grid(details)}
 

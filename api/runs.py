@@ -20,6 +20,7 @@ from api import params
 from api.errors import NotFoundError
 from api.logfile import MAX_LINES, contained_path, read_log
 from api.state import ApiContext
+from controller.store.filters import RunFilter
 from controller.store.records import RunRecord, StepRecord, step_from_values
 from controller.views.runs import (
     details_document,
@@ -47,25 +48,12 @@ class RunList:
         self.ctx = ctx
 
     def _list(self, req: falcon.Request, resp: falcon.Response, dag_name: str | None) -> None:
-        status = params.int_param(req, "status", minimum=0, maximum=max(RunStatus))
+        where = _run_filter(req, dag_name, now=self.ctx.clock())
         page, per_page = params.page_params(req, default_per_page=DEFAULT_PER_PAGE)
-        since = params.int_param(req, "fromDate", int64=True)
-        until = params.int_param(req, "toDate", int64=True)
-        if since is None:
-            now = datetime.fromtimestamp(self.ctx.clock(), UTC)
-            since = int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
-        filters: dict[str, Any] = {
-            "dag_name": dag_name,
-            "name_contains": params.str_param(req, "name") if dag_name is None else None,
-            "statuses": [RunStatus(status)] if status is not None else (),
-            "since": float(since),
-            "until": float(until) if until is not None else None,
-            "run_id": params.run_id_param(req, "dagRunId"),
-        }
         store = self.ctx.stores.get()
-        total = store.count_runs(**filters)
+        total = store.count_runs(where)
         offset = (page - 1) * per_page
-        runs = store.list_runs(**filters, limit=per_page, offset=offset) if offset < total else []
+        runs = store.list_runs(where, limit=per_page, offset=offset) if offset < total else []
         resp.media = {
             "dagRuns": [run_summary(r) for r in runs],
             "pagination": params.pagination(page, per_page, total),
@@ -83,6 +71,25 @@ class RunList:
         self._list(req, resp, name)
 
     on_head_by_name = on_get_by_name
+
+
+def _run_filter(req: falcon.Request, dag_name: str | None, *, now: float) -> RunFilter:
+    """The runs a listing asks for: `status`, `name` (not with a DAG in the path),
+    `fromDate` (default: today 00:00 UTC at `now`), `toDate` and `dagRunId`."""
+    status = params.int_param(req, "status", minimum=0, maximum=max(RunStatus))
+    since = params.int_param(req, "fromDate", int64=True)
+    until = params.int_param(req, "toDate", int64=True)
+    if since is None:
+        today = datetime.fromtimestamp(now, UTC)
+        since = int(today.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+    return RunFilter(
+        dag_name=dag_name,
+        name_contains=params.str_param(req, "name") if dag_name is None else None,
+        statuses=(RunStatus(status),) if status is not None else (),
+        since=float(since),
+        until=float(until) if until is not None else None,
+        run_id=params.run_id_param(req, "dagRunId"),
+    )
 
 
 class DetailsCache:

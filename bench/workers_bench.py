@@ -34,6 +34,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from controller.store.filters import RunFilter  # noqa: E402
 from controller.store.migrate import upgrade  # noqa: E402
 from controller.store.store import Store  # noqa: E402
 from model.config import load_settings  # noqa: E402
@@ -86,7 +87,7 @@ def measure(location: Path | str, env: dict[str, str], workers: int, runs: int) 
                 if done == runs:
                     break
                 time.sleep(0.5)
-            rows = store.list_runs(dag_name="one", limit=runs + 1)
+            rows = store.list_runs(RunFilter(dag_name="one"), limit=runs + 1)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -3,7 +3,7 @@ backoff with full jitter, a pure function) and `Outage`, which tells when an out
 ended so that it is logged once at each end, not once per retry, and counted in seconds.
 
 Used by the runner's writes (`controller.engine.writes`), the control loop, the workers, the
-store's waits (`controller.store.store.open_store`, `retry_unavailable`) and the API (health,
+store's waits (`controller.store.retry`: `open_store`, `retry_unavailable`) and the API (health,
 `dagloop_store_unavailable_seconds_total`); each keeps its own `Outage`.
 """
 

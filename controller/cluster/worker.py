@@ -38,7 +38,8 @@ from controller.outage import Outage
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.runner_process import runner_env, start_runner
 from controller.store.records import RunRecord, StoreUnavailable
-from controller.store.store import Store, open_store
+from controller.store.retry import open_store
+from controller.store.store import Store
 from model.config import Settings
 from model.status import RunStatus
 

@@ -24,7 +24,8 @@ from controller.commands.common import (
 from controller.dagfile import find_dag_file
 from controller.reconcile.rules import DEFAULT_RETENTION_DAYS, Prune
 from controller.store.records import RunRecord
-from controller.store.store import Store, open_store
+from controller.store.retry import open_store
+from controller.store.store import Store
 from model.config import ConfigError, Settings
 from model.loader import DagLoadError, load_base, load_dag
 

@@ -20,7 +20,7 @@ from controller.commands.common import (
 )
 from controller.doorbell import ring
 from controller.store.records import NotFound
-from controller.store.store import open_store
+from controller.store.retry import open_store
 from controller.views.runs import run_summary
 from model.config import ConfigError
 from model.status import RunStatus

@@ -26,7 +26,7 @@ from controller.engine.runparams import hand_over, mask_params, secret_values, t
 from controller.ids import new_run_id
 from controller.revision import revision_of
 from controller.store.records import Conflict, RunRecord, StoreError
-from controller.store.store import open_store
+from controller.store.retry import open_store
 from controller.views.runs import run_summary
 from model.config import ConfigError, Settings
 from model.loader import DagLoadError, load_base, load_dag, parse_param_overrides, resolve_params

@@ -13,7 +13,7 @@ import argparse
 import json
 
 from controller.commands.common import add_common, add_json, fail, settings_from
-from controller.store.store import open_store
+from controller.store.retry import open_store
 from controller.views.plan import plan_document
 from model.config import ConfigError
 

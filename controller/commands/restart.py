@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.engine.runparams import is_masked
     from controller.liveness import on_this_host, reap_lost_run, runner_alive
     from controller.store.records import NotFound
-    from controller.store.store import open_store
+    from controller.store.retry import open_store
     from model.config import ConfigError
     from model.loader import DagLoadError
     from model.status import RunStatus

@@ -58,7 +58,7 @@ def _retry(args: argparse.Namespace, settings: Any, name: str) -> int:
     """The retry itself, on an open store."""
     from controller.liveness import reap_lost_run, runner_alive
     from controller.store.records import NotFound
-    from controller.store.store import open_store
+    from controller.store.retry import open_store
     from model.loader import DagLoadError
     from model.status import RunStatus
 

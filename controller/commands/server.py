@@ -23,7 +23,7 @@ from controller.catalog import catalog_for
 from controller.commands import common
 from controller.logs import setup_process_logging
 from controller.store.records import StoreError
-from controller.store.store import open_store
+from controller.store.retry import open_store
 from model.config import ConfigError, Settings
 
 log = logging.getLogger("dagloop.server")

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.liveness import heartbeat_age, reap_lost_run, runner_alive
     from controller.revision import changed_since
     from controller.store.records import NotFound, StoreError
-    from controller.store.store import open_store
+    from controller.store.retry import open_store
     from controller.views.runs import run_details
     from model.config import ConfigError
     from model.status import RunStatus

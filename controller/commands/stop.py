@@ -20,6 +20,7 @@ from controller.commands.common import (
     print_json,
     settings_from,
 )
+from controller.store.filters import RunFilter
 
 if TYPE_CHECKING:
     from controller.store.records import RunRecord
@@ -40,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Stop; exit 0, or 1 when no run of the DAG is running."""
     from controller.store.records import NotFound
-    from controller.store.store import open_store
+    from controller.store.retry import open_store
     from model.config import ConfigError
     from model.status import RunStatus
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             except NotFound as exc:
                 return fail("stop", exc)
         else:
-            runs = store.list_runs(dag_name=args.dag, statuses=[RunStatus.RUNNING])
+            runs = store.list_runs(RunFilter(dag_name=args.dag, statuses=(RunStatus.RUNNING,)))
         runs = [r for r in runs if r.status == RunStatus.RUNNING]
         if not runs:
             return fail("stop", f"no running run of {args.dag!r}")

@@ -970,10 +970,9 @@ class Runner:
         node.wait_until = node.timeout_at = node.kill_at = node.resend_at = None
         self._active -= 1
         if node.step.output is not None and node.captured_runs:
+            # one execution's stdout at most (the last: `_end_execution`), so a `call:` step
+            # and a command alike publish it trimmed
             value = "\n".join(node.captured_runs).strip()
-            if node.step.call is None:
-                value = "\n".join(r.strip() for r in node.captured_runs if r.strip() or True)
-                value = value.strip()
             # a step whose output overflowed maxOutputSize publishes nothing (Dagu)
             if (
                 status in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED, StepStatus.FAILED)

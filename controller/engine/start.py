@@ -41,7 +41,8 @@ from controller.store.records import (
     StoreError,
     StoreUnavailable,
 )
-from controller.store.store import Store, open_store, retry_unavailable
+from controller.store.retry import open_store, retry_unavailable
+from controller.store.store import Store
 from model.config import Settings
 from model.params import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, resolve_params
 from model.status import RunStatus

@@ -75,7 +75,8 @@ from controller.reconcile.snapshot import Snapshot, take_snapshot
 from controller.spawn.client import ForkServer
 from controller.spawn.runner_process import runner_env
 from controller.store.records import StoreError, StoreUnavailable
-from controller.store.store import Store, open_store
+from controller.store.retry import open_store
+from controller.store.store import Store
 from model.config import Settings
 from model.status import RunStatus
 

@@ -6,7 +6,8 @@ the API) imports them, and the runner's start path must stay cheap. Their fields
 columns of `controller.store.tables` (the schema), in the same order;
 `tests/store/test_schema.py` fails on any difference. The JSON text columns (`params`, `spec`,
 `outputs`, `children`, `args`, `labels`, `worker_selector`) are decoded here, by
-`run_from_row` and friends, called by `controller.store.store` only.
+`run_from_row` and friends, and encoded by `run_value` and `step_value`, called by
+`controller.store.store` and `controller.store.updates` only.
 """
 
 from __future__ import annotations
@@ -234,6 +235,15 @@ def worker_from_row(row: Any) -> WorkerRecord:
     d = _fields(row)
     d["labels"] = json.loads(d["labels"])
     return WorkerRecord(**d)
+
+
+def run_value(key: str, value: Any) -> Any:
+    """A run column's value as stored (JSON text for the structured ones, ints for statuses)."""
+    if key == "params":
+        return json.dumps(list(value))
+    if key == "worker_selector":
+        return json.dumps(value or {})
+    return int(value) if isinstance(value, RunStatus) else value
 
 
 def step_value(key: str, value: Any) -> Any:

@@ -13,9 +13,11 @@ under 150 ms as a whole process, and importing SQLAlchemy alone costs ~190 ms on
 The schema is declared in `controller.store.tables` and run as the DDL of `controller.store.schema`
 (checked against each other by the tests); Alembic (`dagloop migrate`) upgrades an existing
 database, and every process refuses a database whose schema is older or newer than its own.
-The rows it returns and the errors it raises are in `controller.store.records`; the SQLite
-connection and its write transaction in `controller.store.connection`, PostgreSQL's in
-`controller.store.pg`.
+The rows it returns and the errors it raises are in `controller.store.records`, the filter of
+its runs listings in `controller.store.filters`, the UPDATEs its writes of run and step
+columns send in `controller.store.updates`; the SQLite connection and its write
+transaction in `controller.store.connection`, PostgreSQL's in `controller.store.pg`; opening
+it and sending a call again through a database outage in `controller.store.retry`.
 
 Writers: SQLite serialises them (`BEGIN IMMEDIATE`), and dagloop's own writers first queue for
 their turn in the kernel (`flock` on `<db>-writers`, see `controller.store.connection`); on
@@ -32,16 +34,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from controller.outage import retry_delay_seconds
 from controller.store.connection import SqliteSession
+from controller.store.filters import ALL_RUNS, RunFilter
 from controller.store.records import (
     DURATION_BUCKETS_SECONDS,
-    RUN_COLUMNS,
     STEP_COLUMNS,
     Conflict,
     InstanceRecord,
@@ -61,24 +62,21 @@ from controller.store.records import (
     worker_from_row,
 )
 from controller.store.schema import SCHEMA_VERSION, sqlite_creation, version_problem
+from controller.store.updates import run_assignments, run_update, step_updates
 from model.status import RunStatus
 
 if TYPE_CHECKING:
     from controller.store.pg import PgConnection
-
-T = TypeVar("T")
-
-# The end of the note kept on a run that was marked lost and whose runner reported in later.
-LOST_NOTE_TAIL = " while its runner could not reach the database; the runner reported in later"
 
 
 class Store:
     """A connection to the state database. Not shared between threads.
 
     `location` is the SQLite file's path or a PostgreSQL URL (`postgresql+psycopg://…`);
-    `open_store` picks it from the settings. `role` names the process in PostgreSQL's
-    `pg_stat_activity` (controller, runner, worker, api, cli). `check_schema=False` (for
-    `dagloop migrate` only) opens a database of another schema version.
+    `controller.store.retry.open_store` picks it from the settings (and waits for it). `role`
+    names the process in PostgreSQL's `pg_stat_activity` (controller, runner, worker, api,
+    cli). `check_schema=False` (for `dagloop migrate` only) opens a database of another
+    schema version.
     """
 
     def __init__(
@@ -329,30 +327,8 @@ class Store:
         """UPDATE one run's columns in the caller's transaction (wakes the leader when the
         run ends)."""
         fields = {"updated_at": time.time(), **fields}
-        cols = []
-        values: list[Any] = []
-        for key, value in fields.items():
-            if key not in RUN_COLUMNS:
-                raise ValueError(f"unknown run column {key!r}")
-            if key == "params":
-                value = json.dumps(list(value))
-            elif key == "worker_selector":
-                value = json.dumps(value or {})
-            cols.append(f"{key}=?")
-            values.append(int(value) if isinstance(value, RunStatus) else value)
+        db.execute(*run_update(run, fields))
         status = fields.get("status")
-        if status is not None and RunStatus(status).is_final() and "notes" not in fields:
-            # A run marked lost while its runner could not write (a database outage), whose
-            # runner then reports its true end: the end is recorded, and the lost mark is
-            # kept as a note (SET reads the row as it was before this UPDATE, in both
-            # dialects; the second time the error no longer says lost, so nothing is added).
-            cols.append(
-                "notes = CASE WHEN status=? AND error LIKE 'lost:%' THEN notes || "
-                "CASE WHEN notes='' THEN '' ELSE ? END || ? || error || ? ELSE notes END"
-            )
-            values += [int(RunStatus.FAILED), "\n", "marked ", LOST_NOTE_TAIL]
-        values.append(run)
-        db.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id=?", values)
         if status is not None and RunStatus(status).is_final():
             self._wake(db)
 
@@ -365,18 +341,11 @@ class Store:
 
         None when someone else claimed it first or it left the queue (runner contract).
         """
-        fields.setdefault("updated_at", time.time())
-        cols = ["status=?"]
-        values: list[Any] = [int(RunStatus.RUNNING)]
-        for key, value in fields.items():
-            if key not in RUN_COLUMNS:
-                raise ValueError(f"unknown run column {key!r}")
-            cols.append(f"{key}=?")
-            values.append(json.dumps(list(value)) if key == "params" else value)
-        values += [run, int(RunStatus.QUEUED)]
+        cols, values = run_assignments({"updated_at": time.time(), **fields})
         with self.transaction() as db:
             row = db.execute(
-                f"UPDATE runs SET {', '.join(cols)} WHERE id=? AND status=? RETURNING *", values
+                f"UPDATE runs SET status=?, {', '.join(cols)} WHERE id=? AND status=? RETURNING *",
+                [int(RunStatus.RUNNING), *values, run, int(RunStatus.QUEUED)],
             ).fetchone()
             if row is None:
                 return None
@@ -406,42 +375,24 @@ class Store:
         return run_from_row(row)
 
     def list_runs(
-        self,
-        *,
-        dag_name: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        since: float | None = None,
-        until: float | None = None,
-        run_id: str | None = None,
-        name_contains: str | None = None,
-        limit: int = 1000,
-        offset: int = 0,
+        self, where: RunFilter = ALL_RUNS, *, limit: int = 1000, offset: int = 0
     ) -> list[RunRecord]:
-        """Runs, newest first, filtered; `limit` of them after skipping `offset`.
+        """Runs that match `where`, newest first; `limit` of them after skipping `offset`.
 
         The page is chosen on an index alone (`runs_created`, `runs_status_created`,
         `runs_dag_created`, `runs_run_id`), and only its rows are read whole: a deep page
         skips index entries, not table rows."""
-        where, args = _runs_filter(dag_name, statuses, since, until, run_id, name_contains)
+        clause, args = where.sql()
         sql = (
-            f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs{where} "
+            f"SELECT * FROM runs WHERE id IN (SELECT id FROM runs{clause} "
             "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?) ORDER BY created_at DESC, id DESC"
         )
         return [run_from_row(r) for r in self._db.execute(sql, [*args, limit, offset])]
 
-    def count_runs(
-        self,
-        *,
-        dag_name: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        since: float | None = None,
-        until: float | None = None,
-        run_id: str | None = None,
-        name_contains: str | None = None,
-    ) -> int:
-        """How many runs `list_runs` pages through with the same filters (index-only)."""
-        where, args = _runs_filter(dag_name, statuses, since, until, run_id, name_contains)
-        (count,) = self._db.execute(f"SELECT COUNT(*) FROM runs{where}", args).fetchone()
+    def count_runs(self, where: RunFilter = ALL_RUNS) -> int:
+        """How many runs `list_runs` pages through with the same filter (index-only)."""
+        clause, args = where.sql()
+        (count,) = self._db.execute(f"SELECT COUNT(*) FROM runs{clause}", args).fetchone()
         return int(count)
 
     def list_active_runs(self) -> list[RunRecord]:
@@ -564,7 +515,7 @@ class Store:
         """Set columns of several steps (by row id), and with `run` those of a run, in one
         commit: a runner writes a pass's step changes together, and its last ones with its
         final status."""
-        updates = _step_updates(steps)
+        updates = step_updates(steps)
         if not updates and not (run is not None and run_fields):
             return
         with self.transaction() as db:
@@ -580,7 +531,7 @@ class Store:
             return
         with self.transaction() as db:
             for steps, run_fields in writes:
-                self._apply_updates(db, _step_updates(steps), run, run_fields)
+                self._apply_updates(db, step_updates(steps), run, run_fields)
 
     def _apply_updates(
         self,
@@ -942,100 +893,3 @@ class Store:
         """Every error total by kind (`{"disk_full": 3}`); kinds never seen are absent."""
         rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'errors.%'")
         return {str(k).removeprefix("errors."): int(v) for k, v in rows}
-
-
-def _step_updates(steps: Mapping[int, Mapping[str, Any]]) -> list[tuple[str, list[Any]]]:
-    """One UPDATE (SQL, values) per step row of `steps` that has columns to set."""
-    updates: list[tuple[str, list[Any]]] = []
-    for step, fields in steps.items():
-        cols = []
-        values: list[Any] = []
-        for key, value in fields.items():
-            if key not in STEP_COLUMNS:
-                raise ValueError(f"unknown step column {key!r}")
-            cols.append(f"{key}=?")
-            values.append(step_value(key, value))
-        if cols:
-            updates.append((f"UPDATE steps SET {', '.join(cols)} WHERE id=?", [*values, step]))
-    return updates
-
-
-def retry_unavailable(action: Callable[[], T], *, wait_seconds: float) -> T:
-    """`action()`, tried again with capped backoff and jitter while it raises
-    `StoreUnavailable`, for up to `wait_seconds`; then that error is raised. For writes that
-    are safe to send again (a claim, a conditional update): nothing of a refused
-    transaction was kept."""
-    give_up_at = time.monotonic() + wait_seconds
-    attempt = 0
-    while True:
-        try:
-            return action()
-        except StoreUnavailable:
-            attempt += 1
-            delay = retry_delay_seconds(attempt)
-            if time.monotonic() + delay > give_up_at:
-                raise
-            time.sleep(delay)  # nothing to do without the database
-
-
-def _runs_filter(
-    dag_name: str | None,
-    statuses: Sequence[RunStatus],
-    since: float | None,
-    until: float | None,
-    run_id: str | None,
-    name_contains: str | None,
-) -> tuple[str, list[Any]]:
-    """The WHERE clause (with its leading space, or "") and arguments of a runs listing."""
-    where: list[str] = []
-    args: list[Any] = []
-    if dag_name is not None:
-        where.append("dag_name=?")
-        args.append(dag_name)
-    if name_contains:
-        where.append("instr(dag_name, ?) > 0")
-        args.append(name_contains)
-    if statuses:
-        where.append(f"status IN ({','.join('?' * len(statuses))})")
-        args.extend(int(s) for s in statuses)
-    if since is not None:
-        where.append("created_at >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("created_at <= ?")
-        args.append(until)
-    if run_id:
-        where.append("run_id=?")
-        args.append(run_id)
-    return (" WHERE " + " AND ".join(where) if where else ""), args
-
-
-def open_store(
-    settings: Any,
-    *,
-    readonly: bool = False,
-    role: str = "cli",
-    forever: bool = False,
-    on_wait: Callable[[StoreUnavailable], None] | None = None,
-) -> Store:
-    """The store of `settings`: PostgreSQL when `database_url` is set, else the SQLite file.
-
-    An unreachable database (`StoreUnavailable`) is tried again with capped backoff and
-    jitter for up to `settings.database_wait_seconds` (`forever`: until it answers, for the
-    long-running processes), then its error is raised; `on_wait` is called once, at the
-    first refusal."""
-    location: Path | str = settings.database_url or settings.db_path
-    wait_seconds = float(settings.database_wait_seconds)
-    give_up_at = None if forever else time.monotonic() + wait_seconds
-    attempt = 0
-    while True:
-        try:
-            return Store(location, readonly=readonly, role=role)
-        except StoreUnavailable as exc:
-            attempt += 1
-            delay = retry_delay_seconds(attempt)
-            if give_up_at is not None and time.monotonic() + delay > give_up_at:
-                raise
-            if attempt == 1 and on_wait is not None:
-                on_wait(exc)
-            time.sleep(delay)  # nothing to do without the database

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.store.filters import RunFilter
 from controller.store.records import RunRecord
 from controller.store.store import Store
 from tests.helpers import dagu_home, group_alive
@@ -71,7 +72,7 @@ class Cluster:
 
     def runs(self, dag: str | None = None) -> list[RunRecord]:
         with self.store() as s:
-            return s.list_runs(dag_name=dag, limit=100_000)
+            return s.list_runs(RunFilter(dag_name=dag), limit=100_000)
 
     def enqueue(
         self, dag: str, count: int, *, queue: str = "", params: list[str] | None = None

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from controller.loop.controller import Controller
+from controller.store.filters import RunFilter
 from model.config import load_settings
 from tests.faults.conftest import (
     HEARTBEAT_TIMEOUT,
@@ -329,7 +330,7 @@ def _close(c: Controller) -> None:
 def _settle(c: Controller, dag: str, count: int) -> None:
     def done() -> bool:
         c.pass_once()
-        rs = c.store.list_runs(dag_name=dag)
+        rs = c.store.list_runs(RunFilter(dag_name=dag))
         return len(rs) >= count and all(r.status.is_final() for r in rs)
 
     wait_until(done, 20, interval=0.05)
@@ -355,11 +356,11 @@ def test_16_controller_down_over_three_ticks_catch_up_policy_and_missed_count(
     _settle(c, "cu", 4)
     _settle(c, "nocu", 2)
     start = datetime.fromtimestamp(T0, UTC).replace(microsecond=0)
-    cu = sorted(r.scheduled_at or 0 for r in c.store.list_runs(dag_name="cu"))
+    cu = sorted(r.scheduled_at or 0 for r in c.store.list_runs(RunFilter(dag_name="cu")))
     # catchupWindowSec 120: the ticks of the last two minutes are replayed, once each
     # the first pass replayed 11:59 (within 120 s); 12:01 fell out of the window while down
     assert cu == [(start + timedelta(minutes=m)).timestamp() for m in (-1, 0, 2, 3)]
-    nocu = sorted(r.scheduled_at or 0 for r in c.store.list_runs(dag_name="nocu"))
+    nocu = sorted(r.scheduled_at or 0 for r in c.store.list_runs(RunFilter(dag_name="nocu")))
     assert nocu == [(start + timedelta(minutes=m)).timestamp() for m in (0, 3)]
     assert c.pass_once() == []
     _close(c)
@@ -392,7 +393,7 @@ def test_16_ticks_missed_while_down_are_recorded(loop_home: Path) -> None:
         c.pass_once()
     assert c.applier.missed_runs["nocu"] == 0
     assert c.store.skipped_totals() == {"nocu": 2}
-    assert len(c.store.list_runs(dag_name="nocu")) == 2
+    assert len(c.store.list_runs(RunFilter(dag_name="nocu"))) == 2
     _close(c)
     assert_invariants(loop_home, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
@@ -409,7 +410,7 @@ def test_17_restart_inside_a_fired_minute_launches_nothing_twice(loop_home: Path
     c = _controller(clock)
     for _ in range(3):
         c.pass_once()
-    assert len(c.store.list_runs(dag_name="m")) == 1
+    assert len(c.store.list_runs(RunFilter(dag_name="m"))) == 1
     _close(c)
     assert_invariants(loop_home, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
 
@@ -424,12 +425,12 @@ def test_25_retention_prunes_runs_of_deleted_and_renamed_dags(loop_home: Path) -
     dag.rename(loop_home / "dags" / "new.yaml")  # renamed: "old" is now a removed DAG
     c.refresh_catalog(force=True)
     clock.t += 31 * 86400  # beyond the default retention of removed DAGs (30 days)
-    (row,) = c.store.list_runs(dag_name="old")
+    (row,) = c.store.list_runs(RunFilter(dag_name="old"))
     c.store.update_run(row.id, finished_at=clock.t - 31 * 86400)
     t0 = time.monotonic()
     c.pass_once()
     assert time.monotonic() - t0 < 2
-    assert c.store.list_runs(dag_name="old") == []
+    assert c.store.list_runs(RunFilter(dag_name="old")) == []
     assert not (loop_home / "logs" / "old" / row.run_id).exists()
     _close(c)
     assert_invariants(loop_home, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
@@ -444,14 +445,14 @@ def test_31_a_stuck_run_skips_ticks_with_a_record_but_not_for_ever(loop_home: Pa
     run = wait_until(
         lambda: (
             (c.pass_once() or True)
-            and next((r for r in c.store.list_runs(dag_name="stuck") if r.pid), None)
+            and next((r for r in c.store.list_runs(RunFilter(dag_name="stuck")) if r.pid), None)
         ),
         15,
     )
     assert run is not None
     clock.t += 60  # next tick while the run is active: skipped (overlapPolicy skip), counted
     c.pass_once()
-    assert len(c.store.list_runs(dag_name="stuck")) == 1
+    assert len(c.store.list_runs(RunFilter(dag_name="stuck"))) == 1
     assert c.applier.missed_runs["stuck"] == 1
     os.kill(run.pid, signal.SIGSTOP)  # type: ignore[attr-defined]  # stuck: no heartbeats
     try:
@@ -471,9 +472,12 @@ def test_31_a_stuck_run_skips_ticks_with_a_record_but_not_for_ever(loop_home: Pa
     assert c.store.get_run_by_id(run.id).error.startswith("lost: ")  # type: ignore[attr-defined]
     clock.t += 60  # the schedule is free again
     wait_until(
-        lambda: (c.pass_once() or True) and len(c.store.list_runs(dag_name="stuck")) == 2, 10
+        lambda: (
+            (c.pass_once() or True) and len(c.store.list_runs(RunFilter(dag_name="stuck"))) == 2
+        ),
+        10,
     )
-    new = next(r for r in c.store.list_runs(dag_name="stuck") if r.id != run.id)  # type: ignore[attr-defined]
+    new = next(r for r in c.store.list_runs(RunFilter(dag_name="stuck")) if r.id != run.id)  # type: ignore[attr-defined]
 
     def step_running() -> bool:
         return any(st.status == 1 for st in c.store.list_steps(new.id))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from controller.loop.controller import Controller
+from controller.store.filters import RunFilter
 from model.config import load_settings
 from tests.faults.conftest import HEARTBEAT_TIMEOUT, Clock
 from tests.faults.invariants import assert_invariants
@@ -63,11 +64,11 @@ def test_30_loop_runs_once_on_dst_days(
     wait_until(
         lambda: (
             (c.pass_once() or True)
-            and all(r.status.is_final() for r in c.store.list_runs(dag_name="dst"))
+            and all(r.status.is_final() for r in c.store.list_runs(RunFilter(dag_name="dst")))
         ),
         20,
     )
-    got = sorted(r.scheduled_at or 0 for r in c.store.list_runs(dag_name="dst"))
+    got = sorted(r.scheduled_at or 0 for r in c.store.list_runs(RunFilter(dag_name="dst")))
     assert got == [t.timestamp() for t in expected_utc]
     for p in c.applier.running_children():
         p.wait(timeout=10)

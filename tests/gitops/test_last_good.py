@@ -18,6 +18,7 @@ import pytest
 from api.app import create_app
 from controller.catalog import catalog_for
 from controller.loop.controller import Controller
+from controller.store.filters import RunFilter
 from controller.store.records import RunRecord
 from controller.store.store import Store
 from model.config import load_settings
@@ -77,7 +78,7 @@ def tick(c: Controller, clock: Clock, minute: int, dag_name: str, count: int) ->
 
     def done() -> list[RunRecord] | None:
         c.pass_once()
-        runs = c.store.list_runs(dag_name=dag_name)
+        runs = c.store.list_runs(RunFilter(dag_name=dag_name))
         return runs if len(runs) >= count and all(r.status.is_final() for r in runs) else None
 
     return wait_until(done, 20.0, interval=0.05)  # type: ignore[return-value]
@@ -131,7 +132,7 @@ def test_on_invalid_dag_stop_stops_the_schedule(
     tick(c, clock, 0, "a", 1)
     write(env, "a", BROKEN)
     tick(c, clock, 1, "a", 1)
-    assert len(c.store.list_runs(dag_name="a")) == 1
+    assert len(c.store.list_runs(RunFilter(dag_name="a"))) == 1
 
 
 def test_never_valid_file_is_not_scheduled_and_deleted_file_is_removed(
@@ -141,10 +142,10 @@ def test_never_valid_file_is_not_scheduled_and_deleted_file_is_removed(
     gone = write(env, "gone", dag("echo x", schedule="* * * * *"))
     c, clock = make()
     tick(c, clock, 0, "gone", 1)
-    assert c.store.list_runs(dag_name="never") == []
+    assert c.store.list_runs(RunFilter(dag_name="never")) == []
     gone.unlink()
     clock.t = T0 + 60
     c.refresh_catalog(force=True)
     c.pass_once()
-    assert len(c.store.list_runs(dag_name="gone")) == 1
+    assert len(c.store.list_runs(RunFilter(dag_name="gone"))) == 1
     assert c.catalog.get("gone") is None

@@ -18,6 +18,7 @@ from api.app import create_app
 from controller.catalog import Catalog
 from controller.gitsync.status import read_status
 from controller.loop.controller import Controller
+from controller.store.filters import RunFilter
 from controller.store.store import Store
 from model.config import load_settings
 from tests.gitops.gitrepo import Remote, dag
@@ -67,11 +68,11 @@ def test_synced_dag_runs_carry_their_commit_in_status_start_and_api(
 
     def finished() -> bool:
         ctl.pass_once()
-        runs = ctl.store.list_runs(dag_name="tick")
+        runs = ctl.store.list_runs(RunFilter(dag_name="tick"))
         return bool(runs) and all(r.status.is_final() for r in runs)
 
     wait_until(finished, 20.0, interval=0.05)
-    (run,) = ctl.store.list_runs(dag_name="tick")
+    (run,) = ctl.store.list_runs(RunFilter(dag_name="tick"))
     assert run.revision_commit == commit and not run.revision_dirty
 
     code, out, err = run_cli("status", "tick", "--json", env=env)

@@ -20,6 +20,7 @@ from controller.loop.controller import Controller
 from controller.spawn.client import Dispatch, ForkServer
 from controller.spawn.protocol import start_argv
 from controller.spawn.runner_process import runner_env
+from controller.store.filters import RunFilter
 from controller.store.records import RunRecord
 from controller.store.store import Store
 from model.config import Settings, load_settings
@@ -226,7 +227,7 @@ def test_second_runner_for_one_row_exits_1(server: tuple[ForkServer, Settings], 
         first, second = launch(fs, settings, run), launch(fs, settings, run)
         assert sorted([first.wait(15), second.wait(15)]) == [0, 1]
         assert store.get_run_by_id(run.id).status == RunStatus.SUCCEEDED
-        assert len(store.list_runs(dag_name="once")) == 1
+        assert len(store.list_runs(RunFilter(dag_name="once"))) == 1
 
 
 def test_runners_survive_a_sigkilled_controller(
@@ -274,7 +275,7 @@ def test_killed_forkserver_is_restarted_at_next_launch(
 
     def all_done() -> bool:
         with Store(db) as s:
-            rs = s.list_runs(dag_name="quick")
+            rs = s.list_runs(RunFilter(dag_name="quick"))
             return len(rs) == 3 and all(r.status == RunStatus.SUCCEEDED for r in rs)
 
     wait_until(all_done, 20)
@@ -300,11 +301,11 @@ def test_unusable_forkserver_falls_back_to_spawning(home: Path) -> None:
 
         def done() -> bool:
             c.pass_once()
-            rs = c.store.list_runs(dag_name="fallback")
+            rs = c.store.list_runs(RunFilter(dag_name="fallback"))
             return len(rs) == 1 and rs[0].status == RunStatus.SUCCEEDED
 
         wait_until(done, 30, interval=0.05)
-        assert c.store.list_runs(dag_name="fallback")[0].attempt == 1
+        assert c.store.list_runs(RunFilter(dag_name="fallback"))[0].attempt == 1
     finally:
         for p in c.applier.running_children():
             p.wait(timeout=10)
@@ -426,7 +427,7 @@ def test_unused_prepared_runner_exits_without_a_trace(
     wait_until(lambda: gone(prepared), 10)
     wait_until(lambda: not zombies(server_pid), 5)  # reaped by the server
     with Store(settings.db_path) as store:
-        assert store.list_runs(dag_name="idle") == []
+        assert store.list_runs(RunFilter(dag_name="idle")) == []
     assert not (settings.log_dir / "idle").exists()
     assert list((settings.log_dir / ".prepared").iterdir()) == []  # its log dir made ahead
     # the server is still serving: a launch after the expiry forks as usual
@@ -492,7 +493,7 @@ def test_controller_prepares_the_next_start_and_launches_into_it(home: Path) -> 
         c.refresh_catalog(force=True)
         now[0] = boundary + 0.05
         c.pass_once()
-        (run,) = c.store.list_runs(dag_name="on_the_hour")
+        (run,) = c.store.list_runs(RunFilter(dag_name="on_the_hour"))
         assert run.scheduled_at == boundary
         wait_until(lambda: c.store.get_run_by_id(run.id).status == RunStatus.SUCCEEDED, 15)
         assert c.store.get_run_by_id(run.id).pid == pids[0]

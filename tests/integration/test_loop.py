@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from controller.loop.controller import Controller
+from controller.store.filters import RunFilter
 from controller.store.records import RunRecord
 from model.config import load_settings
 from model.status import RunStatus
@@ -59,7 +60,7 @@ def write(home: Path, name: str, text: str) -> Path:
 
 
 def runs(c: Controller, dag: str | None = None) -> list[RunRecord]:
-    return c.store.list_runs(dag_name=dag)
+    return c.store.list_runs(RunFilter(dag_name=dag))
 
 
 def settle(c: Controller, dag: str, count: int, timeout: float = 15.0) -> list[RunRecord]:

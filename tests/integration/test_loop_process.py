@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from controller.store.filters import RunFilter
 from controller.store.store import Store
 from model.status import RunStatus
 from tests.helpers import run_cli, wait_until
@@ -59,7 +60,7 @@ def test_kill9_controller_run_finishes_and_standby_takes_over(
     assert time.monotonic() - killed_at < 2.5
     wait_until(lambda: status() == RunStatus.SUCCEEDED, 15)
     with store_of(dagu_env) as s:
-        assert len(s.list_runs(dag_name="slow")) == 1
+        assert len(s.list_runs(RunFilter(dag_name="slow"))) == 1
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=10) == 0
 

@@ -16,7 +16,8 @@ import pytest
 
 from controller.loop.controller import Controller
 from controller.reconcile.snapshot import Snapshot
-from controller.store.store import Store, open_store
+from controller.store.retry import open_store
+from controller.store.store import Store
 from controller.views.plan import plan_document, render_plan
 from model.config import Settings, load_settings
 from model.status import RunStatus
@@ -117,7 +118,7 @@ import sys, time
 import falcon.testing
 from api.app import create_app
 from controller.catalog import Catalog
-from controller.store.store import open_store
+from controller.store.retry import open_store
 from model.config import load_settings
 s = load_settings()
 open_store(s).close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.store.filters import RunFilter
 from controller.store.records import Conflict, LimitReached, NewRun, NotFound
 from controller.store.store import Store
 from model.status import RunStatus, StepStatus
@@ -39,7 +40,7 @@ def test_a_repeated_create_conflicts_instead_of_duplicating(store: Store) -> Non
         store.record_run(dag_name="d", run_id="a", status=RunStatus.QUEUED)
     with pytest.raises(Conflict):  # the same tick under another id: launched at most once
         store.record_run(dag_name="d", run_id="b", status=RunStatus.QUEUED, scheduled_at=60.0)
-    assert [r.run_id for r in store.list_runs(dag_name="d")] == ["a"]
+    assert [r.run_id for r in store.list_runs(RunFilter(dag_name="d"))] == ["a"]
     assert store.list_scheduled_runs(since=0.0) == [("d", 60.0)]
 
 
@@ -57,7 +58,7 @@ def test_record_runs_inserts_a_batch_and_skips_only_the_taken_ones(store: Store)
     assert x is not None and e is not None
     assert store.get_run_by_id(x.id) == x and store.get_run("e", "old") == e
     assert e.params == ["A=1"] and e.queue == "e" and e.queued_at == 200.0
-    assert sorted(r.run_id for r in store.list_runs(dag_name="d")) == ["old", "x"]
+    assert sorted(r.run_id for r in store.list_runs(RunFilter(dag_name="d"))) == ["old", "x"]
 
 
 def test_max_active_is_checked_with_the_insert(store: Store) -> None:
@@ -89,7 +90,7 @@ def test_concurrent_starts_never_exceed_max_active(store_location: str | Path) -
         t.join(30)
     assert len(won) == 2
     with Store(store_location) as s:
-        assert len(s.list_runs(dag_name="d")) == 2
+        assert len(s.list_runs(RunFilter(dag_name="d"))) == 2
 
 
 def test_claim_only_a_queued_run(store: Store) -> None:
@@ -126,11 +127,18 @@ def test_list_runs_filters(store: Store) -> None:
         [("alpha", RunStatus.SUCCEEDED), ("beta", RunStatus.FAILED), ("alphabet", RunStatus.QUEUED)]
     ):
         store.record_run(dag_name=dag, run_id=f"r{i}", status=status, now=float(i))
-    assert [r.dag_name for r in store.list_runs()] == ["alphabet", "beta", "alpha"]
-    assert [r.dag_name for r in store.list_runs(name_contains="alpha")] == ["alphabet", "alpha"]
-    assert [r.dag_name for r in store.list_runs(statuses=[RunStatus.FAILED])] == ["beta"]
-    assert [r.run_id for r in store.list_runs(since=1.0, until=1.5)] == ["r1"]
-    assert [r.run_id for r in store.list_runs(run_id="r2")] == ["r2"]
+    found = {
+        RunFilter(): ["alphabet", "beta", "alpha"],
+        RunFilter(name_contains="alpha"): ["alphabet", "alpha"],
+        RunFilter(statuses=(RunStatus.FAILED,)): ["beta"],
+        RunFilter(since=1.0, until=1.5): ["beta"],
+        RunFilter(run_id="r2"): ["alphabet"],
+        RunFilter(dag_name="alpha", statuses=(RunStatus.SUCCEEDED, RunStatus.FAILED)): ["alpha"],
+        RunFilter(dag_name="gamma"): [],
+    }
+    for where, dag_names in found.items():
+        assert [r.dag_name for r in store.list_runs(where)] == dag_names, where
+        assert store.count_runs(where) == len(dag_names), where
     assert [r.run_id for r in store.list_runs(limit=1)] == ["r2"]
     assert [r.run_id for r in store.list_active_runs()] == ["r2"]
     assert store.count_runs_by_status([RunStatus.FAILED, RunStatus.RUNNING]) == {
