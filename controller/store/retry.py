@@ -25,6 +25,10 @@ from controller.store.store import Store
 
 T = TypeVar("T")
 
+# A store call's own wait for a lock, for the long-running processes and by default.
+_LOCK_WAIT_SECONDS = 30.0
+_MIN_LOCK_WAIT_SECONDS = 1.0
+
 
 def retry_unavailable(
     action: Callable[[], T],
@@ -67,8 +71,19 @@ def open_store(
     long-running processes), then its error is raised; `on_wait` is called once, at the
     first refusal."""
     location: Path | str = settings.database_url or settings.db_path
+    wait = None if forever else float(settings.database_wait_seconds)
     return retry_unavailable(
-        lambda: Store(location, readonly=readonly, role=role),
-        wait_seconds=None if forever else float(settings.database_wait_seconds),
+        lambda: Store(location, readonly=readonly, role=role, timeout_seconds=lock_wait(wait)),
+        wait_seconds=wait,
         on_wait=on_wait,
     )
+
+
+def lock_wait(wait_seconds: float | None) -> float:
+    """How long one store call waits for a lock (SQLite's busy timeout; PostgreSQL's connect
+    timeout): `_LOCK_WAIT_SECONDS`, but never past a verb's own bound
+    (`database.waitSeconds`: one locked call must not outlast it); at least a second, so that
+    an ordinary short write of another process is not taken for an outage."""
+    if wait_seconds is None:
+        return _LOCK_WAIT_SECONDS
+    return min(_LOCK_WAIT_SECONDS, max(wait_seconds, _MIN_LOCK_WAIT_SECONDS))

@@ -97,6 +97,8 @@ def test_a_runner_that_cannot_claim_its_run_leaves_it_queued_for_the_next_runner
     code, _, err = run_cli("start", "-q", "--run-id", "r0", "job", env=env, timeout=90)
     assert code == 75, err  # not started: hand it out again (EX_TEMPFAIL)
     assert "not started, the database is unavailable" in err and "Traceback" not in err
+    # one locked call waits no longer than the verb's bound (not SQLite's usual 30 s)
+    assert "stayed locked by another process for 1 s" in err
     assert locker.stdin is not None
     locker.stdin.write(b"go\n")
     locker.stdin.close()
