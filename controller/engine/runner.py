@@ -622,7 +622,10 @@ class Runner:
         )
         if problem is None:
             try:
-                node.items = call_runs(node.step, self.vars.scope(node), self.vars.step_refs)
+                # the step's whole environment (OS variables, DAG_NAME ...) under its scope:
+                # Dagu resolves `$HOME` in a child's params in the caller (call_params_unknown)
+                scope = {**node.env, **self.vars.scope(node)}
+                node.items = call_runs(node.step, scope, self.vars.step_refs)
             except ValueError as exc:  # no items, or more than Dagu allows: no child starts
                 problem = str(exc)
         if problem is not None:
