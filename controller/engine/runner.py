@@ -946,7 +946,12 @@ class Runner:
         if rule.has_condition and not repeat_refusal(
             rule, done_count=node.done_count, stopped=stopped
         ):  # the condition command runs only when its answer decides
-            met, _ = self._check_condition(rp, node.env, node.cwd, node)
+            # Dagu sets the step's output variable after each execution, so the condition
+            # sees this execution's value (repeat_until_own_output)
+            own = {}
+            if node.step.output is not None and node.captured_runs:
+                own = {node.step.output.name: node.captured_runs[-1].strip()}
+            met, _ = self._check_condition(rp, {**node.env, **own}, node.cwd, node, extra=own)
         decision = decide_repeat(
             rule,
             done_count=node.done_count,
@@ -990,10 +995,18 @@ class Runner:
     # ------------------------------------------------------------------ conditions
 
     def _check_condition(
-        self, cond: Any, env: Mapping[str, str], cwd: str, node: Node | None = None
+        self,
+        cond: Any,
+        env: Mapping[str, str],
+        cwd: str,
+        node: Node | None = None,
+        *,
+        extra: Mapping[str, str] | None = None,
     ) -> tuple[bool, str]:
-        """(met, description) of `cond`, expanded with the run's variables (and the node's)."""
+        """(met, description) of `cond`, expanded with the run's variables (and the node's),
+        `extra` over them."""
         scope = self.vars.scope(node) if node is not None else dict(self.vars.dag_vars)
+        scope.update(extra or {})
         return check_condition(cond, scope=scope, env=env, cwd=cwd, step_refs=self.vars.step_refs)
 
     # ------------------------------------------------------------------ cleanup
