@@ -408,6 +408,11 @@ class ContinueOnSpec(_Spec):
             if value == "skipped":
                 return {"skipped": True}
             raise ValueError(f"expected 'failed' or 'skipped', got {value!r}")
+        if isinstance(value, dict) and "failed" in value:
+            # Dagu 1.30.2 reads `failed:` in the map as `failure:` too (continue_on_failed_key)
+            value = dict(value)
+            failed = value.pop("failed")
+            value.setdefault("failure", failed)
         return value
 
     @field_validator("exit_code", mode="before")
