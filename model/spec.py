@@ -548,8 +548,11 @@ class OutputSpec(_Spec):
     @classmethod
     def _omit(cls, value: Any) -> Any:
         # `output` has its own decoder in Dagu 1.30.2, which takes a number as a truth value
+        # and ignores text: `omit: "true"` omits nothing (step_misc_forms)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return value != 0
+        if isinstance(value, str):
+            return False
         return value
 
     @field_validator("name")
