@@ -434,10 +434,17 @@ class Runner:
         node.error = ""
         node.exit_code = None
         node.captured_runs = []
-        node.env = self.vars.node_env(
-            node, dag_name=self.dag.name, run_id=self.run.run_id, log_file=self.run.log_file
-        )
-        node.cwd = self.vars.step_cwd(node)
+        try:
+            node.env = self.vars.node_env(
+                node, dag_name=self.dag.name, run_id=self.run.run_id, log_file=self.run.log_file
+            )
+            node.cwd = self.vars.step_cwd(node)
+        except ValueError as exc:
+            # a reference that cannot be evaluated at all (a `${VAR.filter}` without a jq
+            # program): the step fails saying why, the run goes on deciding as for any failure
+            node.cwd = str(self.vars.workdir)
+            self._fail_now(node, f"cannot build the step's environment: {exc}")
+            return
         node.env["PWD"] = node.cwd
         self._active += 1
         # Dagu settles a text retryPolicy before the preconditions; a value that is not an
@@ -448,7 +455,12 @@ class Runner:
             return
         # Preconditions: not met -> skipped (not an error).
         for cond in node.step.preconditions:
-            ok, _why = self._check_condition(cond, node.env, node.cwd, node)
+            try:
+                ok, _why = self._check_condition(cond, node.env, node.cwd, node)
+            except ValueError as exc:  # as above: unevaluable, never silently skipped
+                self._active -= 1
+                self._fail_now(node, f"cannot evaluate a precondition: {exc}")
+                return
             if not ok:
                 self._active -= 1
                 node.finished_at = time.time()
