@@ -532,6 +532,11 @@ def _semantic_errors(
     errs: list[tuple[Path_, str]] = []
     seen: dict[str, int] = {}
     ids: dict[str, int] = {}
+    # an id may not be the name of another step, before or after it (Dagu 1.30.2:
+    # "step ID 'b' conflicts with another step's name")
+    names: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        names.setdefault(step.name, i)
     for i, step in enumerate(steps):
         if step.name in seen:
             errs.append((("steps", i, "name"), f"duplicate step name {step.name!r}"))
@@ -544,7 +549,7 @@ def _semantic_errors(
         if step.id is not None:
             if step.id in ids:
                 errs.append((("steps", i, "id"), f"duplicate step id {step.id!r}"))
-            elif step.id in seen and seen[step.id] != i:
+            elif step.id in names and names[step.id] != i:
                 errs.append((("steps", i, "id"), f"id {step.id!r} clashes with a step name"))
             ids.setdefault(step.id, i)
         errs.extend((("steps", i, key), message) for key, message in step_problems(step))

@@ -269,6 +269,22 @@ def _go_bool(value: Any) -> Any:
 GoBool = Annotated[bool, BeforeValidator(_go_bool), Field(strict=True)]
 
 
+def _merge_precondition_alias(value: dict[str, Any]) -> None:
+    """Fold `precondition` into `preconditions`; with both, Dagu 1.30.2 applies every
+    condition of the two (each may be one condition or a list)."""
+    if "precondition" not in value:
+        return
+    alias = value.pop("precondition")
+    if "preconditions" not in value:
+        value["preconditions"] = alias
+        return
+
+    def as_list(conditions: Any) -> list[Any]:
+        return list(conditions) if isinstance(conditions, list) else [conditions]
+
+    value["preconditions"] = [*as_list(value["preconditions"]), *as_list(alias)]
+
+
 def _go_text(value: Any) -> str:
     """A Go string field: text only (Dagu refuses `description: 5`); a YAML date keeps its text."""
     if isinstance(value, str):
@@ -408,6 +424,11 @@ class ContinueOnSpec(_Spec):
             if value == "skipped":
                 return {"skipped": True}
             raise ValueError(f"expected 'failed' or 'skipped', got {value!r}")
+        if isinstance(value, dict) and "failed" in value:
+            # Dagu 1.30.2 reads `failed:` in the map as `failure:` too (continue_on_failed_key)
+            value = dict(value)
+            failed = value.pop("failed")
+            value.setdefault("failure", failed)
         return value
 
     @field_validator("exit_code", mode="before")
@@ -543,8 +564,11 @@ class OutputSpec(_Spec):
     @classmethod
     def _omit(cls, value: Any) -> Any:
         # `output` has its own decoder in Dagu 1.30.2, which takes a number as a truth value
+        # and ignores text: `omit: "true"` omits nothing (step_misc_forms)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return value != 0
+        if isinstance(value, str):
+            return False
         return value
 
     @field_validator("name")
@@ -658,18 +682,15 @@ class StepSpec(StepBehaviour, _Spec):
         if not isinstance(value, dict):
             raise ValueError("a step must be a map or a command string")
         value = fold_keys(value, cls, "dir", "run", "precondition", "type", "config")
+        # A deprecated alias given with its key: Dagu 1.30.2 takes the key (`workingDir` over
+        # `dir`, `call` over `run`) and applies both precondition lists (case aliases_with_keys)
         if "dir" in value:
-            if "workingDir" in value:
-                raise ValueError("use 'workingDir' or its deprecated alias 'dir', not both")
-            value["workingDir"] = value.pop("dir")
+            alias = value.pop("dir")
+            value.setdefault("workingDir", alias)
         if "run" in value:
-            if "call" in value:
-                raise ValueError("use 'call' or its deprecated alias 'run', not both")
-            value["call"] = value.pop("run")
-        if "precondition" in value:
-            if "preconditions" in value:
-                raise ValueError("use 'preconditions' or 'precondition', not both")
-            value["preconditions"] = value.pop("precondition")
+            alias = value.pop("run")
+            value.setdefault("call", alias)
+        _merge_precondition_alias(value)
         if "type" in value or "config" in value:
             if "executor" in value:
                 raise ValueError("use 'type'/'config' or 'executor', not both")
@@ -975,10 +996,7 @@ class DagSpec(_Spec):
         if not isinstance(value, dict):
             raise ValueError("a DAG document must be a map")
         value = fold_keys(value, cls, "precondition")
-        if "precondition" in value:
-            if "preconditions" in value:
-                raise ValueError("use 'preconditions' or 'precondition', not both")
-            value["preconditions"] = value.pop("precondition")
+        _merge_precondition_alias(value)
         if "preconditions" in value:
             value["preconditions"] = parse_conditions(value["preconditions"])
         if "name" in value and value["name"] is not None:

@@ -14,11 +14,13 @@ itself (the caller passes the environment in).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import re
 import subprocess
 from collections.abc import Callable, Collection, Mapping
 
+from controller.engine.executors.jq import JqMissingError, run_jq
 from model.params import PARAM_NAME
 
 __all__ = [
@@ -67,9 +69,12 @@ _REF = re.compile(
     rf"{_OPS}|\$\{{(?P<name>{_NAME})(?P<path>(?:\.[^}}]+)?)\}}|\$(?P<bare>{_NAME})"
     r"|\$\{(?P<pos>\d+)\}|\$(?P<bare_pos>\d+)"
 )
-_QUOTED_REF = re.compile(rf'"\$\{{({_NAME}){_PATH}\}}"')
+_QUOTED_REF = re.compile(rf'"\$\{{({_NAME})((?:\.[^}}]+)?)\}}"')
 _BACKTICK = re.compile(r"`([^`]*)`")
-# The jq paths `json_path` evaluates: `.key`, `[n]`/`.[n]` (n may be negative), `["key"]`,
+# A `${VAR.filter}` jq run taking longer than this fails the expansion (Dagu has no limit; a
+# filter that never yields must not hang the step for ever).
+_FILTER_TIMEOUT_SECONDS = 10.0
+# The jq paths `json_path` evaluates itself: `.key`, `[n]`/`.[n]` (n may be negative), `["key"]`,
 # `.["key"]` and `."key"`.
 _PATH_STEP = re.compile(
     r'\.([A-Za-z_][A-Za-z0-9_]*)|\.?\[\s*(-?\d+)\s*\]|\.?\[\s*("(?:[^"\\]|\\.)*")\s*\]'
@@ -102,17 +107,19 @@ def _is_secret(key: str, patterns: tuple[str, ...]) -> bool:
 
 
 def json_path(value: str, path: str) -> str | None:
-    """The jq path `path` (`.a.b[0]`) applied to the JSON text `value`, formatted as Dagu
-    (Go `%v`) does; Dagu evaluates it with gojq.
+    """The jq filter `path` (`.a.b[0]`, `.list | length`) applied to the JSON text `value`, its
+    first result formatted as Dagu (Go `%v`) does; Dagu evaluates it with gojq.
 
-    None (Dagu then leaves the reference as written) when `value` is not JSON, when the path
-    is not one `_PATH_STEP` knows (`.a-b` is a jq subtraction Dagu fails on; a filter such as
-    `| length` is not evaluated here), or when jq would fail: a key into a non-object, an index
-    into a non-array. A missing key, an index out of range or anything under null is null,
-    printed ``<nil>``.
+    Plain paths (`_PATH_STEP`) are evaluated here; anything else runs through the `jq` program
+    (`.a // "d"`, `.items[] | .name`: the first result, as Dagu takes). None (Dagu then leaves
+    the reference as written) when `value` is not JSON, when the filter does not compile (`.a-b`
+    is `.a - b`), fails before its first result (a key into a string, an index into an object)
+    or yields nothing. A missing key, an index out of range or anything under null is null,
+    printed ``<nil>``. Raises ValueError when the filter cannot be evaluated at all (no `jq`
+    program, or no result within `_FILTER_TIMEOUT_SECONDS`).
     """
     try:
-        data: object = json.loads(value)
+        data: object = json.loads(value, parse_constant=_not_json)
     except ValueError:
         return None
     steps: list[str | int] = []
@@ -120,7 +127,7 @@ def json_path(value: str, path: str) -> str | None:
     while pos < len(path):
         m = _PATH_STEP.match(path, pos)
         if m is None:
-            return None
+            return _filter_first(value, path)
         ident, index, bracketed, dotted = m.groups()
         if index is not None:
             steps.append(int(index))
@@ -140,6 +147,29 @@ def json_path(value: str, path: str) -> str | None:
             i = step + len(data) if step < 0 else step
             data = data[i] if 0 <= i < len(data) else None
     return go_format(data)
+
+
+def _not_json(constant: str) -> object:
+    # Python reads NaN and Infinity; Go's encoding/json (Dagu) refuses them
+    raise ValueError(f"{constant} is not JSON")
+
+
+@functools.lru_cache(maxsize=256)
+def _filter_first(value: str, query: str) -> str | None:
+    """The first result of the jq filter `query` on the JSON text `value`, Go-formatted; None
+    when it does not compile, fails first or yields nothing. Cached: the same reference is
+    expanded for the command, the log and every retry of a step."""
+    try:
+        run = run_jq(query, json.loads(value), timeout_seconds=_FILTER_TIMEOUT_SECONDS, limit=1)
+    except JqMissingError as exc:
+        raise ValueError(f"cannot evaluate ${{VAR{query}}}: {exc}") from None
+    except subprocess.TimeoutExpired:
+        raise ValueError(
+            f"cannot evaluate ${{VAR{query}}}: no result within {_FILTER_TIMEOUT_SECONDS:g} s"
+        ) from None
+    if not run.values:
+        return None
+    return go_format(run.values[0])
 
 
 def go_format(value: object) -> str:
@@ -229,11 +259,12 @@ def expand(
     if "$" not in text:
         return text
 
+    def is_step_field(name: str, path: str) -> bool:
+        return step_refs is not None and name in step_refs and path[1:] in step_refs[name]
+
     def lookup(name: str, path: str) -> str | None:
-        if path and step_refs is not None and name in step_refs:
-            field = path[1:]
-            if field in step_refs[name]:
-                return step_refs[name][field]
+        if path and step_refs is not None and is_step_field(name, path):
+            return step_refs[name][path[1:]]
         value = variables.get(name)
         if value is None and fallback is not None:
             value = fallback.get(name)
@@ -276,6 +307,13 @@ def expand(
     def operator(m: re.Match[str]) -> str:
         name = m.group("oname") or m.group("lname")
         path = m.group("opath") or m.group("lpath") or ""
+        if m.group("oname") is not None and path and not is_step_field(name, path):
+            # `${J.a // "d"}`, `${J.n-1}`, `${J.s:1:2}`: on a JSON value Dagu hands everything
+            # after the name to gojq (no shell operator), like any `${J.filter}`
+            found = lookup(name, m.group(0)[2 + len(name) : -1])
+            if found is None:
+                return m.group(0) if keep_unknown else ""
+            return found
         # Dagu leaves an operator on a plain variable in command text to the step's shell
         # (observed: `${W:2:3}` under `shell: sh` is dash's "Bad substitution"); on a step
         # reference or a JSON path it evaluates substrings and defaults itself.

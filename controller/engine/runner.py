@@ -435,10 +435,17 @@ class Runner:
         node.error = ""
         node.exit_code = None
         node.captured_runs = []
-        node.env = self.vars.node_env(
-            node, dag_name=self.dag.name, run_id=self.run.run_id, log_file=self.run.log_file
-        )
-        node.cwd = self.vars.step_cwd(node)
+        try:
+            node.env = self.vars.node_env(
+                node, dag_name=self.dag.name, run_id=self.run.run_id, log_file=self.run.log_file
+            )
+            node.cwd = self.vars.step_cwd(node)
+        except ValueError as exc:
+            # a reference that cannot be evaluated at all (a `${VAR.filter}` without a jq
+            # program): the step fails saying why, the run goes on deciding as for any failure
+            node.cwd = str(self.vars.workdir)
+            self._fail_now(node, f"cannot build the step's environment: {exc}")
+            return
         node.env["PWD"] = node.cwd
         self._active += 1
         # Dagu settles a text retryPolicy before the preconditions; a value that is not an
@@ -449,7 +456,12 @@ class Runner:
             return
         # Preconditions: not met -> skipped (not an error).
         for cond in node.step.preconditions:
-            ok, _why = self._check_condition(cond, node.env, node.cwd, node)
+            try:
+                ok, _why = self._check_condition(cond, node.env, node.cwd, node)
+            except ValueError as exc:  # as above: unevaluable, never silently skipped
+                self._active -= 1
+                self._fail_now(node, f"cannot evaluate a precondition: {exc}")
+                return
             if not ok:
                 self._active -= 1
                 node.finished_at = time.time()
@@ -623,7 +635,10 @@ class Runner:
         )
         if problem is None:
             try:
-                node.items = call_runs(node.step, self.vars.scope(node), self.vars.step_refs)
+                # the step's whole environment (OS variables, DAG_NAME ...) under its scope:
+                # Dagu resolves `$HOME` in a child's params in the caller (call_params_unknown)
+                scope = {**node.env, **self.vars.scope(node)}
+                node.items = call_runs(node.step, scope, self.vars.step_refs)
             except ValueError as exc:  # no items, or more than Dagu allows: no child starts
                 problem = str(exc)
         if problem is not None:
@@ -944,7 +959,12 @@ class Runner:
         if rule.has_condition and not repeat_refusal(
             rule, done_count=node.done_count, stopped=stopped
         ):  # the condition command runs only when its answer decides
-            met, _ = self._check_condition(rp, node.env, node.cwd, node)
+            # Dagu sets the step's output variable after each execution, so the condition
+            # sees this execution's value (repeat_until_own_output)
+            own = {}
+            if node.step.output is not None and node.captured_runs:
+                own = {node.step.output.name: node.captured_runs[-1].strip()}
+            met, _ = self._check_condition(rp, {**node.env, **own}, node.cwd, node, extra=own)
         decision = decide_repeat(
             rule,
             done_count=node.done_count,
@@ -987,10 +1007,18 @@ class Runner:
     # ------------------------------------------------------------------ conditions
 
     def _check_condition(
-        self, cond: Any, env: Mapping[str, str], cwd: str, node: Node | None = None
+        self,
+        cond: Any,
+        env: Mapping[str, str],
+        cwd: str,
+        node: Node | None = None,
+        *,
+        extra: Mapping[str, str] | None = None,
     ) -> tuple[bool, str]:
-        """(met, description) of `cond`, expanded with the run's variables (and the node's)."""
+        """(met, description) of `cond`, expanded with the run's variables (and the node's),
+        `extra` over them."""
         scope = self.vars.scope(node) if node is not None else dict(self.vars.dag_vars)
+        scope.update(extra or {})
         return check_condition(cond, scope=scope, env=env, cwd=cwd, step_refs=self.vars.step_refs)
 
     # ------------------------------------------------------------------ cleanup

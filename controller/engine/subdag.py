@@ -228,9 +228,10 @@ def call_params(
     """A child's params as (name or None for positional, value) pairs.
 
     The step's `params:` is split into pairs before anything is substituted, then each value
-    is expanded with `${ITEM}` (Dagu quotes each value, so an item or variable holding spaces,
-    quotes or JSON stays one param). Without `params:`, the item's text is read as the child
-    reads params on its command line (`dagu_params`: words, `K=V`, or a JSON object's keys).
+    is expanded with `${ITEM}`, unresolvable references dropped (Dagu quotes each value, so
+    an item or variable holding spaces, quotes or JSON stays one param). Without `params:`,
+    the item's text is read as the child reads params on its command line (`dagu_params`:
+    words, `K=V`, or a JSON object's keys).
     """
     from model.spec import parse_params
 
@@ -239,7 +240,12 @@ def call_params(
         return dagu_params(item) if item is not None else []
     scope = {**scope, "ITEM": item} if item is not None else scope
     template = dagu_params(raw) if isinstance(raw, str) else parse_params(raw)
-    return [(key, ex.expand(value, scope, step_refs=step_refs)) for key, value in template]
+    # Dagu drops a reference it cannot resolve (`${NOPE}`, a JSON path or filter that fails)
+    # from the params it records and passes: the child would drop it too (call_params_unknown)
+    return [
+        (key, ex.expand(value, scope, step_refs=step_refs, keep_unknown=False))
+        for key, value in template
+    ]
 
 
 def params_text(pairs: Pairs) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from controller.engine import expand as ex
 from controller.engine.executors.jq import encode_gojq
 from controller.engine.graph import Node
+from model.params import resolve_params
 
 if TYPE_CHECKING:
     from controller.secrets import SecretMasker
@@ -140,6 +141,18 @@ class RunVars:
         self.inherited_secrets: tuple[str, ...] = ()  # a parent run's secret values
         self.step_refs: dict[str, dict[str, str]] = {}
 
+    def _eval_params(
+        self, pairs: Sequence[tuple[str, str]], dag_vars: Mapping[str, str], env: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Params evaluated in order: each sees the DAG env and the earlier ones of `pairs`."""
+        out: dict[str, str] = {}
+        scope = dict(dag_vars)
+        for key, value in pairs:
+            v = ex.expand(value, scope, fallback=self._environ, keep_unknown=False)
+            v = ex.eval_backticks(v, env={**env, **out}, cwd=str(self.workdir), strict=True)
+            out[key] = scope[key] = v
+        return out
+
     def build(self, params: Sequence[tuple[str, str]]) -> None:
         """Base env of every step: filtered OS env, DAGU_HOME, DAG env, dotenv, params.
         Raises ValueError (a failing backtick command of the DAG env or a param)."""
@@ -159,13 +172,16 @@ class RunVars:
         self._settle_workdir({**raw_params, **dag_vars})
         # Dagu evaluates params when it loads the DAG, before the run reads the dotenv files:
         # a param sees the DAG env and earlier params, never a dotenv value.
-        named: dict[str, str] = {}
-        param_scope = dict(dag_vars)
-        for key, value in params:
-            v = ex.expand(value, param_scope, fallback=environ, keep_unknown=False)
-            v = ex.eval_backticks(v, env={**env, **named}, cwd=str(self.workdir), strict=True)
-            named[key] = v
-            param_scope[key] = v
+        # The DAG's defaults are evaluated among themselves, the overrides (the command line,
+        # a caller's params) among themselves, and then merged by name: a default built from
+        # an overridden param keeps the default's value (`TARGET: ${ENV}-x` with `ENV=prod`
+        # given is still `dev-x`, Dagu 1.30.2, params_override_derived).
+        raw_defaults = dict(resolve_params(spec.params, []))
+        overrides = [(k, v) for k, v in params if raw_defaults.get(k) != v]
+        defaults = self._eval_params(list(raw_defaults.items()), dag_vars, env)
+        given = self._eval_params(overrides, dag_vars, env)
+        named = {key: given[key] if key in given else defaults[key] for key, _ in params}
+        param_scope = {**dag_vars, **named}
         # dotenv files are relative to the working directory the env and params give
         self._settle_workdir(param_scope)
         self.dotenv_values = self._read_dotenv(spec.dotenv, param_scope)

@@ -6,6 +6,7 @@ directory of `controller.engine.variables`."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,10 +53,71 @@ def test_unknown_variable_with_operator_is_left_or_dropped() -> None:
     assert ex.expand("${NOPE:0:2}", WORD, keep_unknown=False) == ""
 
 
-def test_substring_of_a_step_reference_and_a_json_path() -> None:
+def test_substring_of_a_step_reference() -> None:
     refs = {"make": {"stdout": "/tmp/logs/make.out"}}
     assert ex.expand("${make.stdout:0:5}", {}, step_refs=refs) == "/tmp/"
-    assert ex.expand("${J.a:1}", {"J": '{"a": "xyz"}'}) == "yz"
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="no jq program")
+def test_an_operator_on_a_json_value_is_part_of_its_jq_filter() -> None:
+    # Dagu 1.30.2 hands everything after `${J` to gojq: `.a:1` does not compile (left as
+    # written, dropped in env), `.n-1` is a subtraction, `.a // "d"` the alternative operator
+    j = {"J": '{"a": "xyz", "n": 5, "z": null}'}
+    assert ex.expand("${J.a:1}", j) == "${J.a:1}"
+    assert ex.expand("${J.a:1}", j, keep_unknown=False) == ""
+    assert ex.expand('${J.n-1} ${J.z // "d"} ${J.a#c}', j, shell_text=True) == "4 d xyz"
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="no jq program")
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (".list | length", "3"),
+        (".items[] | .name", "x"),  # the first result only
+        (".list[] | select(. > 1)", "2"),
+        ('.list[] | if . == 2 then error("e") else . end', "1"),  # an error after it
+        (".o | .[]", "1"),  # gojq iterates an object in key order
+        (".o | tojson", '{"a":1,"b":2}'),
+        (".o | keys", "[a b]"),
+        (".list | map(. * 1000000)", "[1e+06 2e+06 3e+06]"),
+        (".s | trim", "s p"),  # gojq builtins jq 1.6 lacks
+        (". | length", "5"),
+    ],
+)
+def test_json_filter_takes_the_first_result_go_formatted(path: str, expected: str) -> None:
+    value = '{"list":[1,2,3],"items":[{"name":"x"},{"name":"y"}],"o":{"b":2,"a":1},"s":" s p ",'
+    value += '"n":null}'
+    assert ex.json_path(value, path) == expected
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="no jq program")
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".s | tonumber",  # a runtime error before any result
+        ".list |",  # does not parse
+        ".list | toarray",  # gojq has no such function
+        ".o | keys_unsorted",  # nor this one
+        ".list | empty",  # no result
+        ".a-b",  # `.a - b`: b is not defined
+    ],
+)
+def test_json_filter_without_a_result_is_unresolved(path: str) -> None:
+    assert ex.json_path('{"list":[1],"s":"x","o":{}}', path) is None
+
+
+def test_json_filter_on_a_value_that_is_not_json_is_unresolved() -> None:
+    assert ex.json_path("plain text", ". | length") is None
+    assert ex.json_path("NaN", ". | length") is None  # Go's JSON has no NaN
+
+
+def test_json_filter_without_jq_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ValueError, match="jq program"):
+        ex.json_path('{"unique":[1]}', ".unique | length")
+    assert ex.json_path('{"unique":[1]}', ".unique[0]") == "1"  # paths need no jq
 
 
 def test_shell_text_leaves_operators_on_variables_to_the_shell() -> None:

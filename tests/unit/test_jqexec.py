@@ -53,3 +53,21 @@ def test_raw_null_prints_an_empty_line() -> None:
     # Only a top-level null: inside a value it stays `null`, and without raw it is `null`.
     assert _run(".missing, [null]", "{}", raw=True) == (0, "\n[null]\n")
     assert _run(".missing", "{}") == (0, "null\n")
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="no jq program")
+def test_undefined_name_prints_nothing_and_succeeds() -> None:
+    # gojq in Dagu 1.30.2: a filter that parses but names an unknown function or variable
+    # (keys_unsorted among them) prints nothing, even before it, and the step succeeds.
+    assert _run(".a, toarray", '{"a": 1}') == (0, "")
+    assert _run(".a, $nope", '{"a": 1}') == (0, "")
+    assert _run(".a, (.a | keys_unsorted)", '{"a": 1}') == (0, "")
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="no jq program")
+def test_objects_are_iterated_in_key_order() -> None:
+    doc = '{"b": 2, "a": 1}'
+    assert _run("[.[]], tojson, (to_entries | map(.key))", doc, raw=True) == (
+        0,
+        '[1,2]\n{"a":1,"b":2}\n["a","b"]\n',
+    )
