@@ -8,8 +8,8 @@ executors, sub-DAG children), step and DAG timeouts, retry and repeat waits, sto
 (signals) and the cleanup. Every rule it follows is a decision of `controller.engine.policies`
 (retry, repeat, continueOn, readiness, run status); it gathers their inputs and acts on them.
 Its collaborators: `graph` (the nodes), `variables` (env, outputs, expansion scope), `command`
-(argvs), `conditions`, `pump` (pipes into logs), `subdag` (`call:`/`parallel:`), `exits`
-(Dagu's error texts), `writes` (buffered step rows), `stopping` (signals and kills),
+(argvs), `conditions`, `pump` (pipes into logs), `calls` (the children of `call:` steps),
+`exits` (Dagu's error texts), `writes` (buffered step rows), `stopping` (signals and kills),
 `executors` (http, jq, mail).
 
 Design: one thread, one selector. Each running process contributes a pidfd (readable when it
@@ -41,6 +41,7 @@ from controller import process as proc
 from controller import runjournal
 from controller.diskfull import describe_os_error
 from controller.engine import expand as ex
+from controller.engine.calls import CallSteps
 from controller.engine.command import build_argvs, step_shell
 from controller.engine.conditions import check_condition
 from controller.engine.executors import EXECUTORS, ExecRequest
@@ -73,19 +74,7 @@ from controller.engine.pump import (
     read_log_text,
 )
 from controller.engine.stopping import Stopper
-from controller.engine.subdag import (
-    call_argv,
-    call_result,
-    call_runs,
-    call_target,
-    calls_document,
-    calls_partial,
-    child_tokens,
-    hand_on_secrets,
-    missing_target,
-    params_text,
-    sub_run_id,
-)
+from controller.engine.subdag import calls_partial
 from controller.engine.variables import RunVars, SecretError
 from controller.engine.writes import StepWriter
 from controller.runevents import RunEvents
@@ -163,6 +152,16 @@ class Runner:
         self.events = opts.events
         self.notes: list[str] = []  # for the run's `notes` (what went wrong but did not fail it)
         self.stopper = Stopper(dag_name=opts.dag.name, run_id=opts.run.run_id, events=self.events)
+        self.calls = CallSteps(
+            dag=opts.dag,
+            run=opts.run,
+            vars=self.vars,
+            settings=opts.settings,
+            environ=opts.environ,
+            track=self._track,
+            save=self._save,
+            end=self._end_execution,
+        )
 
     # ------------------------------------------------------------------ setup
 
@@ -521,7 +520,7 @@ class Runner:
             return
         step = node.step
         if step.call is not None:
-            self._start_calls(node)
+            self.calls.start(node, self.workdir)
             return
         et = step.executor_type
         if et in EXECUTORS:
@@ -621,89 +620,6 @@ class Runner:
                 pass
 
         threading.Thread(target=work, daemon=True, name=f"step-{node.name}").start()
-
-    # ------------------------------------------------------------------ sub-DAGs
-
-    def _start_calls(self, node: Node) -> None:
-        node.results = []
-        node.children = []
-        problem = missing_target(
-            ex.expand(str(node.step.call), self.vars.scope(node)),
-            self._call_target(node),
-            dags_dir=Path(self.o.settings.dags_dir),
-            cwd=Path(node.cwd or self.workdir),
-        )
-        if problem is None:
-            try:
-                # the step's whole environment (OS variables, DAG_NAME ...) under its scope:
-                # Dagu resolves `$HOME` in a child's params in the caller (call_params_unknown)
-                scope = {**node.env, **self.vars.scope(node)}
-                node.items = call_runs(node.step, scope, self.vars.step_refs)
-            except ValueError as exc:  # no items, or more than Dagu allows: no child starts
-                problem = str(exc)
-        if problem is not None:
-            node.items = []
-            self._end_execution(node, 1, problem)
-            return
-        self._spawn_calls(node)
-
-    def _spawn_calls(self, node: Node) -> None:
-        step = node.step
-        cap = step.parallel.max_concurrent if step.parallel is not None else 1
-        run = self.run
-        while node.items and len(node.procs) < cap:
-            item, pairs = node.items.pop(0)
-            text = params_text(pairs)
-            execution = (node.retry_count, node.done_count)
-            sid = sub_run_id(run.run_id, node.name, text, execution=execution)
-            target = self._call_target(node)
-            # the secrets go through a pipe, never argv or env, which other users can read
-            secrets = self.vars.secrets_to_hand_on()
-            argv = call_argv(
-                run_id=sid,
-                parent=f"{self.dag.name}:{run.run_id}",
-                root=f"{run.root_dag or self.dag.name}:{run.root_run_id or run.run_id}",
-                target=target,
-                params=child_tokens(pairs),
-                inherit_secrets=bool(secrets),
-            )
-            env = dict(self.o.environ)
-            env["DAGU_HOME"] = str(self.o.settings.home)
-            assert node.err_file is not None
-            popen = proc.spawn(
-                argv,
-                env=env,
-                cwd=node.cwd,
-                stdout=subprocess.PIPE,
-                stderr=node.err_file,
-                stdin=subprocess.PIPE if secrets else subprocess.DEVNULL,
-            )
-            if popen.stdin is not None:
-                hand_on_secrets(popen.stdin, secrets)
-            masker = self.vars.secret_masker
-            shown = masker.mask(text) if masker is not None else text
-            node.children.append({"dagRunId": sid, "params": shown})
-            self._track(
-                node, popen, capture=popen.stdout, item=item, sub_run_id=sid, sub_params=shown
-            )
-        self._save(node)
-
-    def _call_target(self, node: Node) -> list[str]:
-        return call_target(
-            node.step,
-            self.vars.scope(node),
-            dag=self.dag,
-            dags_dir=Path(self.o.settings.dags_dir),
-            workdir=self.workdir,
-        )
-
-    def _finish_calls(self, node: Node) -> None:
-        text, error = calls_document(node)
-        assert node.out_file is not None
-        node.out_file.write(text.encode() + b"\n")
-        if node.step.output is not None:
-            node.captured = bytearray(text.encode())
-        self._end_execution(node, 1 if error else 0, error)
 
     # ------------------------------------------------------------------ waiting
 
@@ -816,16 +732,8 @@ class Runner:
         node.procs.remove(p)
         exit_code, err = process_exit(code)
         if node.step.call is not None:
-            node.results.append(call_result(p))
-            if node.items and not node.stopping and not self.canceled:
-                self._spawn_calls(node)
-                return
-            if node.procs:
-                return
-            if node.stopping or self.canceled:
-                self._end_execution(node, exit_code or 1, err or "aborted")
-                return
-            self._finish_calls(node)
+            stopping = node.stopping or self.canceled
+            self.calls.reaped(node, p, exit_code, err, stopping=stopping, workdir=self.workdir)
             return
         if exit_code == 0 and node.queue and not node.stopping:
             self._spawn_next(node)

@@ -5,10 +5,10 @@ them, at most 1000), each child's target and params (split as Dagu splits them, 
 the child unchanged), the child's `dagloop start` command line, the parent's secret values on
 the child's stdin, reading a child's JSON result from its stdout, and the step's own result
 document (Dagu's shape: one child's result, or a parallel summary). Values only, apart from
-the pipe helpers; starting and reaping the children is the runner's.
+the pipe helpers; starting and collecting the children is `controller.engine.calls`'s.
 
-Called by the runner (`controller.engine.runner`: `_start_calls`, `_spawn_calls`, `_reap`,
-`_finish_calls`) and by `dagloop start` (`read_inherited_secrets`).
+Called by `controller.engine.calls` (which starts and collects the children), the runner
+(`calls_partial`) and `dagloop start` (`read_inherited_secrets`).
 """
 
 from __future__ import annotations
