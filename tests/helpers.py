@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 # The repository root, so subprocesses import this checkout even without an install.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +87,23 @@ def run_cli(
         check=False,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def api_client(home: Path) -> Any:
+    """A `falcon.testing.TestClient` on the read-only API of the DAGU_HOME `home`, as
+    `dagloop server` would serve it (imported here: most tests never need the API)."""
+    import falcon.testing
+
+    from api.app import create_app
+    from controller.catalog import Catalog
+    from controller.store.store import Store
+    from model.config import load_settings
+
+    settings = load_settings(env={"DAGU_HOME": str(home), "HOME": str(home)})
+    app = create_app(
+        settings=settings,
+        store_factory=lambda: Store(settings.db_path, readonly=True),
+        catalog=Catalog(settings.dags_dir, settings.base_config),
+        started_at=time.time(),
+    )
+    return falcon.testing.TestClient(app)

@@ -7,17 +7,10 @@ merged`"; the normalised compat cases `log_output_*` cover what the steps themse
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-import falcon.testing
-
-from api.app import create_app
-from controller.catalog import Catalog
-from controller.store.store import Store
-from model.config import load_settings
-from tests.helpers import dagu_home, run_cli
+from tests.helpers import api_client, dagu_home, run_cli
 
 DAG = """\
 logOutput: merged
@@ -103,14 +96,7 @@ def test_a_failed_merged_step_quotes_its_stderr_alone(tmp_path: Path) -> None:
 def test_the_api_serves_the_merged_log_as_either_stream(tmp_path: Path) -> None:
     env, _, details = _run(tmp_path)
     home = Path(env["DAGU_HOME"])
-    settings = load_settings(env={"DAGU_HOME": str(home), "HOME": str(home)})
-    app = create_app(
-        settings=settings,
-        store_factory=lambda: Store(settings.db_path, readonly=True),
-        catalog=Catalog(settings.dags_dir, settings.base_config),
-        started_at=time.time(),
-    )
-    client = falcon.testing.TestClient(app)
+    client = api_client(home)
     base = f"/api/v2/dag-runs/mixed/{details['dagRunId']}/steps"
 
     pages = {

@@ -9,18 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import falcon.testing
 import pytest
 
-from api.app import create_app
-from controller.catalog import Catalog
-from controller.store.store import Store
-from model.config import load_settings
-from tests.helpers import run_cli
+from tests.helpers import api_client, run_cli
 from tests.integration.test_mail import SmtpServer, start_smtp  # noqa: F401 (a fixture)
 
 FILE_SECRET = "db-pass-from-file-7f3a"
@@ -130,14 +124,7 @@ def test_secrets_reach_the_step_and_nothing_else(
 
 def _assert_api_masks(home: Path, run_id: str) -> None:
     """The run's details, outputs, run log and step logs through the API."""
-    settings = load_settings(env={"DAGU_HOME": str(home), "HOME": str(home)})
-    app = create_app(
-        settings=settings,
-        store_factory=lambda: Store(settings.db_path, readonly=True),
-        catalog=Catalog(settings.dags_dir, settings.base_config),
-        started_at=time.time(),
-    )
-    client = falcon.testing.TestClient(app)
+    client = api_client(home)
     base = f"/api/v2/dag-runs/leaky/{run_id}"
     for path in (base, f"{base}/outputs", f"{base}/log", f"{base}/steps/leak/log"):
         resp = client.simulate_get(path)
