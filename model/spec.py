@@ -328,9 +328,11 @@ def _tokenize_params(text: str) -> list[tuple[str | None, str]]:
 
 
 def param_token(token: str) -> tuple[str | None, str]:
-    """One params token: ``K=v`` (a valid name) is named K, anything else positional."""
+    """One params token: ``K=v`` is named K, anything else positional. As in Dagu 1.30.2, K is
+    anything up to the first ``=`` (not a valid variable name only): ``2=x`` sets the second
+    positional param, ``a-b=c`` is the param ``a-b`` (case params_key_forms)."""
     key, sep, val = token.partition("=")
-    if sep and PARAM_NAME.fullmatch(key):
+    if sep and key:
         return key, val
     return None, token
 
