@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,17 @@ import pytest  # noqa: E402
 
 from tests.helpers import dagu_home  # noqa: E402
 from tests.pg import PostgresServer, postgres_server  # noqa: E402
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; any still running at its end are killed and reaped."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
 
 
 @pytest.fixture

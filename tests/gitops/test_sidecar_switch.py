@@ -7,10 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from controller.catalog import Catalog
 from tests.helpers import wait_until
@@ -66,16 +63,6 @@ def test_catalog_never_sees_a_half_switched_tree(tmp_path: Path) -> None:
     entry = catalog.get("a")
     assert entry is not None and entry.path == link / "a.yaml"  # the path callers use
     assert entry.real_path == Path(os.path.realpath(link)) / "a.yaml"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
 
 
 def test_running_controller_picks_up_a_sidecar_swap_at_once(
